@@ -167,6 +167,7 @@ class DataConfig:
             empty means ``video_root`` for UCF-style and synthetic data.
         split: the UCF101 train/test split number (1-3).
         output_dir: where TFRecord shards, ``dataset_info.json`` and ``failed-*.jsonl`` go.
+        features_dir: where ``maivar extract`` writes feature shards and ``feature_info.json``.
         num_shards: shards per split (0 lets the runner choose).
         num_segments: K, the TSN segments sampled per video (the paper tests with 25).
         frame_short_side: frames are resized so their shorter side is this many pixels.
@@ -182,6 +183,7 @@ class DataConfig:
     annotations: str = ""
     split: int = 1
     output_dir: str = "data/tfrecords"
+    features_dir: str = "data/features"
     num_shards: int = 2
     num_segments: int = 8
     frame_short_side: int = 256
