@@ -1,0 +1,409 @@
+"""Video decoding with PyAV and TSN segment sampling; :func:`load_clip`, the one decode entry.
+
+Temporal Segment Networks (Wang et al. 2016), which MAiVAR's video branch follows, split a
+video into K equal segments and take one frame from each: the centre frame at test time, a
+random frame per segment in training.
+
+Decoding makes a single pass over the file (one container open for video and audio):
+
+1. demux every packet of the video and audio streams in the time window; audio packets are
+   decoded and resampled on the fly, video packets are kept (compressed, small) and counted;
+2. the K frame indices are chosen from that count (``stream.frames`` is often 0 or wrong, so
+   the container's claim is never used for sampling);
+3. the kept video packets are decoded in order and only the chosen frames are converted to
+   RGB and resized (shorter side = ``short_side``, aspect kept, square pixels); if the
+   decoder yields fewer frames than packets, the indices are re-chosen from the decoded
+   count and the packets decoded once more.
+
+Clips with fewer frames than K repeat frames. Timestamps are microseconds from the start
+of the file (so a Kinetics ``[start_s, end_s)`` trim gives timestamps inside the window).
+Failures raise :class:`~maivar_tf.data.errors.MediaError`; see
+:mod:`maivar_tf.data.audio` for how truncation is detected.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from maivar_tf.config import SAMPLING_MODES, DataConfig
+from maivar_tf.data.audio import (
+    AudioCollector,
+    audio_stream,
+    check_audio,
+    check_complete,
+    check_window,
+    container_start,
+    frame_time,
+    media_error,
+    open_media,
+    packet_end,
+    packet_time,
+    seek_to,
+    video_stream,
+)
+
+__all__ = [
+    "VideoClip",
+    "DecodedClip",
+    "sample_segment_indices",
+    "decode_segment_frames",
+    "load_clip",
+    "encode_jpeg",
+]
+
+#: Packets may be up to this much past ``end_s`` in decode order (B-frame reordering).
+_REORDER_MARGIN_S = 1.0
+#: Tolerance when comparing frame times with window edges.
+_EPS = 1e-6
+
+
+@dataclass
+class VideoClip:
+    """K sampled frames of one video.
+
+    Args:
+        frames: uint8 [K, H, W, 3] RGB; the shorter side is ``short_side``.
+        timestamps_us: int64 [K], each frame's time in microseconds from the file start.
+        frame_rate: the stream's average frame rate (frames per second).
+        num_frames: frames decoded in the window (what the segments were sampled from).
+        duration_s: seconds of video in the window.
+    """
+
+    frames: np.ndarray
+    timestamps_us: np.ndarray
+    frame_rate: float
+    num_frames: int
+    duration_s: float
+
+
+@dataclass
+class DecodedClip:
+    """One video's sampled frames and its mono waveform.
+
+    Args:
+        video: the sampled frames.
+        waveform: float32 [N] mono samples at ``sample_rate``.
+        sample_rate: the waveform's rate in Hz.
+    """
+
+    video: VideoClip
+    waveform: np.ndarray
+    sample_rate: int
+
+
+def sample_segment_indices(num_frames: int, num_segments: int, mode: str = "center",
+                           rng: np.random.Generator | int | None = None) -> np.ndarray:
+    """TSN frame indices: one per equal segment.
+
+    ``center`` is TSN's test-time rule ``int(tick / 2 + tick * k)`` with
+    ``tick = num_frames / num_segments``. ``random`` picks uniformly inside segment
+    ``[floor(k n / K), floor((k + 1) n / K))`` (TSN's training rule, covering every frame
+    also when ``n`` is not a multiple of ``K``). With fewer frames than segments both modes
+    repeat frames (indices are non-decreasing).
+
+    Args:
+        num_frames: frames available (>= 1).
+        num_segments: K (>= 1).
+        mode: ``center`` or ``random``.
+        rng: a NumPy generator or seed for ``random`` (``None``: fresh entropy).
+
+    Returns:
+        int64 [K] indices in ``[0, num_frames)``.
+
+    Raises:
+        ValueError: a non-positive count or an unknown mode.
+    """
+    n, k = int(num_frames), int(num_segments)
+    if n < 1:
+        raise ValueError(f"num_frames must be >= 1; got {num_frames}")
+    if k < 1:
+        raise ValueError(f"num_segments must be >= 1; got {num_segments}")
+    if mode == "center":
+        tick = n / k
+        idx = np.array([int(tick / 2.0 + tick * x) for x in range(k)], dtype=np.int64)
+    elif mode == "random":
+        gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        seg = np.arange(k, dtype=np.int64)
+        starts = seg * n // k
+        ends = np.maximum((seg + 1) * n // k, starts + 1)
+        idx = starts + gen.integers(0, ends - starts)
+    else:
+        raise ValueError(f"unknown sampling mode {mode!r}; allowed: {', '.join(SAMPLING_MODES)}")
+    return np.clip(idx, 0, n - 1).astype(np.int64)
+
+
+def _output_size(width: int, height: int, sar: Fraction | None, short_side: int) -> tuple[int, int]:
+    """(width, height) with the shorter display side = ``short_side`` and square pixels."""
+    display_w = float(width)
+    if sar is not None and sar > 0 and sar != 1:
+        display_w = width * float(sar)
+    if display_w <= height:
+        return short_side, max(1, int(round(height * short_side / display_w)))
+    return max(1, int(round(display_w * short_side / height))), short_side
+
+
+def _frame_rate(stream) -> float:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate is not None and rate > 0:
+            return float(rate)
+    return 0.0
+
+
+class _FrameSelector:
+    """Walks decoded frames in presentation order, converting only the chosen ones."""
+
+    def __init__(self, indices: np.ndarray, start_s: float, end_s: float, t0: float,
+                 time_base, short_side: int, sar, fps: float):
+        self.time_base = time_base
+        self.wanted: dict[int, list[int]] = {}
+        for pos, i in enumerate(indices.tolist()):
+            self.wanted.setdefault(i, []).append(pos)
+        self.frames: list[np.ndarray | None] = [None] * len(indices)
+        self.times = np.zeros(len(indices), dtype=np.float64)
+        self.start_s, self.end_s, self.t0 = start_s, end_s, t0
+        self.short_side, self.sar, self.fps = short_side, sar, fps
+        self.size: tuple[int, int] | None = None
+        self.count = 0
+        self.first_t: float | None = None
+        self.last_t: float | None = None
+
+    def add(self, frame) -> None:
+        t = frame_time(frame, self.time_base)
+        if t is not None:
+            t = t - self.t0
+        elif self.last_t is not None:
+            t = self.last_t + (1.0 / self.fps if self.fps else 0.0)
+        else:
+            t = 0.0
+        if t < self.start_s - _EPS or (self.end_s > 0 and t >= self.end_s - _EPS):
+            return
+        if self.first_t is None:
+            self.first_t = t
+        self.last_t = t
+        positions = self.wanted.get(self.count)
+        if positions:
+            if self.size is None:
+                self.size = _output_size(frame.width, frame.height, self.sar, self.short_side)
+            w, h = self.size
+            rgb = frame.to_ndarray(width=w, height=h, format="rgb24", interpolation="BILINEAR")
+            for pos in positions:
+                self.frames[pos] = rgb
+                self.times[pos] = t
+        self.count += 1
+
+    def complete(self) -> bool:
+        return all(f is not None for f in self.frames)
+
+
+def _decode_packets(stream, packets: list, selector: _FrameSelector) -> int:
+    """Decodes ``packets`` (then flushes) into ``selector``; returns the corrupt-packet count."""
+    ctx = stream.codec_context
+    errors = 0
+    for packet in packets:
+        try:
+            for frame in ctx.decode(packet):
+                selector.add(frame)
+        except av.error.FFmpegError:
+            errors += 1
+    try:
+        for frame in ctx.decode(None):
+            selector.add(frame)
+    except av.error.FFmpegError:
+        errors += 1
+    return errors
+
+
+def _decode(path, *, num_segments: int, short_side: int, mode: str, seed,
+            start_s: float, end_s: float, audio: dict | None):
+    """The single pass behind :func:`decode_segment_frames` and :func:`load_clip`."""
+    check_window(start_s, end_s)
+    if mode not in SAMPLING_MODES:
+        raise ValueError(f"unknown sampling mode {mode!r}; allowed: {', '.join(SAMPLING_MODES)}")
+    if num_segments < 1 or short_side < 1:
+        raise ValueError(f"num_segments and short_side must be >= 1; got {num_segments}, "
+                         f"{short_side}")
+    with open_media(path) as container:
+        vs = video_stream(container)
+        if vs is None:
+            raise media_error("no_video_stream", path, "the file has no video stream")
+        ast = audio_stream(container)
+        if audio is not None and ast is None:
+            raise media_error("no_audio", path, "the file has no audio stream")
+        t0 = container_start(container)
+        collector = None
+        if audio is not None:
+            collector = AudioCollector(audio["sample_rate"], start_s, end_s,
+                                       audio["max_seconds"], t0, ast.time_base)
+        streams = [vs] + ([ast] if ast is not None else [])
+        counts = {s.index: 0 for s in streams}
+        packets: list = []
+        in_window = 0
+        last_end = None
+        video_done = False
+        seek_to(container, start_s, t0)
+        try:
+            for packet in container.demux(*streams):
+                if packet.size == 0:
+                    continue
+                counts[packet.stream_index] += 1
+                end = packet_end(packet)
+                if end is not None:
+                    last_end = end - t0 if last_end is None else max(last_end, end - t0)
+                if packet.stream_index == vs.index:
+                    if video_done:
+                        continue
+                    t = packet_time(packet)
+                    rel = None if t is None else t - t0
+                    if end_s > 0 and rel is not None and rel > end_s + _REORDER_MARGIN_S:
+                        video_done = True
+                        continue
+                    packets.append(packet)
+                    if not packet.is_discard and (rel is None or (
+                            rel >= start_s - _EPS and (end_s <= 0 or rel < end_s - _EPS))):
+                        in_window += 1
+                elif collector is not None:
+                    collector.decode_packet(packet)
+                if video_done and (collector is None or collector.done):
+                    break
+        except av.error.FFmpegError as e:
+            if not any(counts.values()):
+                raise media_error("decode_error", path, f"cannot read packets: {e}") from e
+            raise media_error("truncated", path, f"reading stopped after "
+                              f"{sum(counts.values())} packets: {e}") from e
+        check_complete(path, container,
+                       packet_counts={s: counts[s.index] for s in streams},
+                       last_end=last_end, start_s=start_s, end_s=end_s)
+
+        waveform = None
+        if collector is not None:
+            waveform = check_audio(path, collector.finish(ast), collector.errors,
+                                   audio["min_samples"])
+
+        rng = np.random.default_rng(seed)
+        fps = _frame_rate(vs)
+        sar = vs.codec_context.sample_aspect_ratio
+
+        def run(count: int) -> tuple[_FrameSelector, int]:
+            indices = sample_segment_indices(max(count, 1), num_segments, mode, rng)
+            sel = _FrameSelector(indices, start_s, end_s, t0, vs.time_base, short_side, sar, fps)
+            return sel, _decode_packets(vs, packets, sel)
+
+        selector, errors = run(in_window)
+        decoded = selector.count
+        if decoded == 0:
+            if errors:
+                raise media_error("decode_error", path, f"no video frame decodes ({errors} "
+                                  f"of {len(packets)} packets failed)")
+            raise media_error("too_short", path, "no decodable video frames"
+                              + (f" in [{start_s}, {end_s or 'end'}) s" if start_s or end_s
+                                 else ""))
+        if errors and decoded < 0.9 * in_window:
+            raise media_error("truncated", path, f"decoding stopped on corrupt data: "
+                              f"{decoded} of {in_window} frames decoded")
+        if not selector.complete():
+            # The decoder produced fewer frames than packets: choose again from what decodes.
+            vs.codec_context.flush_buffers()
+            selector, _ = run(decoded)
+            if not selector.complete():
+                raise media_error("decode_error", path, "frames decode differently on a "
+                                  "second pass; cannot sample segments")
+
+    times = np.maximum.accumulate(selector.times)
+    if not fps and selector.count > 1 and selector.last_t > selector.first_t:
+        fps = (selector.count - 1) / (selector.last_t - selector.first_t)
+    duration = (selector.last_t - selector.first_t) + (1.0 / fps if fps else 0.0)
+    clip = VideoClip(
+        frames=np.stack(selector.frames).astype(np.uint8, copy=False),
+        timestamps_us=np.round(times * 1e6).astype(np.int64),
+        frame_rate=float(fps),
+        num_frames=int(selector.count),
+        duration_s=float(duration),
+    )
+    return clip, waveform
+
+
+def decode_segment_frames(path: str | os.PathLike, num_segments: int, short_side: int = 256,
+                          mode: str = "center", seed: int | None = None, start_s: float = 0.0,
+                          end_s: float = 0.0) -> VideoClip:
+    """Decodes K TSN-sampled RGB frames of a video.
+
+    Args:
+        path: any file FFmpeg decodes.
+        num_segments: K.
+        short_side: frames are resized so their shorter side has this many pixels.
+        mode: ``center`` (evaluation) or ``random`` (training; one random frame per segment).
+        seed: seed for ``random`` (``None``: fresh entropy each call).
+        start_s: window start in seconds from the file start (Kinetics trims).
+        end_s: window end in seconds (0 = the end of the file).
+
+    Returns:
+        The sampled frames and their timestamps.
+
+    Raises:
+        MediaError: ``missing``, ``empty``, ``not_a_video``, ``no_video_stream``,
+            ``too_short``, ``truncated`` or ``decode_error``; the message names the file.
+        ValueError: invalid arguments (mode, counts, window).
+    """
+    clip, _ = _decode(path, num_segments=num_segments, short_side=short_side, mode=mode,
+                      seed=seed, start_s=start_s, end_s=end_s, audio=None)
+    return clip
+
+
+def load_clip(path: str | os.PathLike, cfg: DataConfig, mode: str = "center",
+              seed: int | None = None, start_s: float = 0.0, end_s: float = 0.0) -> DecodedClip:
+    """Decodes a video's sampled frames and its audio in one pass (the one decode entry point).
+
+    The Beam job, ``maivar predict`` and serving preparation all call this, so training and
+    serving see identical inputs.
+
+    Args:
+        path: the video file.
+        cfg: ``num_segments``, ``frame_short_side`` and ``audio`` (``sample_rate``,
+            ``max_seconds``; fewer than ``audio.n_fft`` samples is ``too_short``).
+        mode: ``center`` or ``random`` segment sampling.
+        seed: seed for ``random``.
+        start_s: window start in seconds.
+        end_s: window end in seconds (0 = the end of the file).
+
+    Returns:
+        The frames and the mono waveform.
+
+    Raises:
+        MediaError: any reason of :func:`decode_segment_frames`, plus ``no_audio``.
+        ValueError: invalid arguments.
+    """
+    audio = {"sample_rate": cfg.audio.sample_rate, "max_seconds": cfg.audio.max_seconds,
+             "min_samples": cfg.audio.n_fft}
+    clip, waveform = _decode(path, num_segments=cfg.num_segments,
+                             short_side=cfg.frame_short_side, mode=mode, seed=seed,
+                             start_s=start_s, end_s=end_s, audio=audio)
+    return DecodedClip(video=clip, waveform=waveform, sample_rate=cfg.audio.sample_rate)
+
+
+def encode_jpeg(frame: np.ndarray, quality: int = 90) -> bytes:
+    """Encodes a uint8 [H, W, 3] RGB frame as JPEG bytes.
+
+    Args:
+        frame: the frame.
+        quality: JPEG quality, 1..100.
+
+    Returns:
+        The JPEG file contents.
+    """
+    from PIL import Image
+
+    arr = np.asarray(frame)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"encode_jpeg expects a uint8 [H, W, 3] RGB array; "
+                         f"got {arr.dtype} {arr.shape}")
+    if not 1 <= int(quality) <= 100:
+        raise ValueError(f"quality must be in 1..100; got {quality}")
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=int(quality))
+    return buf.getvalue()
