@@ -29,7 +29,7 @@ import numpy as np
 from maivar_tf.data.errors import MediaError
 
 __all__ = ["decode_audio", "open_media", "check_complete", "AudioCollector", "media_error",
-           "frame_time"]
+           "frame_time", "packet_time", "packet_end", "time_base_of"]
 
 #: First box types of an ISO-BMFF (MP4/MOV) file; FFmpeg failing on one means a cut-off index.
 _MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot")
@@ -119,32 +119,35 @@ def container_start(container: av.container.InputContainer) -> float:
     return start / 1e6 if start is not None and abs(start) < 2**62 else 0.0
 
 
-def packet_time(packet) -> float | None:
+def time_base_of(stream) -> float | None:
+    """A stream's time base as a float (Fraction arithmetic per packet is slow)."""
+    return float(stream.time_base) if stream.time_base else None
+
+
+def packet_time(packet, time_base: float | None) -> float | None:
     """A packet's presentation (or, lacking it, decoding) time in seconds."""
     ts = packet.pts if packet.pts is not None else packet.dts
-    if ts is None or packet.time_base is None:
+    if ts is None or time_base is None:
         return None
-    return float(ts * packet.time_base)
+    return ts * time_base
 
 
-def packet_end(packet) -> float | None:
+def packet_end(packet, time_base: float | None) -> float | None:
     """The time the packet's content ends (its time plus its duration), in seconds."""
-    t = packet_time(packet)
-    if t is None:
-        return None
-    if packet.duration and packet.time_base is not None:
-        t += float(packet.duration * packet.time_base)
+    t = packet_time(packet, time_base)
+    if t is not None and packet.duration:
+        t += packet.duration * time_base
     return t
 
 
-def frame_time(frame, time_base) -> float | None:
-    """A decoded frame's time in seconds from its ``pts`` and the stream's time base.
+def frame_time(frame, time_base: float | None) -> float | None:
+    """A decoded frame's time in seconds from its ``pts`` and the stream's (float) time base.
 
     ``frame.time`` is NaN for frames flushed out of a decoder, so it is not used.
     """
     if frame.pts is None or time_base is None:
         return None
-    return float(frame.pts * time_base)
+    return frame.pts * time_base
 
 
 def seek_to(container: av.container.InputContainer, start_s: float, t0: float) -> None:
@@ -196,7 +199,7 @@ class AudioCollector:
         end_s: drop audio from this relative time (0 = no end).
         max_seconds: keep at most this many seconds (0 = no limit).
         t0: the container start time (seconds) that times are relative to.
-        time_base: the audio stream's time base (frame ``pts`` units).
+        time_base: the audio stream's time base as a float (frame ``pts`` units).
     """
 
     def __init__(self, sample_rate: int, start_s: float = 0.0, end_s: float = 0.0,
@@ -333,8 +336,8 @@ def decode_audio(path: str | os.PathLike, sample_rate: int = 22050, max_seconds:
         if stream is None:
             raise media_error("no_audio", path, "the file has no audio stream")
         t0 = container_start(container)
-        collector = AudioCollector(sample_rate, start_s, end_s, max_seconds, t0,
-                                   stream.time_base)
+        tb = time_base_of(stream)
+        collector = AudioCollector(sample_rate, start_s, end_s, max_seconds, t0, tb)
         counts = {stream: 0}
         last_end = None
         seek_to(container, start_s, t0)
@@ -343,7 +346,7 @@ def decode_audio(path: str | os.PathLike, sample_rate: int = 22050, max_seconds:
                 if packet.size == 0:
                     continue
                 counts[stream] += 1
-                end = packet_end(packet)
+                end = packet_end(packet, tb)
                 if end is not None:
                     end -= t0
                     last_end = end if last_end is None else max(last_end, end)

@@ -45,6 +45,7 @@ from maivar_tf.data.audio import (
     packet_end,
     packet_time,
     seek_to,
+    time_base_of,
     video_stream,
 )
 
@@ -239,9 +240,10 @@ def _decode(path, *, num_segments: int, short_side: int, mode: str, seed,
         collector = None
         if audio is not None:
             collector = AudioCollector(audio["sample_rate"], start_s, end_s,
-                                       audio["max_seconds"], t0, ast.time_base)
+                                       audio["max_seconds"], t0, time_base_of(ast))
         streams = [vs] + ([ast] if ast is not None else [])
         counts = {s.index: 0 for s in streams}
+        bases = {s.index: time_base_of(s) for s in streams}
         packets: list = []
         in_window = 0
         last_end = None
@@ -252,13 +254,14 @@ def _decode(path, *, num_segments: int, short_side: int, mode: str, seed,
                 if packet.size == 0:
                     continue
                 counts[packet.stream_index] += 1
-                end = packet_end(packet)
+                tb = bases[packet.stream_index]
+                end = packet_end(packet, tb)
                 if end is not None:
                     last_end = end - t0 if last_end is None else max(last_end, end - t0)
                 if packet.stream_index == vs.index:
                     if video_done:
                         continue
-                    t = packet_time(packet)
+                    t = packet_time(packet, tb)
                     rel = None if t is None else t - t0
                     if end_s > 0 and rel is not None and rel > end_s + _REORDER_MARGIN_S:
                         video_done = True
@@ -291,7 +294,8 @@ def _decode(path, *, num_segments: int, short_side: int, mode: str, seed,
 
         def run(count: int) -> tuple[_FrameSelector, int]:
             indices = sample_segment_indices(max(count, 1), num_segments, mode, rng)
-            sel = _FrameSelector(indices, start_s, end_s, t0, vs.time_base, short_side, sar, fps)
+            sel = _FrameSelector(indices, start_s, end_s, t0, bases[vs.index], short_side, sar,
+                                 fps)
             return sel, _decode_packets(vs, packets, sel)
 
         selector, errors = run(in_window)
