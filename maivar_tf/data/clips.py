@@ -1,0 +1,116 @@
+"""The bare per-video function: one annotation record -> one :class:`ClipExample`.
+
+This is the only place where a video becomes what a TFRecord stores: the K TSN segment frames
+as JPEG (:func:`maivar_tf.data.video.load_clip` decodes them and the waveform), and every
+configured audio-image (the paper's Sec. 3.2 representations) as PNG. The Beam job
+(``beam/build_tfrecords.py``) calls it once per video; benchmarks call it in a plain loop.
+
+Example:
+    >>> from maivar_tf.config import DataConfig
+    >>> from maivar_tf.data.annotations import VideoRecord
+    >>> rec = VideoRecord("Bounce_Chime/v_Bounce_Chime_g01_c01.mp4", 0, "Bounce_Chime", "train")
+    >>> clip = clip_example_from_record(rec, DataConfig(num_segments=4))
+    >>> len(clip.frames_jpeg)
+    4
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from maivar_tf.config import SAMPLING_MODES, ConfigError, DataConfig
+from maivar_tf.data.errors import MediaError
+from maivar_tf.data.schema import ClipExample
+
+if TYPE_CHECKING:  # pragma: no cover
+    from maivar_tf.data.annotations import VideoRecord
+
+
+def resolve_video_path(record_path: str, video_root: str) -> str:
+    """The file a record names: absolute paths as given, others under ``video_root``.
+
+    Args:
+        record_path: the annotation's path (relative to ``video_root`` or absolute).
+        video_root: the dataset's video folder (``DataConfig.video_root``).
+    """
+    if os.path.isabs(record_path) or not video_root:
+        return record_path
+    return str(Path(video_root) / record_path)
+
+
+def record_example_id(record: VideoRecord) -> str:
+    """The record's stable id: the one the annotation reader filled, else derived from its path."""
+    if record.example_id:
+        return record.example_id
+    from maivar_tf.data.annotations import make_example_id
+
+    return make_example_id(record.path, record.start_s, record.end_s)
+
+
+def _seed_from_id(example_id: str) -> int:
+    """A per-video seed for ``mode="random"`` that depends on the id only, never on order."""
+    return int.from_bytes(hashlib.sha256(example_id.encode()).digest()[:4], "little")
+
+
+def clip_example_from_record(record: VideoRecord, cfg: DataConfig,
+                             mode: str = "center") -> ClipExample:
+    """Decodes, samples, encodes and renders one video into a :class:`ClipExample`.
+
+    Args:
+        record: the annotation record (path relative to ``cfg.video_root`` or absolute).
+        cfg: the data section: ``num_segments`` (K), ``frame_short_side``, ``jpeg_quality``,
+            ``representations``, ``store_waveform`` and the audio-image settings ``cfg.audio``.
+        mode: TSN sampling, ``center`` (deterministic: same input, same output) or ``random``
+            (seeded by the example id, so still reproducible).
+
+    Returns:
+        The clip with K JPEG frames, their timestamps and one PNG per representation.
+
+    Raises:
+        MediaError: ``unknown_label`` for a record whose label is not in the class list, or
+            whatever the decoder rejects the file for (``missing``, ``empty``, ``no_audio``...).
+        ConfigError: ``mode`` is not one of the sampling modes.
+    """
+    if mode not in SAMPLING_MODES:
+        raise ConfigError(f"mode: invalid value {mode!r}; allowed: {', '.join(SAMPLING_MODES)}")
+    path = resolve_video_path(record.path, cfg.video_root)
+    if record.label_index < 0:
+        raise MediaError("unknown_label", f"{path}: label {record.label_string!r} is not in "
+                                          "the dataset's class list")
+
+    from maivar_tf.data.audio_image import encode_png, render_audio_images
+    from maivar_tf.data.video import encode_jpeg, load_clip
+
+    example_id = record_example_id(record)
+    seed = _seed_from_id(example_id) if mode == "random" else None
+    decoded = load_clip(path, cfg, mode=mode, seed=seed,
+                        start_s=record.start_s, end_s=record.end_s)
+    video = decoded.video
+    frames = np.asarray(video.frames)
+    frames_jpeg = [encode_jpeg(frame, quality=cfg.jpeg_quality) for frame in frames]
+    images = render_audio_images(decoded.waveform, cfg.representations, cfg.audio)
+    audio_images_png = {rep: encode_png(np.asarray(images[rep])) for rep in cfg.representations}
+    waveform = (np.asarray(decoded.waveform, np.float32).ravel() if cfg.store_waveform
+                else None)
+    return ClipExample(
+        example_id=example_id,
+        data_path=record.path,
+        label_index=int(record.label_index),
+        label_string=record.label_string,
+        split=record.split,
+        frames_jpeg=frames_jpeg,
+        frame_timestamps_us=[int(t) for t in np.asarray(video.timestamps_us)],
+        height=int(frames.shape[1]),
+        width=int(frames.shape[2]),
+        frame_rate=float(video.frame_rate),
+        sample_rate=int(decoded.sample_rate),
+        audio_images_png=audio_images_png,
+        start_us=int(round(record.start_s * 1e6)),
+        end_us=int(round(record.end_s * 1e6)),
+        waveform=waveform,
+    )
