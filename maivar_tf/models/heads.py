@@ -33,7 +33,6 @@ Example:
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -375,27 +374,44 @@ class FusionMLP:
         return build_fusion_mlp(vmlp, cfg, audio_mean, audio_var, **kwargs)
 
 
-def feature_statistics(features: np.ndarray, axes: Sequence[int] | None = None,
-                       min_variance: float = 1e-12) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and variance over every axis but the last (float64 accumulation).
+def feature_statistics(features: np.ndarray, min_variance: float = 1e-12,
+                       chunk_rows: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and variance over every axis but the last.
 
-    Features that never vary in the training set get variance 1 (they are only centred),
-    so that a test-time deviation is not divided by ~0.
+    Accumulates in float64 over chunks of ``chunk_rows`` examples (Chan et al.'s pairwise
+    update), so ``[N, K, 1024]`` training features are never copied whole. Features that never
+    vary in the training set get variance 1 (they are only centred), so that a test-time
+    deviation is not divided by ~0.
 
     Args:
         features: ``[N, ..., D]`` array.
-        axes: axes to reduce (default: all but the last).
         min_variance: variances below this become 1.
+        chunk_rows: examples per accumulation chunk.
 
     Returns:
         ``(mean [D], variance [D])`` as float32.
+
+    Raises:
+        ValueError: ``features`` is empty or has fewer than 2 axes.
     """
     x = np.asarray(features)
     if x.ndim < 2 or x.shape[0] == 0:
         raise ValueError(f"feature_statistics: need a non-empty [N, ..., D] array, got "
                          f"shape {x.shape}")
-    axes = tuple(range(x.ndim - 1)) if axes is None else tuple(axes)
-    mean = x.mean(axis=axes, dtype=np.float64)
-    var = x.var(axis=axes, dtype=np.float64)
+    dim = x.shape[-1]
+    count = 0
+    mean = np.zeros(dim, np.float64)
+    m2 = np.zeros(dim, np.float64)
+    for start in range(0, x.shape[0], chunk_rows):
+        chunk = x[start:start + chunk_rows].reshape(-1, dim).astype(np.float64)
+        n_b = chunk.shape[0]
+        mean_b = chunk.mean(axis=0)
+        m2_b = ((chunk - mean_b) ** 2).sum(axis=0)
+        total = count + n_b
+        delta = mean_b - mean
+        mean = mean + delta * (n_b / total)
+        m2 = m2 + m2_b + delta ** 2 * (count * n_b / total)
+        count = total
+    var = m2 / count
     var = np.where(var < min_variance, 1.0, var)
     return mean.astype(np.float32), var.astype(np.float32)

@@ -135,6 +135,11 @@ def test_feature_statistics_constant_feature_gets_unit_variance():
     assert mean.shape == var.shape == (4,)
     assert mean[1] == pytest.approx(5.0) and var[1] == 1.0
     np.testing.assert_allclose(mean[0], x[..., 0].mean(), rtol=1e-5)
+    # chunked accumulation gives NumPy's two-pass result
+    big = np.random.default_rng(1).normal(3.0, 2.0, (50, 3, 6)).astype(np.float32)
+    m_c, v_c = feature_statistics(big, chunk_rows=7)
+    np.testing.assert_allclose(m_c, big.mean(axis=(0, 1)), rtol=1e-5)
+    np.testing.assert_allclose(v_c, big.var(axis=(0, 1)), rtol=1e-5)
 
 
 def test_bad_statistics_are_rejected():

@@ -1,0 +1,139 @@
+"""Runs Algorithm 1 on a toy FeatureSet in its own process, for tests/test_training.py.
+
+Each distributed test needs a fresh TensorFlow process: logical CPU devices must be configured
+before TensorFlow initialises its devices, ``MultiWorkerMirroredStrategy`` must be created
+before other TensorFlow work with ``TF_CONFIG`` already set, and the resume test kills the
+process with SIGKILL. The toy problem (:func:`toy_features`) crosses a factor only the video
+features carry with a factor only the audio features carry, so video alone and audio alone top
+out near 50% and fusion can reach 100%.
+
+Usage::
+
+    python tests/distributed_worker.py --strategy mirrored --logical-cpus 2 --run-dir D \
+        --result D/result.json
+    TF_CONFIG=... python tests/distributed_worker.py --strategy multi_worker --run-dir D ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+VIDEO_DIM, AUDIO_DIM = 1024, 1536
+
+
+def toy_features(n_per_class: int, num_segments: int = 3, seed: int = 0, split_seed: int = 0):
+    """A 4-class FeatureSet: class = 2 * video_factor + audio_factor.
+
+    Video features carry the video factor (a dense +-0.5 pattern on every dim and segment, plus
+    unit noise), audio features the audio factor (likewise over the 1536 dims). The patterns
+    depend on ``seed`` only; ``split_seed`` draws the noise, so train and validation sets share
+    patterns but not samples.
+    """
+    from maivar_tf.features import FeatureSet
+
+    patterns = np.random.default_rng(seed)
+    v_pat = patterns.choice([-0.5, 0.5], (2, VIDEO_DIM)).astype(np.float32)
+    a_pat = patterns.choice([-0.5, 0.5], (2, AUDIO_DIM)).astype(np.float32)
+    rng = np.random.default_rng(1000 + split_seed)
+    labels = np.repeat(np.arange(4), n_per_class).astype(np.int64)
+    n = len(labels)
+    video = rng.normal(0.0, 1.0, (n, num_segments, VIDEO_DIM)).astype(np.float32)
+    audio = rng.normal(0.0, 1.0, (n, AUDIO_DIM)).astype(np.float32)
+    video += v_pat[labels // 2][:, None, :]
+    audio += a_pat[labels % 2]
+    ids = np.array([f"toy-{split_seed}-{i:05d}" for i in range(n)])
+    names = ("left_low", "left_high", "right_low", "right_high")
+    return FeatureSet(ids=ids, video=video, audio=audio, labels=labels, class_names=names,
+                      representation="chromagram")
+
+
+def toy_config(strategy: str = "default", epochs: tuple[int, int, int] = (12, 12, 12),
+               batch: int = 32, lr: float = 1e-2, hidden_units: int = 16, seed: int = 0):
+    """A tiny ExperimentConfig for the toy problem."""
+    from maivar_tf.config import ExperimentConfig, ModelConfig, TrainConfig
+
+    return ExperimentConfig(
+        name="toy",
+        model=ModelConfig(hidden_units=hidden_units, dropout=0.1, l1=1e-6,
+                          video_pooling="mean", audio_rows_init="zeros"),
+        train=TrainConfig(strategy=strategy, audio_epochs=epochs[0], vmlp_epochs=epochs[1],
+                          fusion_epochs=epochs[2], audio_lr=lr, vmlp_lr=lr, fusion_lr=lr,
+                          audio_batch_size=batch, vmlp_batch_size=batch,
+                          fusion_batch_size=batch, seed=seed),
+    )
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--strategy", default="default",
+                   choices=["auto", "default", "mirrored", "multi_worker"])
+    p.add_argument("--logical-cpus", type=int, default=0,
+                   help="split the CPU into this many logical devices first")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--result", help="write a JSON summary here")
+    p.add_argument("--epochs", default="12,12,12", help="audio,vmlp,fusion epochs")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--n-per-class", type=int, default=32)
+    p.add_argument("--sleep", type=float, default=0.0, help="seconds to sleep after each epoch")
+    p.add_argument("--record", help="append 'pid stage epoch' at every epoch start to this file")
+    args = p.parse_args(argv)
+
+    import tensorflow as tf
+
+    if args.logical_cpus:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * args.logical_cpus)
+
+    from maivar_tf import training
+
+    strategy = training.get_strategy(args.strategy)  # first TF work in this process
+    import keras
+
+    class Probe(keras.callbacks.Callback):
+        def __init__(self, stage: str) -> None:
+            super().__init__()
+            self.stage = stage
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if args.record:
+                with open(args.record, "a") as f:
+                    f.write(f"{os.getpid()} {self.stage} {epoch}\n")
+
+        def on_epoch_end(self, epoch, logs=None):
+            if args.sleep:
+                time.sleep(args.sleep)
+
+    epochs = tuple(int(e) for e in args.epochs.split(","))
+    cfg = toy_config(args.strategy, epochs=epochs, batch=args.batch)
+    train = toy_features(args.n_per_class, split_seed=0)
+    val = toy_features(max(4, args.n_per_class // 2), split_seed=1)
+    result = training.run_algorithm1(cfg, train, val, run_dir=args.run_dir, strategy=strategy,
+                                     verbose=0, extra_callbacks=lambda s: [Probe(s)])
+    summary = {
+        "pid": os.getpid(), "run_dir": str(result.run_dir),
+        "num_replicas": strategy.num_replicas_in_sync, "strategy": type(strategy).__name__,
+        "stages": result.info["stages"],
+        "val_accuracy": {s: m["val"]["accuracy"] for s, m in result.info["metrics"].items()},
+    }
+    if args.result:
+        Path(args.result).write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
