@@ -1,0 +1,292 @@
+"""Evaluation: metrics against hand-computed values, report artefacts, the Table 3 sweep."""
+
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+from sklearn.metrics import balanced_accuracy_score
+from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+
+from maivar_tf.evaluation import (
+    classification_metrics,
+    confusion_matrix,
+    format_representation_table,
+    mean_class_accuracy,
+    per_class_accuracy,
+    predictions,
+    top_k_accuracy,
+)
+
+# ----------------------------------------------------------------------------- pure metrics
+
+# 3 classes, 7 examples. Hand-computed:
+#   true: 0 0 0 1 1 2 2
+#   pred: 0 1 0 1 2 2 0
+#   cm = [[2,1,0],[0,1,1],[1,0,1]]; top-1 = 4/7; per-class = [2/3, 1/2, 1/2];
+#   mean class accuracy = (2/3 + 1/2 + 1/2) / 3 = 5/9.
+LABELS = np.array([0, 0, 0, 1, 1, 2, 2])
+SCORES = np.array([
+    [0.9, 0.05, 0.05],  # pred 0
+    [0.2, 0.7, 0.1],    # pred 1
+    [0.5, 0.3, 0.2],    # pred 0
+    [0.1, 0.8, 0.1],    # pred 1
+    [0.1, 0.3, 0.6],    # pred 2
+    [0.0, 0.1, 0.9],    # pred 2
+    [0.6, 0.1, 0.3],    # pred 0
+])
+
+
+def test_confusion_matrix_by_hand():
+    cm = confusion_matrix(LABELS, predictions(SCORES), 3)
+    np.testing.assert_array_equal(cm, [[2, 1, 0], [0, 1, 1], [1, 0, 1]])
+    np.testing.assert_array_equal(cm, sk_confusion_matrix(LABELS, predictions(SCORES)))
+    assert cm.dtype == np.int64
+
+
+def test_top1_per_class_and_mean_class_accuracy_by_hand():
+    cm = confusion_matrix(LABELS, predictions(SCORES), 3)
+    assert top_k_accuracy(LABELS, SCORES, 1) == pytest.approx(4 / 7)
+    np.testing.assert_allclose(per_class_accuracy(cm), [2 / 3, 1 / 2, 1 / 2])
+    assert mean_class_accuracy(cm) == pytest.approx(5 / 9)
+    assert mean_class_accuracy(cm) == pytest.approx(
+        balanced_accuracy_score(LABELS, predictions(SCORES)))
+
+
+def test_top2_by_hand():
+    # Second choices: row1 -> 0 (hit), row4 -> 1 (hit), row6 -> 2 (hit): all 7 hit at k=2.
+    assert top_k_accuracy(LABELS, SCORES, 2) == pytest.approx(7 / 7)
+    # k >= C is always 1.0
+    assert top_k_accuracy(LABELS, SCORES, 5) == 1.0
+
+
+def test_top_k_with_ties_ranks_lower_class_index_first():
+    # 6 classes. Row 0: classes 0..5 all tie -> ranking 0,1,2,3,4,5.
+    # Row 1: class 5 highest, then 1 and 3 tie (1 first), then the rest tie (0, 2, 4).
+    scores = np.array([
+        [1.0, 1.0, 1.0, 1.0, 1.0, 1.0],
+        [0.0, 2.0, 0.0, 2.0, 0.0, 3.0],
+    ])
+    # Row 0 label 5: rank 6 -> miss at top-5; label 4: rank 5 -> hit at top-5, miss at top-1.
+    assert top_k_accuracy([5, 3], scores, 5) == pytest.approx(1 / 2)   # row1 label 3: rank 3
+    # Row 1 ranks 5, 1, 3, 0, 2, 4: label 2 is 5th (hit at top-5), label 4 is 6th (miss).
+    assert top_k_accuracy([4, 2], scores, 5) == pytest.approx(2 / 2)
+    assert top_k_accuracy([4, 4], scores, 5) == pytest.approx(1 / 2)
+    assert top_k_accuracy([0, 1], scores, 1) == pytest.approx(1 / 2)   # row1 top-1 is 5
+    assert top_k_accuracy([0, 1], scores, 2) == pytest.approx(2 / 2)   # 1 beats 3 on the tie
+    assert top_k_accuracy([0, 3], scores, 2) == pytest.approx(1 / 2)   # 3 loses the tie
+    # A constant model: top-1 is the share of class 0, never 100%.
+    assert top_k_accuracy([0, 1, 2, 3], np.zeros((4, 6)), 1) == pytest.approx(1 / 4)
+    # Top-1 agrees with argmax (and therefore the confusion matrix) on ties.
+    np.testing.assert_array_equal(predictions(scores), [0, 5])
+
+
+def test_mean_class_accuracy_ignores_absent_classes_like_sklearn():
+    labels = np.array([0, 0, 1, 1, 1, 3])
+    preds = np.array([0, 1, 1, 1, 0, 3])
+    cm = confusion_matrix(labels, preds, 4)  # class 2 has no examples
+    pca = per_class_accuracy(cm)
+    assert np.isnan(pca[2])
+    np.testing.assert_allclose(pca[[0, 1, 3]], [1 / 2, 2 / 3, 1.0])
+    assert mean_class_accuracy(cm) == pytest.approx(balanced_accuracy_score(labels, preds))
+
+
+def test_metrics_reject_bad_shapes_and_labels():
+    with pytest.raises(ValueError, match="scores must be"):
+        top_k_accuracy([0, 1], np.zeros((3, 2)), 1)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
+        top_k_accuracy([0, 2], np.zeros((2, 2)), 1)
+    with pytest.raises(ValueError, match="k must be"):
+        top_k_accuracy([0], np.zeros((1, 2)), 0)
+    with pytest.raises(ValueError, match="predictions must lie"):
+        confusion_matrix([0], [3], 3)
+
+
+def test_classification_metrics_report():
+    m = classification_metrics(LABELS, SCORES, ("a", "b", "c"))
+    assert m["num_examples"] == 7
+    assert m["top1"] == pytest.approx(4 / 7)
+    assert m["top5"] == 1.0
+    assert m["mean_class_accuracy"] == pytest.approx(5 / 9)
+    assert m["per_class_accuracy"] == pytest.approx({"a": 2 / 3, "b": 0.5, "c": 0.5})
+    assert m["confusion_matrix"] == [[2, 1, 0], [0, 1, 1], [1, 0, 1]]
+    json.dumps(m)  # serialisable
+    with pytest.raises(ValueError, match="3 classes but 2 class names"):
+        classification_metrics(LABELS, SCORES, ("a", "b"))
+
+
+# ----------------------------------------------------------------------------- Table 3
+
+
+def test_representation_table_bolds_best_fusion_in_paper_order():
+    results = {
+        "chromagram": {"audio_top1": 0.25, "fusion_top1": 0.875},
+        "waveplot": {"audio_top1": 0.5, "fusion_top1": 0.75},
+        "mfcc": {"audio_top1": 0.125, "fusion_top1": 0.5},
+    }
+    table = format_representation_table(results, video_top1=0.5)
+    lines = table.strip().splitlines()
+    assert lines[0] == "| Representation | Audio-only top-1 (%) | Fusion top-1 (%) |"
+    assert lines[2] == "| waveplot | 50.00 | 75.00 |"
+    assert lines[3] == "| mfcc | 12.50 | 50.00 |"
+    assert lines[4] == "| chromagram | 25.00 | **87.50** |"
+    assert lines[-1] == "Video-only (VMLP, shared by every row) top-1: 50.00%"
+    assert table.count("**") == 2
+
+
+def test_representation_table_bolds_every_tie():
+    results = {"mfcc": {"audio_top1": 0.1, "fusion_top1": 0.9},
+               "chromagram": {"audio_top1": 0.2, "fusion_top1": 0.9}}
+    table = format_representation_table(results)
+    assert "| mfcc | 10.00 | **90.00** |" in table
+    assert "| chromagram | 20.00 | **90.00** |" in table
+    with pytest.raises(ValueError, match="no representation results"):
+        format_representation_table({})
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def _feature_set(n_per_class=6, k=2, dv=8, da=6, seed=0, representation="chromagram",
+                 signal=3.0):
+    """4 classes = 2 'motions' (seen in video) x 2 'sounds' (heard in audio)."""
+    from maivar_tf.features import FeatureSet
+
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(4), n_per_class)
+    n = len(labels)
+    video = rng.normal(size=(n, k, dv)).astype(np.float32)
+    audio = rng.normal(size=(n, da)).astype(np.float32)
+    video[:, :, 0] += signal * (labels // 2)[:, None]
+    audio[:, 0] += signal * (labels % 2)
+    ids = np.array([f"id{i:03d}" for i in range(n)])
+    return FeatureSet(ids=ids, video=video, audio=audio, labels=labels.astype(np.int64),
+                      class_names=("m0_s0", "m0_s1", "m1_s0", "m1_s1"),
+                      representation=representation)
+
+
+def _heads(fs):
+    import keras
+
+    from maivar_tf.config import ModelConfig
+    from maivar_tf.models.heads import build_audio_mlp, build_fusion_mlp, build_video_mlp
+
+    keras.utils.set_random_seed(0)
+    mc = ModelConfig(hidden_units=16, dropout=0.0, audio_rows_init="glorot_uniform")
+    vmlp = build_video_mlp(4, fs.video.shape[1], mc, feature_dim=fs.video.shape[2])
+    amlp = build_audio_mlp(4, mc, feature_dim=fs.audio.shape[1])
+    fusion = build_fusion_mlp(vmlp, mc, audio_dim=fs.audio.shape[1])
+    return {"video": vmlp, "audio": amlp, "fusion": fusion}
+
+
+def test_evaluate_models_writes_report_plots_and_exact_metrics(tmp_path):
+    from PIL import Image
+
+    from maivar_tf.evaluation import embedding_kind, evaluate_models, hidden_activations
+
+    fs = _feature_set()
+    models = _heads(fs)
+    assert {n: embedding_kind(m) for n, m in models.items()} == \
+        {"video": "video", "audio": "audio", "fusion": "fused"}
+    report = evaluate_models(models, fs, tmp_path / "eval")
+    on_disk = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert on_disk == json.loads(json.dumps(report))
+    assert report["num_examples"] == 24 and report["representation"] == "chromagram"
+    assert report["class_names"] == list(fs.class_names)
+    # Metrics equal those computed from the models' own logits.
+    logits = {
+        "video": models["video"].predict(fs.video, verbose=0),
+        "audio": models["audio"].predict(fs.audio, verbose=0),
+        "fusion": models["fusion"].predict(
+            {"video_features": fs.video, "audio_features": fs.audio}, verbose=0),
+    }
+    for name, lg in logits.items():
+        m = report["models"][name]
+        assert m["top1"] == pytest.approx(np.mean(np.argmax(lg, 1) == fs.labels), abs=1e-9)
+        assert m["confusion_matrix"] == sk_confusion_matrix(
+            fs.labels, np.argmax(lg, 1), labels=range(4)).tolist()
+        assert m["mean_class_accuracy"] == pytest.approx(
+            balanced_accuracy_score(fs.labels, np.argmax(lg, 1)))
+        png = tmp_path / "eval" / m["confusion_png"]
+        assert png.name == f"confusion_{name}.png"
+        assert Image.open(png).size[0] > 100
+    assert report["tsne_embeddings"] == ["video", "audio", "fused"]
+    assert report["tsne_points"] == 24
+    w, h = Image.open(tmp_path / "eval" / report["tsne_png"]).size
+    assert w > 2.5 * h  # three panels side by side
+    # Embeddings are the hidden layers' activations.
+    assert hidden_activations(models["video"], fs).shape == (24, 16)
+    assert hidden_activations(models["fusion"], fs).shape == (24, 16)
+
+
+def test_model_inputs_rejects_unknown_input():
+    import keras
+
+    from maivar_tf.evaluation import model_inputs
+
+    inp = keras.Input((3,), name="pixels")
+    model = keras.Model(inp, keras.layers.Dense(2)(inp), name="odd")
+    with pytest.raises(ValueError, match=r"input\(s\) \['pixels'\]; allowed: video_features"):
+        model_inputs(model, _feature_set())
+
+
+def _write_features(features_dir, train, test):
+    from maivar_tf.features import FEATURE_INFO, write_audio_shard, write_video_shard
+
+    features_dir.mkdir(parents=True, exist_ok=True)
+    reps = ["mfcc", "chromagram"]
+    for split, fs in (("train", train), ("test", test)):
+        write_video_shard(features_dir / f"video-{split}-00000.tfrecord", fs.ids, fs.labels,
+                          fs.video)
+        for i, rep in enumerate(reps):
+            audio = fs.audio.copy()
+            if rep == "mfcc":  # a representation that hears nothing useful
+                audio = np.random.default_rng(i).normal(size=audio.shape).astype(np.float32)
+            write_audio_shard(features_dir / f"audio-{rep.upper()}-{split}-00000.tfrecord",
+                              fs.ids[::-1], fs.labels[::-1], audio[::-1])
+    info = {"num_segments": train.video.shape[1], "video_dim": train.video.shape[2],
+            "audio_dim": train.audio.shape[1], "class_names": list(train.class_names),
+            "representations": reps,
+            "splits": {s: {"count": len(fs), "representations": reps}
+                       for s, fs in (("train", train), ("test", test))}}
+    (features_dir / FEATURE_INFO).write_text(json.dumps(info))
+
+
+@pytest.mark.slow
+def test_representation_sweep_trains_once_per_rep_and_reuses_the_vmlp(tmp_path):
+    from maivar_tf.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
+    from maivar_tf.evaluation import representation_sweep
+
+    train = _feature_set(16, dv=4, da=4, seed=1, signal=5.0)
+    test = _feature_set(8, dv=4, da=4, seed=2, signal=5.0)
+    _write_features(tmp_path / "features", train, test)
+    cfg = ExperimentConfig(
+        name="tiny",
+        data=DataConfig(features_dir=str(tmp_path / "features"), num_segments=2),
+        model=ModelConfig(hidden_units=16, dropout=0.0, l1=0.0),
+        train=TrainConfig(strategy="default", audio_epochs=25, vmlp_epochs=25, fusion_epochs=25,
+                          audio_lr=1e-2, vmlp_lr=1e-2, fusion_lr=1e-2, audio_batch_size=8,
+                          vmlp_batch_size=8, fusion_batch_size=8, output_dir=str(tmp_path / "run")))
+    table = representation_sweep(cfg, ["mfcc", "chromagram"])
+    out = tmp_path / "run" / "sweep"
+    assert (out / "representation_sweep.md").read_text() == table
+    res = json.loads((out / "representation_sweep.json").read_text())
+    assert list(res["results"]) == ["mfcc", "chromagram"]
+    lines = table.strip().splitlines()
+    assert lines[2] == "| Representation | Audio-only top-1 (%) | Fusion top-1 (%) |"
+    assert lines[4].startswith("| mfcc | ") and lines[5].startswith("| chromagram | ")
+    # The VMLP is trained once: the second run loads the first run's weights.
+    assert (out / "chromagram" / "vmlp.keras").read_bytes() == \
+        (out / "mfcc" / "vmlp.keras").read_bytes()
+    info = json.loads((out / "chromagram" / "run_info.json").read_text())
+    assert info["stages"]["vmlp"]["skipped"] is True
+    assert info["stages"]["fusion"]["skipped"] is False
+    # Audio that carries the sound beats noise features, and fusion beats both single streams.
+    r = res["results"]
+    assert r["chromagram"]["audio_top1"] > r["mfcc"]["audio_top1"]
+    assert r["chromagram"]["fusion_top1"] > max(res["video_top1"], r["chromagram"]["audio_top1"])
+    assert "**" in lines[5]
+    for rep in ("mfcc", "chromagram"):
+        assert (out / rep / "eval" / "report.json").exists()
