@@ -294,3 +294,29 @@ def test_copy_of_a_real_clip_decodes_like_the_original(clip_paths, tmp_path):
     a = decode_segment_frames(path, 4, short_side=32)
     b = decode_segment_frames(clip_paths[2], 4, short_side=32)
     np.testing.assert_array_equal(a.frames, b.frames)
+
+
+def test_fewer_decoded_frames_than_packets_resamples(tmp_path):
+    """One corrupt packet of 21: the indices are chosen again from the 20 that decode."""
+    path = tmp_path / "one_bad.mkv"
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("mjpeg", rate=10)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuvj420p"
+        for i in range(20):
+            img = np.full((48, 64, 3), i * 12, np.uint8)
+            for packet in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in vs.encode(None):
+            out.mux(packet)
+        bad = av.Packet(np.random.default_rng(0).bytes(3000))
+        bad.stream = vs
+        bad.pts = bad.dts = 20
+        bad.time_base = Fraction(1, 10)
+        out.mux(bad)
+    clip = decode_segment_frames(path, 21, short_side=48)
+    assert clip.num_frames == 20
+    expect = sample_segment_indices(20, 21, "center") * 100_000
+    np.testing.assert_array_equal(clip.timestamps_us, expect)
+    # the frames' grey levels follow the chosen indices (mjpeg is lossy: +-3)
+    levels = clip.frames.reshape(21, -1).mean(axis=1)
+    np.testing.assert_allclose(levels, sample_segment_indices(20, 21) * 12, atol=3)
