@@ -11,7 +11,8 @@ video's timestamps.
 
 Truncation, decided per container after demuxing (see :func:`check_complete`):
 
-* ``av.open`` fails with ``moov atom not found`` (an MP4/MOV whose index at the end was cut off);
+* ``av.open`` fails on a file that starts like an MP4/MOV (an ISO-BMFF box such as ``ftyp``):
+  its index (the ``moov`` atom, usually written last) was cut off;
 * demuxing raises after at least one packet was read;
 * a stream that declares its packet count (MP4, AVI) delivered fewer than 90% of them;
 * the last packet ends more than ``max(0.5 s, 5%)`` before the container's declared duration.
@@ -47,14 +48,18 @@ def media_error(reason: str, path: str | os.PathLike, what: str) -> MediaError:
 
 
 def check_window(start_s: float, end_s: float) -> None:
+    """Raises ``ValueError`` unless ``0 <= start_s`` and ``end_s`` is 0 or after ``start_s``."""
     if start_s < 0 or end_s < 0 or (end_s and end_s <= start_s):
         raise ValueError(f"invalid time window start_s={start_s}, end_s={end_s}; allowed: "
                          "0 <= start_s and (end_s == 0 or end_s > start_s)")
 
 
 def _looks_like_mp4(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(12)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return False
     return len(head) >= 8 and head[4:8] in _MP4_BOXES
 
 

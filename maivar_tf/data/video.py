@@ -283,11 +283,6 @@ def _decode(path, *, num_segments: int, short_side: int, mode: str, seed,
                        packet_counts={s: counts[s.index] for s in streams},
                        last_end=last_end, start_s=start_s, end_s=end_s)
 
-        waveform = None
-        if collector is not None:
-            waveform = check_audio(path, collector.finish(ast), collector.errors,
-                                   audio["min_samples"])
-
         rng = np.random.default_rng(seed)
         fps = _frame_rate(vs)
         sar = vs.codec_context.sample_aspect_ratio
@@ -317,6 +312,11 @@ def _decode(path, *, num_segments: int, short_side: int, mode: str, seed,
             if not selector.complete():
                 raise media_error("decode_error", path, "frames decode differently on a "
                                   "second pass; cannot sample segments")
+
+        waveform = None
+        if collector is not None:  # after the video, so an empty window is "too_short"
+            waveform = check_audio(path, collector.finish(ast), collector.errors,
+                                   audio["min_samples"])
 
     times = np.maximum.accumulate(selector.times)
     if not fps and selector.count > 1 and selector.last_t > selector.first_t:

@@ -263,8 +263,9 @@ def test_too_short(media_factory, clip_paths):
     # 2 frames but 0.05 s of audio: fewer samples than n_fft = 2048
     path = media_factory("blip.mkv", num_frames=2, seconds=0.05, audio_codec="pcm_s16le")
     _expect("too_short", path, load_clip, DataConfig())
-    # a window after the end holds no frames
+    # a window after the end holds no frames (and no audio)
     _expect("too_short", clip_paths[4], decode_segment_frames, 4, start_s=100.0, end_s=101.0)
+    _expect("too_short", clip_paths[4], load_clip, DataConfig(), start_s=100.0, end_s=101.0)
 
 
 def test_undecodable_video_packets_are_a_decode_error(tmp_path):
