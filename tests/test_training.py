@@ -1,0 +1,350 @@
+"""Tests for maivar_tf.training: strategies, distributed datasets, Algorithm 1, resume.
+
+The distributed runs happen in fresh processes (tests/distributed_worker.py): logical CPU devices
+must be configured before TensorFlow initialises, MultiWorkerMirroredStrategy needs TF_CONFIG
+before it starts, and the resume test kills its process with SIGKILL. Those subprocesses are
+forced onto the CPU (CUDA_VISIBLE_DEVICES="") so the tests mean the same on a GPU host.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import csv
+import dataclasses
+import importlib.util
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from maivar_tf import training
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+WORKER = TESTS / "distributed_worker.py"
+
+_spec = importlib.util.spec_from_file_location("maivar_distributed_worker", WORKER)
+toy = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(toy)
+
+
+def _subprocess_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.update(extra)
+    return env
+
+
+def _worker_cmd(run_dir: Path, *args: str) -> list[str]:
+    return [sys.executable, str(WORKER), "--run-dir", str(run_dir), *args]
+
+
+def _run_worker(run_dir: Path, *args: str, timeout: float = 600, **env: str) -> dict:
+    result = run_dir / "result.json"
+    proc = subprocess.run(_worker_cmd(run_dir, "--result", str(result), *args),
+                          env=_subprocess_env(**env), capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(result.read_text())
+
+
+def _weights(path: Path) -> list[np.ndarray]:
+    return keras.saving.load_model(path, compile=False).get_weights()
+
+
+def _csv_epochs(path: Path) -> list[int]:
+    with path.open(newline="") as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+# ----------------------------------------------------------------------------- strategies
+
+
+def test_get_strategy_on_cpu_and_bad_names():
+    default = training.get_strategy("default")
+    assert default is tf.distribute.get_strategy()
+    assert default.num_replicas_in_sync == 1
+    if not tf.config.list_physical_devices("GPU"):
+        assert training.get_strategy("auto") is tf.distribute.get_strategy()
+    with pytest.raises(ValueError, match="allowed: auto, default, mirrored, multi_worker"):
+        training.get_strategy("horovod")
+    info = training.worker_info(default)
+    assert info.is_chief and info.num_workers == 1
+    assert training.worker_run_dir("runs/x", info) == Path("runs/x")
+    other = training.WorkerInfo(False, "worker", 1, 2)
+    assert training.worker_run_dir("runs/x", other) == Path("runs/x/workers/worker-1")
+
+
+def test_global_batch_size():
+    assert training.global_batch_size(768, 10_000, 1) == 768   # the paper's fusion batch
+    assert training.global_batch_size(512, 10_000, 4) == 512   # 128 per replica
+    assert training.global_batch_size(768, 100, 1) == 100      # capped at the data
+    assert training.global_batch_size(100, 1_000, 3) == 102    # rounded up to the replicas
+
+
+def test_mixed_precision_is_ignored_on_cpu():
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU is visible")
+    with pytest.warns(UserWarning, match="no GPU is visible"):
+        assert training.configure_precision(True) is None
+    assert keras.mixed_precision.global_policy().name == "float32"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert training.configure_precision(False) is None
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+def test_training_dataset_batches_and_steps():
+    strategy = training.get_strategy("default")
+    n, batch = 10, 4
+    x = np.arange(n, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
+    y = np.arange(n, dtype=np.int64)
+    ds, steps = training.make_distributed_dataset(strategy, x, y, batch, training=True, seed=1)
+    assert steps == 3  # ceil(10 / 4)
+    it = iter(ds)
+    seen = []
+    for _ in range(5):  # repeats forever
+        xb, yb = next(it)
+        assert tuple(xb.shape) == (batch, 3) and tuple(yb.shape) == (batch,)
+        np.testing.assert_array_equal(xb.numpy()[:, 0], yb.numpy())  # features follow labels
+        seen.extend(yb.numpy().tolist())
+    assert sorted(seen[:n]) == list(range(n))  # the first pass is a permutation
+
+
+def test_validation_dataset_counts_every_example_once():
+    strategy = training.get_strategy("default")
+    n, batch = 10, 4
+    x = {"a": np.arange(n, dtype=np.float32)[:, None], "b": np.zeros((n, 2), np.float32)}
+    y = np.arange(n, dtype=np.int64)
+    ds, steps = training.make_distributed_dataset(strategy, x, y, batch, training=False)
+    assert steps == 3
+    it = iter(ds)
+    for _ in range(2):  # each `steps` steps are one exact pass, again and again
+        labels, weights = [], []
+        for _ in range(steps):
+            xb, yb, wb = next(it)
+            assert set(xb) == {"a", "b"} and tuple(xb["b"].shape) == (batch, 2)
+            labels.extend(yb.numpy().tolist())
+            weights.extend(wb.numpy().tolist())
+        counted = [lab for lab, w in zip(labels, weights, strict=True) if w == 1.0]
+        assert sorted(counted) == list(range(n))
+        assert weights.count(0.0) == 2  # padding to 12 = 3 x 4
+
+
+def test_read_csv_log(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("epoch,accuracy,loss\n0,0.5,1.0\n1,0.75,0.5\n")
+    assert training.read_csv_log(path) == {"epoch": [0.0, 1.0], "accuracy": [0.5, 0.75],
+                                           "loss": [1.0, 0.5]}
+    assert training.read_csv_log(tmp_path / "missing.csv") == {}
+
+
+# ----------------------------------------------------------------------------- Algorithm 1
+
+
+def test_bad_features_are_rejected(tmp_path):
+    train = toy.toy_features(2)
+    bad = dataclasses.replace(train, labels=np.array([0, 1, 2, 7] * 2, np.int64))
+    with pytest.raises(ValueError, match=r"labels outside \[0, 4\)"):
+        training.run_algorithm1(toy.toy_config(), bad, run_dir=tmp_path)
+    val = dataclasses.replace(toy.toy_features(1, split_seed=1), class_names=("a", "b", "c", "d"))
+    with pytest.raises(ValueError, match="class_names differ"):
+        training.run_algorithm1(toy.toy_config(), train, val, run_dir=tmp_path)
+
+
+@pytest.mark.slow
+def test_algorithm1_fusion_beats_each_modality_and_reloads(tmp_path):
+    cfg = toy.toy_config("default", epochs=(4, 4, 4))
+    train = toy.toy_features(32, split_seed=0)
+    val = toy.toy_features(16, split_seed=1)
+    result = training.run_algorithm1(cfg, train, val, run_dir=tmp_path, verbose=0)
+
+    acc = {s: m["val"]["accuracy"] for s, m in result.info["metrics"].items()}
+    # video knows only the left/right factor, audio only low/high: each tops out near 50%
+    assert acc["fusion"] >= 0.9, acc
+    assert acc["vmlp"] <= 0.75 and acc["audio_mlp"] <= 0.75, acc
+    assert acc["fusion"] > max(acc["vmlp"], acc["audio_mlp"]) + 0.2, acc
+
+    for stage in training.STAGES:
+        assert (tmp_path / f"{stage}.keras").exists()
+        assert (tmp_path / stage / "best.keras").exists()
+        assert not (tmp_path / stage / "backup").exists()  # removed once the stage is saved
+        assert list((tmp_path / stage / "logs").rglob("events.out.tfevents.*"))
+        assert _csv_epochs(tmp_path / stage / "log.csv") == [0, 1, 2, 3]
+    info = json.loads((tmp_path / "run_info.json").read_text())
+    assert info["class_names"] == list(train.class_names)
+    assert info["representation"] == "chromagram"
+    assert info["num_segments"] == 3 and info["num_classes"] == 4
+    assert info["video_feature_dim"] == 1024 and info["audio_feature_dim"] == 1536
+    assert info["config"]["train"]["fusion_lr"] == cfg.train.fusion_lr
+    assert info["stages"]["fusion"]["global_batch_size"] == 32
+    assert info["stages"]["fusion"]["steps_per_epoch"] == 4  # 128 examples / 32
+
+    # fusion kept the VMLP's standardisation; the fusion kernel grew audio rows
+    fusion = result.fusion
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(fusion.get_layer("video_norm").mean),
+        keras.ops.convert_to_numpy(result.vmlp.get_layer("video_norm").mean))
+    assert fusion.get_layer("fusion_hidden").kernel.shape[0] == 1024 + 1536
+
+    run = training.load_run(tmp_path)
+    x = {"video_features": val.video, "audio_features": val.audio}
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(run.fusion(x, training=False)),
+                               keras.ops.convert_to_numpy(fusion(x, training=False)), atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(run.audio_mlp(val.audio)),
+                               keras.ops.convert_to_numpy(result.audio_mlp(val.audio)),
+                               atol=1e-5)
+    assert run.histories["vmlp"]["epoch"] == [0.0, 1.0, 2.0, 3.0]
+    assert run.info["metrics"] == result.info["metrics"]
+
+    # a second run finds every stage saved and trains nothing
+    epochs_run = []
+
+    class Count(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            epochs_run.append(epoch)
+
+    again = training.run_algorithm1(cfg, train, val, run_dir=tmp_path, verbose=0,
+                                    extra_callbacks=lambda stage: [Count()])
+    assert epochs_run == []
+    for w_a, w_b in zip(again.fusion.get_weights(), fusion.get_weights(), strict=True):
+        np.testing.assert_array_equal(w_a, w_b)
+
+
+def test_load_run_names_missing_files(tmp_path):
+    (tmp_path / "vmlp.keras").write_text("")
+    with pytest.raises(FileNotFoundError, match="run_info.json.*audio_mlp.keras.*fusion.keras"):
+        training.load_run(tmp_path)
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
+    summary = _run_worker(tmp_path, "--strategy", "mirrored", "--logical-cpus", "2",
+                          "--epochs", "3,3,4")
+    assert summary["strategy"] == "MirroredStrategy"
+    assert summary["num_replicas"] == 2
+    fusion = summary["stages"]["fusion"]
+    assert fusion["global_batch_size"] == 32 and fusion["per_replica_batch_size"] == 16
+    assert summary["val_accuracy"]["fusion"] >= 0.9, summary["val_accuracy"]
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@pytest.mark.slow
+def test_multi_worker_mirrored_two_processes_end_with_identical_weights(tmp_path):
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        log = (tmp_path / f"worker{index}.log").open("w")
+        procs.append((subprocess.Popen(
+            _worker_cmd(tmp_path, "--strategy", "multi_worker", "--epochs", "2,2,3",
+                        "--result", str(tmp_path / f"result{index}.json")),
+            env=_subprocess_env(TF_CONFIG=tf_config), stdout=log, stderr=subprocess.STDOUT),
+            log))
+    try:
+        for proc, _ in procs:
+            proc.wait(timeout=600)
+    finally:
+        for proc, log in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            log.close()
+    for index, (proc, _) in enumerate(procs):
+        tail = (tmp_path / f"worker{index}.log").read_text()[-4000:]
+        assert proc.returncode == 0, tail
+
+    chief = json.loads((tmp_path / "result0.json").read_text())
+    other = json.loads((tmp_path / "result1.json").read_text())
+    assert chief["num_replicas"] == other["num_replicas"] == 2
+    assert chief["run_dir"] == str(tmp_path)
+    assert other["run_dir"] == str(tmp_path / "workers" / "worker-1")
+    # each worker fed its shard: per-replica batch = global / 2
+    assert chief["stages"]["vmlp"]["per_replica_batch_size"] == 16
+    for stage in training.STAGES:
+        a = _weights(tmp_path / f"{stage}.keras")
+        b = _weights(tmp_path / "workers" / "worker-1" / f"{stage}.keras")
+        assert len(a) == len(b) > 0
+        for w_a, w_b in zip(a, b, strict=True):
+            np.testing.assert_array_equal(w_a, w_b)
+    # the weights were trained (the VMLP hidden kernel moved away from its seed-identical init)
+    assert chief["val_accuracy"]["fusion"] >= 0.75, chief["val_accuracy"]
+    assert chief["val_accuracy"] == other["val_accuracy"]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_backup(tmp_path):
+    record = tmp_path / "epochs.txt"
+    vmlp_epochs = 24
+    args = ["--epochs", f"1,{vmlp_epochs},1", "--record", str(record)]
+    log = tmp_path / "vmlp" / "log.csv"
+    first = subprocess.Popen(_worker_cmd(tmp_path, *args, "--sleep", "0.5"),
+                             env=_subprocess_env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 400
+        while time.time() < deadline and first.poll() is None:
+            if log.exists() and len(_csv_epochs(log)) >= 4:
+                break
+            time.sleep(0.2)
+        assert first.poll() is None, f"finished or died before the kill: {first.stderr.read()}"
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == -signal.SIGKILL
+    assert (tmp_path / "audio_mlp.keras").exists()
+    assert not (tmp_path / "vmlp.keras").exists()
+    meta = json.loads((tmp_path / "vmlp" / "backup" / "training_metadata.json").read_text())
+    done = int(meta["epoch"])
+    assert 3 <= done < vmlp_epochs  # the CSV row of an epoch is written just before its backup
+
+    summary = _run_worker(tmp_path, *args)
+
+    lines = [line.split() for line in record.read_text().splitlines()]
+    first_run = [(s, int(e)) for pid, s, e in lines if int(pid) == first.pid]
+    second_run = [(s, int(e)) for pid, s, e in lines if int(pid) == summary["pid"]]
+    assert first_run[0] == ("audio_mlp", 0)
+    assert ("vmlp", done - 1) in first_run
+    # the second process skipped the saved audio stage and continued the VMLP where the
+    # backup left it, instead of restarting at epoch 0
+    assert [s for s, _ in second_run].count("audio_mlp") == 0
+    vmlp_second = [e for s, e in second_run if s == "vmlp"]
+    assert vmlp_second == list(range(done, vmlp_epochs))
+    assert ("fusion", 0) in second_run
+    # the CSV log holds every epoch exactly once, across the kill
+    assert _csv_epochs(log) == list(range(vmlp_epochs))
+    assert summary["stages"]["vmlp"]["resumed_after_epoch"] == done
+    assert (tmp_path / "vmlp.keras").exists() and not (tmp_path / "vmlp" / "backup").exists()
+    assert training.load_run(tmp_path).histories["vmlp"]["epoch"][-1] == vmlp_epochs - 1
