@@ -17,10 +17,13 @@ compiled inside ``strategy.scope()`` and trained with ``model.fit``. Configured 
 ``strategy.distribute_datasets_from_function``: each input pipeline (one per worker) reads the
 in-memory features, keeps its ``input_pipeline_id``-th shard, and batches with
 ``InputContext.get_per_replica_batch_size(global_batch)``, so one step consumes exactly one
-global batch across the cluster. (``experimental_distribute_dataset`` with the global batch, which
-is what Keras does with a plain ``tf.data.Dataset``, would also be correct, but it re-batches and
-auto-shards by rewriting and serialising the dataset graph, which fails past 2 GB of captured
-features and hides which worker reads what.) Training data is shuffled and repeated with a fixed
+global batch across the cluster. (``experimental_distribute_dataset`` over a dataset batched
+with the global batch, which is what Keras does with a plain ``tf.data.Dataset``, is also
+correct: it splits each global batch into per-replica batches. But for in-memory data its
+auto-sharding falls back to ``DATA`` sharding, where every worker reads the whole dataset and
+discards the other workers' share; sharding the example indices ourselves avoids that and says
+plainly who reads what.) The pipeline batches example indices and gathers the feature rows of
+each batch from tensors built once. Training data is shuffled and repeated with a fixed
 ``steps_per_epoch = ceil(N / global_batch)``, so every worker runs the same number of steps.
 Validation data is padded to whole global batches with zero-weight examples, so every example
 counts exactly once and every worker runs the same number of validation steps.

@@ -348,3 +348,18 @@ def test_killed_run_resumes_from_backup(tmp_path):
     assert summary["stages"]["vmlp"]["resumed_after_epoch"] == done
     assert (tmp_path / "vmlp.keras").exists() and not (tmp_path / "vmlp" / "backup").exists()
     assert training.load_run(tmp_path).histories["vmlp"]["epoch"][-1] == vmlp_epochs - 1
+
+
+def test_csv_log_is_trimmed_to_the_backup_epoch(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text("epoch,loss\n0,1.0\n1,0.9\n2,0.8\n3,0.7\n")
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    assert training._backup_epoch(backup) == 0  # no backup: a fresh start
+    (backup / "training_metadata.json").write_text(json.dumps({"epoch": 3, "batch": -1}))
+    assert training._backup_epoch(backup) == 3
+    # epoch 3 was logged but not backed up (killed in between): it will be redone
+    training._trim_csv_log(log, 3)
+    assert _csv_epochs(log) == [0, 1, 2]
+    training._trim_csv_log(log, 0)
+    assert not log.exists()
