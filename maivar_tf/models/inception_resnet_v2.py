@@ -89,6 +89,8 @@ def build_audio_backbone(weights: str | Path = "none", *,
         FileNotFoundError: the weights path does not exist.
     """
     spec = parse_weights_spec(weights, allow_imagenet=True, what=_WHAT)
+    if spec == WEIGHTS_IMAGENET:
+        spec = fetch_imagenet_weights()  # before building, so an offline failure is quick
     inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 3), name="audio_image")
     # preprocess_input(mode="tf"): x / 127.5 - 1, maps 0..255 to -1..1.
     x = keras.layers.Rescaling(scale=1.0 / 127.5, offset=-1.0, name="preprocessing")(inputs)
@@ -98,8 +100,6 @@ def build_audio_backbone(weights: str | Path = "none", *,
     # Same layers, re-wrapped so the model has one plain input rather than the list that
     # ``input_tensor`` leaves behind.
     model = keras.Model(inputs, application.output, name=name)
-    if spec == WEIGHTS_IMAGENET:
-        spec = fetch_imagenet_weights()
     if spec is not None:
         load_weights_file(model, spec, what=_WHAT)
     return model
