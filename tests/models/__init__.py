@@ -1,0 +1,1 @@
+"""Tests for maivar_tf.models."""
