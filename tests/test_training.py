@@ -184,7 +184,8 @@ def test_algorithm1_fusion_beats_each_modality_and_reloads(tmp_path):
         assert (tmp_path / f"{stage}.keras").exists()
         assert (tmp_path / stage / "best.keras").exists()
         assert not (tmp_path / stage / "backup").exists()  # removed once the stage is saved
-        assert list((tmp_path / stage / "logs").rglob("events.out.tfevents.*"))
+        if importlib.util.find_spec("tensorboard") is not None:  # optional dependency
+            assert list((tmp_path / stage / "logs").rglob("events.out.tfevents.*"))
         assert _csv_epochs(tmp_path / stage / "log.csv") == [0, 1, 2, 3]
     info = json.loads((tmp_path / "run_info.json").read_text())
     assert info["class_names"] == list(train.class_names)
