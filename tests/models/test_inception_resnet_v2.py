@@ -1,0 +1,133 @@
+"""InceptionResNetV2 audio backbone: shape, preprocessing, loading Keras' ImageNet-format h5.
+
+The model is big (54M parameters), so the tests share two module-scoped builds: a plain
+``keras.applications.InceptionResNetV2(include_top=False, weights=None)`` as the reference and
+our backbone loaded from an h5 written from it in the format of Keras' real ImageNet no-top file
+(a Keras 2 file: root ``layer_names``, per-layer ``weight_names`` like ``conv2d_1/kernel:0``,
+unnamed layers numbered from 1).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import h5py
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+
+from maivar_tf.models import inception_resnet_v2 as irv2  # noqa: E402
+from maivar_tf.models.weights import WeightsError, load_weights_file  # noqa: E402
+
+_AUTO_NAMED = re.compile(
+    r"(input_layer|conv2d|batch_normalization|activation|max_pooling2d|average_pooling2d)"
+    r"(?:_(\d+))?"
+)
+
+
+def _keras2_name(name: str) -> str:
+    """Keras 3 numbers unnamed layers conv2d, conv2d_1, ...; Keras 2 conv2d_1, conv2d_2, ..."""
+    m = _AUTO_NAMED.fullmatch(name)
+    if not m:
+        return name
+    base = "input" if m.group(1) == "input_layer" else m.group(1)
+    return f"{base}_{int(m.group(2) or 0) + 1}"
+
+
+def write_keras2_weights_h5(model: keras.Model, path) -> None:
+    """Writes ``model``'s weights the way Keras 2 ``save_weights('x.h5')`` did."""
+    with h5py.File(path, "w") as f:
+        names = [_keras2_name(layer.name) for layer in model.layers]
+        # Keras 2 stored name lists as fixed-length byte arrays (np.asarray of bytes).
+        f.attrs["layer_names"] = np.asarray([n.encode("utf8") for n in names])
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["keras_version"] = b"2.1.5"
+        for layer, name in zip(model.layers, names, strict=True):
+            group = f.create_group(name)
+            weight_names = [f"{name}/{w.name}:0" for w in layer.weights]
+            group.attrs["weight_names"] = np.asarray([w.encode("utf8") for w in weight_names])
+            for weight_name, w in zip(weight_names, layer.weights, strict=True):
+                group.create_dataset(weight_name, data=np.asarray(w.numpy()))
+
+
+@pytest.fixture(scope="module")
+def reference():
+    keras.utils.set_random_seed(0)
+    return keras.applications.InceptionResNetV2(include_top=False, weights=None, pooling="avg")
+
+
+@pytest.fixture(scope="module")
+def notop_h5(reference, tmp_path_factory):
+    path = tmp_path_factory.mktemp("irv2") / irv2.IMAGENET_NOTOP_FILE
+    write_keras2_weights_h5(reference, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def backbone(notop_h5):
+    return irv2.build_audio_backbone(str(notop_h5))
+
+
+@pytest.mark.slow  # builds the 54M-parameter model twice (module-scoped)
+def test_file_uses_keras2_names(notop_h5):
+    with h5py.File(notop_h5, "r") as f:
+        names = [n.decode() for n in f.attrs["layer_names"]]
+        assert "conv2d_1" in names and "conv2d" not in names
+        assert f["conv2d_1"].attrs["weight_names"][0] == b"conv2d_1/kernel:0"
+        assert "conv_7b_bn" in names
+
+
+@pytest.mark.slow  # builds the 54M-parameter model twice (module-scoped)
+def test_loads_notop_h5_and_matches_keras_applications(reference, backbone):
+    images = np.random.RandomState(0).randint(0, 256, (2, 299, 299, 3)).astype(np.uint8)
+    got = backbone.predict(images, verbose=0)
+    assert got.shape == (2, irv2.AUDIO_FEATURE_DIM)
+    x = keras.applications.inception_resnet_v2.preprocess_input(images.astype(np.float32))
+    want = reference.predict(x, verbose=0)
+    assert np.abs(want).max() > 1e-3
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.slow  # builds the 54M-parameter model twice (module-scoped)
+def test_backbone_structure(backbone):
+    assert backbone.input_shape == (None, 299, 299, 3)
+    assert backbone.output_shape == (None, 1536)
+    assert backbone.get_layer("preprocessing") is not None
+    # The last block keeps Keras' explicit names, the pooling is the application's.
+    assert backbone.get_layer("conv_7b_ac").output.shape[1:] == (8, 8, 1536)
+    # preprocess_input semantics: x / 127.5 - 1.
+    x = np.array([[[[0.0, 127.5, 255.0]]]], np.float32)
+    np.testing.assert_allclose(backbone.get_layer("preprocessing")(x).numpy(),
+                               [[[[-1.0, 0.0, 1.0]]]], atol=1e-6)
+
+
+@pytest.mark.slow  # builds the 54M-parameter model twice (module-scoped)
+def test_layer_count_mismatch_is_a_weights_error(backbone, tmp_path):
+    bad = tmp_path / "tiny.h5"
+    tiny = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="dense")])
+    write_keras2_weights_h5(tiny, bad)
+    with pytest.raises(WeightsError, match="could not load legacy Keras HDF5 weights"):
+        load_weights_file(backbone, bad, what="audio backbone")
+
+
+def test_imagenet_offline_error_suggests_a_path(monkeypatch):
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure: [Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    with pytest.raises(WeightsError) as err:
+        irv2.build_audio_backbone("imagenet")
+    msg = str(err.value)
+    assert irv2.IMAGENET_NOTOP_URL in msg
+    assert "model.audio_weights=/path/to/" + irv2.IMAGENET_NOTOP_FILE in msg
+
+
+def test_bad_specs():
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        irv2.build_audio_backbone("/nonexistent/irv2.h5")
+    with pytest.raises(WeightsError, match="unknown type"):
+        irv2.build_audio_backbone("weights.pth")
