@@ -41,6 +41,7 @@ import json
 import logging
 import os
 import re
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -401,15 +402,33 @@ def _batched_call(fn: Callable, images, max_images: int = MAX_IMAGES_PER_CALL) -
     return np.concatenate(outs, axis=0) if outs else np.zeros((0, 0), np.float32)
 
 
-def _compiled(model) -> Callable:
-    """A retrace-free inference function ``uint8/float [B,H,W,3] -> float32 [B,D]``."""
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def compiled_backbone(model, image_shape: Sequence[int]) -> Callable:
+    """One traced inference function ``uint8 [B, *image_shape] -> float32 [B, D]`` per model.
+
+    The batch dimension is left unknown, so a smaller last batch does not trace again, and the
+    function is cached per model, so repeated extractions in one process trace once.
+
+    Args:
+        model: a backbone taking RGB 0..255 images.
+        image_shape: ``(H, W, 3)``.
+    """
     import tensorflow as tf
 
-    @tf.function(reduce_retracing=True)
-    def fn(x):
-        return tf.cast(model(tf.cast(x, tf.float32), training=False), tf.float32)
+    key = tuple(int(d) for d in image_shape)
+    try:
+        per_model = _COMPILED.setdefault(model, {})
+    except TypeError:  # not weak-referenceable: no caching
+        per_model = {}
+    if key not in per_model:
+        @tf.function(input_signature=[tf.TensorSpec([None, *key], tf.uint8)])
+        def fn(x):
+            return tf.cast(model(tf.cast(x, tf.float32), training=False), tf.float32)
 
-    return fn
+        per_model[key] = fn
+    return per_model[key]
 
 
 def _video_features(video_fn: Callable, frames, crop_size: int, use_ten_crop: bool
@@ -656,8 +675,9 @@ def extract_features(cfg: ExperimentConfig, *, splits: Sequence[str] = ("train",
                       audio_dim, old_info)
     _write_json(info_path, info)  # records the fingerprint before any shard is written
 
-    video_fn = _compiled(video_backbone)
-    audio_fn = _compiled(audio_backbone)
+    video_fn = compiled_backbone(video_backbone, (cfg.data.crop_size, cfg.data.crop_size, 3))
+    audio_fn = compiled_backbone(audio_backbone, (cfg.data.audio.image_size,
+                                                  cfg.data.audio.image_size, 3))
     counts_total = {s: (dataset_info.get("counts", {}).get(s, {}) or {}).get("total")
                     for s in splits}
     for split in splits:
