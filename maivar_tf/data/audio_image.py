@@ -155,15 +155,12 @@ class _Features:
             )
         return self._get("stft", compute)
 
-    def power(self) -> tf.Tensor:
-        def compute():
-            s = self.stft()
-            re, im = tf.math.real(s), tf.math.imag(s)
-            return re * re + im * im
-        return self._get("power", compute)
-
     def magnitude(self) -> tf.Tensor:
-        return self._get("magnitude", lambda: tf.sqrt(self.power()))
+        return self._get("magnitude", lambda: tf.abs(self.stft()))
+
+    def power(self) -> tf.Tensor:
+        # |X| ** 2, as librosa computes its power spectrogram
+        return self._get("power", lambda: tf.square(self.magnitude()))
 
     # -- librosa-compatible feature matrices, layout [B, F, T]
     def mfcc(self) -> tf.Tensor:
@@ -227,21 +224,22 @@ class _Features:
         def compute():
             width = self.cfg.image_size
             y = self.y
-            shape = tf.shape(y, out_type=tf.int64)
-            batch, n = shape[0], shape[1]
             peak = tf.reduce_max(tf.abs(y), axis=1, keepdims=True)
             y = tf.math.divide_no_nan(y, tf.where(peak < 1e-8, tf.zeros_like(peak), peak))
-            column = (tf.range(n, dtype=tf.int64) * width) // tf.maximum(n, 1)
-            ids = tf.range(batch, dtype=tf.int64)[:, None] * width + column[None, :]
-            ids = tf.reshape(ids, [-1])
+            y = tf.pad(y, [[0, 0], [0, tf.maximum(1 - tf.shape(y)[1], 0)]])  # >= 1 sample
+            batch = tf.shape(y, out_type=tf.int64)[0]
+            n = tf.shape(y, out_type=tf.int64)[1]
+            # sample i -> column i * W // n; one extra copy of the last sample in column W - 1
+            # keeps every row's segment ids ending at W - 1 (inputs shorter than W columns)
+            column = tf.concat([(tf.range(n, dtype=tf.int64) * width) // n,
+                                tf.constant([width - 1], tf.int64)], axis=0)
+            y = tf.concat([y, y[:, -1:]], axis=1)
+            ids = tf.reshape(tf.range(batch, dtype=tf.int64)[:, None] * width + column, [-1])
             flat = tf.reshape(y, [-1])
-            num = batch * width
-            lo = tf.math.unsorted_segment_min(flat, ids, num)
-            hi = tf.math.unsorted_segment_max(flat, ids, num)
-            empty = lo > hi  # columns without samples (input shorter than the image width)
-            lo = tf.where(empty, tf.zeros_like(lo), lo)
-            hi = tf.where(empty, tf.zeros_like(hi), hi)
-            return tf.stack([tf.reshape(lo, [-1, width]), tf.reshape(hi, [-1, width])], axis=1)
+            # sorted segment ops are ~3x faster than unsorted ones; empty columns give 0
+            lo = tf.reshape(tf.math.segment_min(flat, ids), [-1, width])
+            hi = tf.reshape(tf.math.segment_max(flat, ids), [-1, width])
+            return tf.stack([lo, hi], axis=1)
         return self._get("envelope", compute)
 
     def matrix(self, representation: str) -> tf.Tensor:
