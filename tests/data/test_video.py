@@ -321,3 +321,26 @@ def test_fewer_decoded_frames_than_packets_resamples(tmp_path):
     # the frames' grey levels follow the chosen indices (mjpeg is lossy: +-3)
     levels = clip.frames.reshape(21, -1).mean(axis=1)
     np.testing.assert_allclose(levels, sample_segment_indices(20, 21) * 12, atol=3)
+
+
+def test_variable_frame_rate_uses_real_timestamps(tmp_path):
+    """Frames at irregular times: sampling counts frames, timestamps are the frames' own."""
+    path = tmp_path / "vfr.mkv"
+    times_ms = np.cumsum([0] + [40, 40, 120, 40, 300, 40, 40, 80, 40, 200, 40] * 3)
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("mpeg4", rate=25)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        vs.codec_context.time_base = Fraction(1, 1000)
+        for i, t in enumerate(times_ms):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), (i * 7) % 256, np.uint8),
+                                               format="rgb24")
+            frame.pts = int(t)
+            frame.time_base = Fraction(1, 1000)
+            for packet in vs.encode(frame):
+                out.mux(packet)
+        for packet in vs.encode(None):
+            out.mux(packet)
+    clip = decode_segment_frames(path, 5, short_side=48)
+    assert clip.num_frames == len(times_ms)
+    idx = sample_segment_indices(len(times_ms), 5)
+    np.testing.assert_array_equal(clip.timestamps_us, times_ms[idx] * 1000)
