@@ -401,7 +401,7 @@ def format_representation_table(results: Mapping[str, Mapping[str, float]],
 def representation_sweep(cfg, representations: Sequence[str] | None = None, *,
                          features_dir: str | Path | None = None,
                          out_dir: str | Path | None = None,
-                         train_fn: Callable | None = None) -> str:
+                         train_fn: Callable | None = None, extract_missing: bool = True) -> str:
     """Trains and evaluates every audio-image representation; writes the paper's Table 3.
 
     One VMLP is trained once (with the first representation) and reused for every other one,
@@ -420,11 +420,14 @@ def representation_sweep(cfg, representations: Sequence[str] | None = None, *,
             ``audio_mlp``, ``vmlp``, ``fusion`` and ``run_dir``; ``vmlp_from`` is the first
             representation's run folder (None for the first). Default:
             :func:`train_representation` (Algorithm 1 via :mod:`maivar_tf.training`).
+        extract_missing: first extract the audio features of representations that
+            ``features_dir`` lacks (:func:`~maivar_tf.features.extract_features` is resumable,
+            so only the missing audio-images go through the backbone).
 
     Returns:
         The Markdown table (also written to ``out_dir/representation_sweep.md``).
     """
-    from maivar_tf.features import load_features
+    from maivar_tf.features import extract_features, load_features, read_feature_info
 
     reps = list(representations) if representations is not None else \
         list(cfg.data.representations)
@@ -436,6 +439,14 @@ def representation_sweep(cfg, representations: Sequence[str] | None = None, *,
     features_dir = Path(features_dir or cfg.data.features_dir)
     out_dir = Path(out_dir or Path(cfg.train.output_dir) / "sweep")
     out_dir.mkdir(parents=True, exist_ok=True)
+    if extract_missing:
+        splits = read_feature_info(features_dir).get("splits", {}) \
+            if (features_dir / "feature_info.json").exists() else {}
+        if any(r not in splits.get(s, {}).get("representations", [])
+               for s in ("train", "test") for r in reps):
+            logger.info("extracting the missing audio features of %s", ", ".join(reps))
+            extract_features(cfg, splits=("train", "test"), representations=reps,
+                             features_dir=features_dir)
     train_fn = train_fn or train_representation
     results: dict[str, dict[str, float]] = {}
     first_run: Path | None = None

@@ -290,3 +290,44 @@ def test_representation_sweep_trains_once_per_rep_and_reuses_the_vmlp(tmp_path):
     assert "**" in lines[5]
     for rep in ("mfcc", "chromagram"):
         assert (out / rep / "eval" / "report.json").exists()
+
+
+def test_sweep_with_fake_training_builds_table_and_extracts_missing_reps(tmp_path, monkeypatch):
+    import types
+
+    import maivar_tf.features as features
+    from maivar_tf.config import DataConfig, ExperimentConfig, TrainConfig
+    from maivar_tf.evaluation import representation_sweep
+
+    train, test = _feature_set(4, seed=1), _feature_set(2, seed=2)
+    _write_features(tmp_path / "features", train, test)  # has mfcc and chromagram only
+    cfg = ExperimentConfig(name="fake", data=DataConfig(features_dir=str(tmp_path / "features")),
+                           train=TrainConfig(output_dir=str(tmp_path / "run")))
+    asked = []
+    monkeypatch.setattr(features, "extract_features",
+                        lambda cfg, **kw: asked.append(kw["representations"]))
+    calls = []
+
+    def fake_train(cfg, train_set, run_dir, vmlp_from):
+        calls.append((train_set.representation, vmlp_from))
+        models = _heads(train_set)
+        return types.SimpleNamespace(audio_mlp=models["audio"], vmlp=models["video"],
+                                     fusion=models["fusion"], run_dir=run_dir)
+
+    table = representation_sweep(cfg, ["chromagram", "mfcc"], train_fn=fake_train)
+    assert asked == []  # both representations are there: nothing extracted
+    assert calls == [("chromagram", None), ("mfcc", tmp_path / "run" / "sweep" / "chromagram")]
+    lines = table.strip().splitlines()
+    assert lines[0] == "### fake: audio-image representations (test top-1)"
+    assert [ln.split("|")[1].strip() for ln in lines[4:6]] == ["mfcc", "chromagram"]  # paper order
+    res = json.loads((tmp_path / "run" / "sweep" / "representation_sweep.json").read_text())
+    for rep in ("mfcc", "chromagram"):
+        report = json.loads((tmp_path / "run" / "sweep" / rep / "eval" / "report.json").read_text())
+        assert res["results"][rep]["audio_top1"] == report["models"]["audio"]["top1"]
+        assert res["results"][rep]["fusion_top1"] == report["models"]["fusion"]["top1"]
+        assert f"| {rep} | {100 * report['models']['audio']['top1']:.2f} |" in table
+    # A representation without features is extracted first (then fails here: the fake
+    # extraction writes nothing).
+    with pytest.raises(features.FeatureError, match="no 'waveplot' audio features"):
+        representation_sweep(cfg, ["waveplot"], train_fn=fake_train)
+    assert asked == [["waveplot"]]
