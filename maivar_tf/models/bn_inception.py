@@ -261,7 +261,8 @@ class BNInception(keras.Model):
 
 
 def build_video_backbone(weights: str = "none", *, include_preprocessing: bool = True,
-                         pooling: str | None = "avg") -> BNInception:
+                         pooling: str | None = "avg",
+                         image_size: int = DEFAULT_IMAGE_SIZE) -> BNInception:
     """Builds the BNInception video backbone and loads ``weights``.
 
     Args:
@@ -270,6 +271,8 @@ def build_video_backbone(weights: str = "none", *, include_preprocessing: bool =
             There is no ``imagenet`` download for BNInception: convert a PyTorch checkpoint.
         include_preprocessing: see :class:`BNInception`.
         pooling: see :class:`BNInception`.
+        image_size: see :class:`BNInception` (e.g. ``cfg.data.crop_size``); weights do not
+            depend on it.
 
     Returns:
         A BNInception mapping RGB 0..255 frames ``[B, 224, 224, 3]`` to ``[B, 1024]``.
@@ -281,7 +284,8 @@ def build_video_backbone(weights: str = "none", *, include_preprocessing: bool =
     from maivar_tf.models.weights import load_weights_file, parse_weights_spec
 
     spec = parse_weights_spec(weights, allow_imagenet=False, what="video backbone (BNInception)")
-    model = BNInception(include_preprocessing=include_preprocessing, pooling=pooling)
+    model = BNInception(include_preprocessing=include_preprocessing, pooling=pooling,
+                        image_size=image_size)
     if spec is not None:
         load_weights_file(model, spec, what="video backbone (BNInception)")
     return model
