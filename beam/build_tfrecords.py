@@ -7,7 +7,7 @@ pipeline reads as a sentence::
     Create(annotation records) -> Reshuffle -> ProcessVideoDoFn
         -> per split: WriteToTFRecord  <output_dir>/<split>-SSSSS-of-NNNNN.tfrecord
         -> dead letters: WriteToText    <output_dir>/failed-SSSSS-of-NNNNN.jsonl
-        -> counts per (split, class)    (read back into dataset_info.json)
+    Beam metrics count successes per (split, class) -> dataset_info.json
 
 Everything is written into a staging folder inside ``output_dir`` and moved into place only
 after the pipeline succeeded, so no partial shard is ever visible; ``dataset_info.json`` is
@@ -39,13 +39,14 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import apache_beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import (
     DirectOptions,
     PipelineOptions,
@@ -73,7 +74,8 @@ SHARD_GLOB = "*-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9].tfrecord"
 FAILED_PREFIX = "failed"
 DATASET_INFO = "dataset_info.json"
 METRICS_NAMESPACE = "maivar_tf"
-_COUNTS_PREFIX = "_counts"
+#: Namespace of the per-(split, class) success counters, named ``<split>/<label_index>``.
+COUNTS_NAMESPACE = "maivar_tf.counts"
 _DIRECT_RUNNER_NAMES = {"direct", "directrunner", "switchingdirectrunner"}
 
 
@@ -163,6 +165,21 @@ def _limit_tf_threads(threads: int) -> None:
         pass
 
 
+def warm_up_renderers(cfg: DataConfig) -> None:
+    """Traces the one audio-image function :meth:`ProcessVideoDoFn.process` calls.
+
+    ``audio_image.warm_up`` also traces one function per single representation (which this
+    job never calls); each trace costs about a second per worker process, so only the
+    combined function the job renders with is traced here.
+    """
+    import numpy as np
+
+    from maivar_tf.data.audio_image import render_audio_images
+
+    render_audio_images(np.zeros(2 * cfg.audio.n_fft, np.float32), cfg.representations,
+                        cfg.audio)
+
+
 def record_to_element(record) -> dict[str, Any]:
     """A :class:`VideoRecord` as a plain dict (what flows through ``Create``)."""
     return dataclasses.asdict(record)
@@ -171,11 +188,12 @@ def record_to_element(record) -> dict[str, Any]:
 class ProcessVideoDoFn(apache_beam.DoFn):
     """Decodes one video into a serialized SequenceExample, or a dead letter.
 
-    The main output is ``(split, label_index)`` per success (for the counts); each split's
-    serialized examples go to the tagged output named after the split, and every rejected
-    video to :data:`FAILED_TAG` as ``{"input", "split", "label", "reason", "message",
-    "example_id"}``. Beam metrics count successes (``videos_ok``) and failures per reason
-    (``failed_<reason>``) in the ``maivar_tf`` namespace.
+    Each split's serialized examples go to the tagged output named after the split, and every
+    rejected video to :data:`FAILED_TAG` as ``{"input", "split", "label", "reason",
+    "message", "example_id"}``. Beam metrics count successes (``videos_ok``) and failures per
+    reason (``failed_<reason>``) in the ``maivar_tf`` namespace, and successes per split and
+    class (``<split>/<label_index>``) in :data:`COUNTS_NAMESPACE`; ``dataset_info.json`` is
+    made from those (a counting branch of transforms would cost more than the metrics).
 
     Args:
         cfg: the data section (K, frame size, JPEG quality, representations, audio config).
@@ -194,12 +212,14 @@ class ProcessVideoDoFn(apache_beam.DoFn):
 
     def setup(self) -> None:
         """Once per worker: small TF thread pools, warmed-up audio-image renderers."""
+        t0 = time.monotonic()
         _limit_tf_threads(self._tf_threads)
-        from maivar_tf.data.audio_image import warm_up
-
-        warm_up(self._cfg.audio, self._cfg.representations)
+        warm_up_renderers(self._cfg)
+        LOGGER.info("worker %d: set up in %.1fs (TF threads: %s)", os.getpid(),
+                    time.monotonic() - t0, self._tf_threads or "default")
         self._ok = Metrics.counter(METRICS_NAMESPACE, "videos_ok")
         self._failed = {}
+        self._per_class = {}
         self._processed = 0
         self._t0 = time.monotonic()
 
@@ -207,6 +227,13 @@ class ProcessVideoDoFn(apache_beam.DoFn):
         if reason not in self._failed:
             self._failed[reason] = Metrics.counter(METRICS_NAMESPACE, f"failed_{reason}")
         self._failed[reason].inc()
+
+    def _count_success(self, split: str, label_index: int) -> None:
+        key = f"{split}/{label_index}"
+        if key not in self._per_class:
+            self._per_class[key] = Metrics.counter(COUNTS_NAMESPACE, key)
+        self._per_class[key].inc()
+        self._ok.inc()
 
     def process(self, element: Mapping[str, Any]) -> Iterator[Any]:
         record = VideoRecord(**element)
@@ -229,9 +256,8 @@ class ProcessVideoDoFn(apache_beam.DoFn):
                 "example_id": record.example_id,
             })
         else:
-            self._ok.inc()
+            self._count_success(record.split, int(record.label_index))
             yield apache_beam.pvalue.TaggedOutput(record.split, serialized)
-            yield (record.split, int(record.label_index))
         self._processed += 1
         if self._log_every and self._processed % self._log_every == 0:
             elapsed = time.monotonic() - self._t0
@@ -244,12 +270,6 @@ def dead_letter_to_json(dead_letter: Mapping[str, Any]) -> str:
     return json.dumps(dict(dead_letter), sort_keys=True)
 
 
-def count_to_json(kv: tuple[tuple[str, int], int]) -> str:
-    """One line of the internal counts file: ``{"split", "label_index", "count"}``."""
-    (split, label_index), count = kv
-    return json.dumps({"split": split, "label_index": label_index, "count": count})
-
-
 def build_pipeline(pipeline: apache_beam.Pipeline, elements: Sequence[Mapping[str, Any]],
                    cfg: DataConfig, staging_dir: str, splits: Iterable[str],
                    mode: str = "center", tf_threads: int = 0) -> None:
@@ -259,7 +279,7 @@ def build_pipeline(pipeline: apache_beam.Pipeline, elements: Sequence[Mapping[st
         pipeline: the Beam pipeline to extend.
         elements: the annotation records as dicts (:func:`record_to_element`).
         cfg: the data section.
-        staging_dir: where shards, dead letters and the counts file are written.
+        staging_dir: where shards and dead letters are written.
         splits: the split names present in ``elements`` (one shard set each).
         mode: TSN sampling mode.
         tf_threads: TF intra-op threads per worker (0: TF's default).
@@ -271,7 +291,7 @@ def build_pipeline(pipeline: apache_beam.Pipeline, elements: Sequence[Mapping[st
         | "Spread over workers" >> apache_beam.Reshuffle()
         | "Decode and render" >> apache_beam.ParDo(
             ProcessVideoDoFn(cfg, mode=mode, tf_threads=tf_threads)).with_outputs(
-                FAILED_TAG, *splits, main="counts")
+                FAILED_TAG, *splits)
     )
     for split in splits:
         _ = results[split] | f"Write {split}" >> apache_beam.io.WriteToTFRecord(
@@ -281,12 +301,6 @@ def build_pipeline(pipeline: apache_beam.Pipeline, elements: Sequence[Mapping[st
          | "Dead letters to JSON" >> apache_beam.Map(dead_letter_to_json)
          | "Write dead letters" >> apache_beam.io.WriteToText(
              os.path.join(staging_dir, FAILED_PREFIX), file_name_suffix=".jsonl",
-             num_shards=1, shard_name_template=SHARD_TEMPLATE))
-    _ = (results["counts"]
-         | "Count per split and class" >> apache_beam.combiners.Count.PerElement()
-         | "Counts to JSON" >> apache_beam.Map(count_to_json)
-         | "Write counts" >> apache_beam.io.WriteToText(
-             os.path.join(staging_dir, _COUNTS_PREFIX), file_name_suffix=".jsonl",
              num_shards=1, shard_name_template=SHARD_TEMPLATE))
 
 
@@ -360,17 +374,70 @@ def publish(staging_dir: str, output_dir: str, include_shards: bool = True) -> d
 # ----------------------------------------------------------------------------- dataset_info
 
 
-def summarize(count_lines: Sequence[str], failed_lines: Sequence[str], splits: Iterable[str],
-              class_names: Sequence[str]) -> dict[str, Any]:
-    """Counts per split and class, and failures by reason, from the job's output lines."""
+def counts_from_shards(paths: Sequence[str],
+                       read_records: Callable[[str], Iterable[bytes]] | None = None
+                       ) -> dict[tuple[str, int], int]:
+    """``{(split, label_index): count}`` by parsing written shards (runners without metrics).
+
+    Args:
+        paths: shard files.
+        read_records: yields the serialized records of one file (default: TFRecordDataset).
+    """
+    import tensorflow as tf
+
+    from maivar_tf.data import schema
+
+    if read_records is None:
+        def read_records(path):
+            for raw in tf.data.TFRecordDataset(path):
+                yield raw.numpy()
+
+    counts: dict[tuple[str, int], int] = {}
+    for path in paths:
+        for raw in read_records(path):
+            ex = tf.train.SequenceExample.FromString(raw)
+            feat = ex.context.feature
+            key = (feat[schema.SPLIT].bytes_list.value[0].decode(),
+                   int(feat[schema.LABEL_INDEX].int64_list.value[0]))
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def success_counts(result) -> dict[tuple[str, int], int] | None:
+    """``{(split, label_index): count}`` from the job's metrics (``None``: not reported).
+
+    Committed values where the runner has them, else attempted ones.
+    """
+    try:
+        counters = result.metrics().query(
+            MetricsFilter().with_namespace(COUNTS_NAMESPACE))["counters"]
+    except Exception:  # noqa: BLE001 - a runner without metrics support
+        return None
+    counts: dict[tuple[str, int], int] = {}
+    for c in counters:
+        split, label = c.key.metric.name.rsplit("/", 1)
+        value = c.committed if c.committed is not None else c.attempted
+        counts[(split, int(label))] = counts.get((split, int(label)), 0) + int(value or 0)
+    return counts
+
+
+def summarize(success: Mapping[tuple[str, int], int], failed_lines: Sequence[str],
+              splits: Iterable[str], class_names: Sequence[str]) -> dict[str, Any]:
+    """Counts per split and class, and failures by reason.
+
+    Args:
+        success: ``{(split, label_index): count}`` (:func:`success_counts`).
+        failed_lines: the dead-letter JSON lines.
+        splits: every split of the input (each gets an entry, maybe of zero).
+        class_names: the dataset's classes.
+    """
     counts: dict[str, dict[str, Any]] = {
         s: {"total": 0, "per_class": {c: 0 for c in class_names}} for s in sorted(set(splits))}
-    for line in count_lines:
-        row = json.loads(line)
-        split = counts.setdefault(row["split"], {"total": 0, "per_class": {}})
-        name = class_names[row["label_index"]]
-        split["per_class"][name] = split["per_class"].get(name, 0) + row["count"]
-        split["total"] += row["count"]
+    for (split_name, label_index), n in sorted(success.items()):
+        split = counts.setdefault(split_name, {"total": 0, "per_class": {}})
+        name = class_names[label_index]
+        split["per_class"][name] = split["per_class"].get(name, 0) + n
+        split["total"] += n
     by_reason = Counter(json.loads(line)["reason"] for line in failed_lines)
     return {"counts": counts,
             "failed": {"total": sum(by_reason.values()), "by_reason": dict(sorted(
@@ -552,7 +619,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_pipeline(pipeline, [record_to_element(r) for r in records], cfg, staging, splits,
                        mode=args.mode, tf_threads=tf_threads)
         try:
-            state = pipeline.run().wait_until_finish()
+            result = pipeline.run()
+            state = result.wait_until_finish()
         except Exception:  # noqa: BLE001 - a runner failure; nothing is published
             LOGGER.exception("the Beam pipeline failed; nothing was published")
             return 1
@@ -560,9 +628,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"the Beam pipeline ended in state {state}; nothing was published",
                   file=sys.stderr)
             return 1
-        count_lines = _read_lines(_match(_join(staging, f"{_COUNTS_PREFIX}-*.jsonl")))
         failed_lines = _read_lines(_match(_join(staging, f"{FAILED_PREFIX}-*.jsonl")))
-        summary = summarize(count_lines, failed_lines, splits, annotations.class_names)
+        success = success_counts(result)
+        if not success and len(failed_lines) < len(records):
+            # The runner reported no metrics although not every video failed: derive the
+            # counts from what was written instead.
+            LOGGER.warning("the runner reported no success counts; reading them from the "
+                           "shards")
+            success = counts_from_shards(_match(_join(staging, SHARD_GLOB)))
+        summary = summarize(success, failed_lines, splits, annotations.class_names)
         ok = sum(c["total"] for c in summary["counts"].values())
         moved = publish(staging, output_dir, include_shards=ok > 0)
         info = None

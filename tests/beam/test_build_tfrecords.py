@@ -18,6 +18,7 @@ import av
 import numpy as np
 import pytest
 import tensorflow as tf
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to, is_not_empty
 
@@ -250,16 +251,21 @@ def test_process_video_dofn_routes_good_and_bad_records(tmp_path):
             assert set(d) >= {"input", "split", "label", "reason", "message"}
             assert d["message"]
 
-    with BeamTestPipeline(runner=job.PrismFreeDirectRunner()) as p:
-        results = (p | apache_beam.Create(elements)
-                   | apache_beam.ParDo(job.ProcessVideoDoFn(cfg)).with_outputs(
-                       job.FAILED_TAG, "train", "test", main="counts"))
-        assert_that(results["counts"], equal_to([("train", 0)]), label="counts")
-        assert_that(results["train"], check_examples, label="train examples")
-        assert_that(results["test"], equal_to([]), label="no test examples")
-        assert_that(results[job.FAILED_TAG], check_failures, label="dead letters")
-        assert_that(results[job.FAILED_TAG] | apache_beam.Map(job.dead_letter_to_json),
-                    is_not_empty(), label="dead letters serialise")
+    p = BeamTestPipeline(runner=job.PrismFreeDirectRunner())
+    results = (p | apache_beam.Create(elements)
+               | apache_beam.ParDo(job.ProcessVideoDoFn(cfg)).with_outputs(
+                   job.FAILED_TAG, "train", "test"))
+    assert_that(results["train"], check_examples, label="train examples")
+    assert_that(results["test"], equal_to([]), label="no test examples")
+    assert_that(results[job.FAILED_TAG], check_failures, label="dead letters")
+    assert_that(results[job.FAILED_TAG] | apache_beam.Map(job.dead_letter_to_json),
+                is_not_empty(), label="dead letters serialise")
+    result = p.run()
+    result.wait_until_finish()
+    assert job.success_counts(result) == {("train", 0): 1}
+    counters = {c.key.metric.name: c.committed for c in result.metrics().query(
+        MetricsFilter().with_namespace(job.METRICS_NAMESPACE))["counters"]}
+    assert counters == {"videos_ok": 1, "failed_missing": 1, "failed_unknown_label": 1}
 
 
 def test_dofn_sends_unexpected_exceptions_to_dead_letters(monkeypatch):
@@ -271,7 +277,7 @@ def test_dofn_sends_unexpected_exceptions_to_dead_letters(monkeypatch):
     with BeamTestPipeline(runner=job.PrismFreeDirectRunner()) as p:
         results = (p | apache_beam.Create([_elem(CLIPS[0].name, 0, "a")])
                    | apache_beam.ParDo(job.ProcessVideoDoFn(cfg)).with_outputs(
-                       job.FAILED_TAG, "train", main="counts"))
+                       job.FAILED_TAG, "train"))
         assert_that(results[job.FAILED_TAG] | apache_beam.Map(
             lambda d: (d["reason"], "ZeroDivisionError: kaboom" in d["message"])),
             equal_to([("decode_error", True)]))
@@ -392,6 +398,16 @@ def test_job_dataset_info_counts(built):
 
 
 @pytest.mark.slow
+def test_counts_from_shards_agree_with_the_metrics(built):
+    """The fallback for runners without metrics gives what the metrics gave."""
+    _, out, _ = built
+    info = json.loads((out / "dataset_info.json").read_text())
+    counts = job.counts_from_shards([str(p) for p in sorted(out.glob("*.tfrecord"))])
+    summary = job.summarize(counts, [], ["train", "test"], info["class_names"])
+    assert summary["counts"] == info["counts"]
+
+
+@pytest.mark.slow
 def test_job_output_reads_back_through_make_dataset(built):
     from maivar_tf.data.input_pipeline import make_dataset
 
@@ -423,6 +439,10 @@ def test_job_is_deterministic(built, job_inputs):
             np.testing.assert_array_equal(first[eid]["images"][rep], second[eid]["images"][rep])
     assert sorted(map(json.dumps, _dead_letters(out))) == sorted(
         map(json.dumps, _dead_letters(out2)))
+    # Counts come from metrics summed over both worker threads.
+    info1, info2 = (json.loads((d / "dataset_info.json").read_text()) for d in (out, out2))
+    assert info1["counts"] == info2["counts"]
+    assert info1["failed"]["by_reason"] == info2["failed"]["by_reason"]
 
 
 @pytest.mark.slow
