@@ -203,11 +203,13 @@ class _Features:
         def compute():
             mag = self.magnitude()
             n_bins = self.cfg.n_fft // 2 + 1
-            freqs = tf.constant(np.arange(n_bins, dtype=np.float32) * np.float32(self._bin_hz()))
-            total = tf.reduce_sum(mag, axis=2, keepdims=True)
+            freqs = np.arange(n_bins, dtype=np.float32) * np.float32(self._bin_hz())
+            # sum(f * S / sum(S)) as one matrix product: [B, T, F] @ [F, 2] -> (sum fS, sum S)
+            weights = tf.constant(np.stack([freqs, np.ones_like(freqs)], axis=1))
+            sums = tf.linalg.matmul(mag, weights)
+            total = sums[:, :, 1]
             total = tf.where(total < _TINY, tf.ones_like(total), total)
-            centroid = tf.reduce_sum(mag / total * freqs, axis=2)
-            return centroid[:, None, :]
+            return (sums[:, :, 0] / total)[:, None, :]
         return self._get("spectral_centroid", compute)
 
     def spectral_rolloff(self) -> tf.Tensor:
