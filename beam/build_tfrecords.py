@@ -39,7 +39,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,6 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import (
-    DirectOptions,
     PipelineOptions,
     StandardOptions,
 )
@@ -145,24 +144,26 @@ def local_runner_if_direct(options: PipelineOptions):
     return None
 
 
-def _is_local_direct(options: PipelineOptions) -> bool:
-    return isinstance(local_runner_if_direct(options), PrismFreeDirectRunner)
-
-
 # ----------------------------------------------------------------------------- transforms
 
 
-def _limit_tf_threads(threads: int) -> None:
-    """Caps TF's thread pools in this worker process (a no-op once TF has started)."""
-    if threads <= 0:
-        return
+def _limit_tf_threads(threads: int) -> int:
+    """Sets TF's intra-op threads in this worker process; returns the count in force.
+
+    A no-op once TF has run an op in this process (then TF keeps its pools). The count
+    matters beyond speed: TF's float reductions sum in a thread-dependent order, so
+    audio-images rendered with different counts can differ by one level in a few pixels.
+    The job therefore uses the same count (1) in every runner mode.
+    """
     import tensorflow as tf
 
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(max(2, threads))
-    except RuntimeError:  # the TF runtime is already initialised in this process
-        pass
+    if threads > 0:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(max(2, threads))
+        except RuntimeError:  # the TF runtime is already initialised in this process
+            pass
+    return tf.config.threading.get_intra_op_parallelism_threads()
 
 
 def warm_up_renderers(cfg: DataConfig) -> None:
@@ -198,11 +199,12 @@ class ProcessVideoDoFn(apache_beam.DoFn):
     Args:
         cfg: the data section (K, frame size, JPEG quality, representations, audio config).
         mode: TSN sampling mode, ``center`` (deterministic) or ``random``.
-        tf_threads: TF intra-op threads per worker process (0 leaves TF's default).
+        tf_threads: TF intra-op threads per worker process (0 leaves TF's default); keep it
+            equal across runs for bit-identical audio-images.
         log_every: log a progress line every this many videos per worker (0: never).
     """
 
-    def __init__(self, cfg: DataConfig, mode: str = "center", tf_threads: int = 0,
+    def __init__(self, cfg: DataConfig, mode: str = "center", tf_threads: int = 1,
                  log_every: int = 25):
         super().__init__()
         self._cfg = cfg
@@ -213,10 +215,10 @@ class ProcessVideoDoFn(apache_beam.DoFn):
     def setup(self) -> None:
         """Once per worker: small TF thread pools, warmed-up audio-image renderers."""
         t0 = time.monotonic()
-        _limit_tf_threads(self._tf_threads)
+        threads = _limit_tf_threads(self._tf_threads)
         warm_up_renderers(self._cfg)
-        LOGGER.info("worker %d: set up in %.1fs (TF threads: %s)", os.getpid(),
-                    time.monotonic() - t0, self._tf_threads or "default")
+        LOGGER.info("worker %d: set up in %.1fs (TF intra-op threads: %s)", os.getpid(),
+                    time.monotonic() - t0, threads or "all cores")
         self._ok = Metrics.counter(METRICS_NAMESPACE, "videos_ok")
         self._failed = {}
         self._per_class = {}
@@ -272,7 +274,7 @@ def dead_letter_to_json(dead_letter: Mapping[str, Any]) -> str:
 
 def build_pipeline(pipeline: apache_beam.Pipeline, elements: Sequence[Mapping[str, Any]],
                    cfg: DataConfig, staging_dir: str, splits: Iterable[str],
-                   mode: str = "center", tf_threads: int = 0) -> None:
+                   mode: str = "center", tf_threads: int = 1) -> None:
     """Adds the whole job to ``pipeline``, writing every file under ``staging_dir``.
 
     Args:
@@ -344,8 +346,10 @@ def _write_text(path: str, text: str) -> None:
 def publish(staging_dir: str, output_dir: str, include_shards: bool = True) -> dict[str, list[str]]:
     """Moves finished files from ``staging_dir`` into ``output_dir``, replacing old ones.
 
-    Every old shard (of any split) and old dead-letter file is removed first, so the folder
-    holds exactly this run's output.
+    Every old shard (of any split), dead-letter file and ``dataset_info.json`` is removed
+    first, so the folder holds exactly this run's output (the caller then writes the new
+    ``dataset_info.json``; readers never see new shards described by an old one). With
+    ``include_shards=False`` only the dead letters are replaced and the old dataset stays.
 
     Args:
         staging_dir: the finished staging folder.
@@ -359,7 +363,7 @@ def publish(staging_dir: str, output_dir: str, include_shards: bool = True) -> d
     new_failed = _match(_join(staging_dir, f"{FAILED_PREFIX}-*.jsonl"))
     stale = _match(_join(output_dir, f"{FAILED_PREFIX}-*.jsonl"))
     if include_shards:
-        stale += _match(_join(output_dir, SHARD_GLOB))
+        stale += _match(_join(output_dir, SHARD_GLOB)) + _match(_join(output_dir, DATASET_INFO))
     if stale:
         FileSystems.delete(stale)
     moved = {"shards": [], "failed": []}
@@ -374,28 +378,20 @@ def publish(staging_dir: str, output_dir: str, include_shards: bool = True) -> d
 # ----------------------------------------------------------------------------- dataset_info
 
 
-def counts_from_shards(paths: Sequence[str],
-                       read_records: Callable[[str], Iterable[bytes]] | None = None
-                       ) -> dict[tuple[str, int], int]:
+def counts_from_shards(paths: Sequence[str]) -> dict[tuple[str, int], int]:
     """``{(split, label_index): count}`` by parsing written shards (runners without metrics).
 
     Args:
         paths: shard files.
-        read_records: yields the serialized records of one file (default: TFRecordDataset).
     """
     import tensorflow as tf
 
     from maivar_tf.data import schema
 
-    if read_records is None:
-        def read_records(path):
-            for raw in tf.data.TFRecordDataset(path):
-                yield raw.numpy()
-
     counts: dict[tuple[str, int], int] = {}
     for path in paths:
-        for raw in read_records(path):
-            ex = tf.train.SequenceExample.FromString(raw)
+        for raw in tf.data.TFRecordDataset(path):
+            ex = tf.train.SequenceExample.FromString(raw.numpy())
             feat = ex.context.feature
             key = (feat[schema.SPLIT].bytes_list.value[0].decode(),
                    int(feat[schema.LABEL_INDEX].int64_list.value[0]))
@@ -490,9 +486,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only the first N annotation records (tests, benchmarks)")
     p.add_argument("--mode", default="center", choices=("center", "random"),
                    help="TSN frame sampling (center is deterministic)")
-    p.add_argument("--tf_threads", type=int, default=-1,
-                   help="TF threads per worker (default: CPUs / direct_num_workers locally, "
-                        "1 on distributed runners; 0: TF's default)")
+    p.add_argument("--tf_threads", type=int, default=1,
+                   help="TF intra-op threads per worker process (default 1 in every runner "
+                        "mode, so audio-images are bit-identical however the job is run; "
+                        "0: TF's default)")
     return p
 
 
@@ -518,18 +515,6 @@ def load_job_config(args: argparse.Namespace) -> ExperimentConfig:
     if path is None and Path(DEFAULT_CONFIG).exists():
         path = DEFAULT_CONFIG
     return load_config(path, overrides=_flag_overrides(args))
-
-
-def _tf_threads(requested: int, options: PipelineOptions) -> int:
-    if requested >= 0:
-        return requested
-    if not _is_local_direct(options):
-        return 1
-    direct = options.view_as(DirectOptions)
-    workers = direct.direct_num_workers or (os.cpu_count() or 1)
-    if direct.direct_running_mode == "in_memory":
-        workers = 1
-    return max(1, (os.cpu_count() or 1) // workers)
 
 
 def _configure_logging() -> None:
@@ -576,12 +561,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as e:
         print(f"invalid config: {e}", file=sys.stderr)
         return 2
-    if args.limit < 0:
-        print(f"--limit: invalid value {args.limit}; allowed: an integer >= 0", file=sys.stderr)
-        return 2
+    for flag in ("limit", "tf_threads"):
+        if getattr(args, flag) < 0:
+            print(f"--{flag}: invalid value {getattr(args, flag)}; allowed: an integer >= 0",
+                  file=sys.stderr)
+            return 2
     cfg = exp.data
     _configure_logging()
-    t0 = time.monotonic()
 
     try:
         if cfg.dataset == "synthetic":
@@ -607,9 +593,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ", ".join(f"{s}: {sum(r.split == s for r in records)}" for s in splits),
                 cfg.output_dir)
 
+    t0 = time.monotonic()
     options = PipelineOptions(beam_args)
     runner = local_runner_if_direct(options)
-    tf_threads = _tf_threads(args.tf_threads, options)
     output_dir = cfg.output_dir
     _mkdirs(output_dir)
     staging = _join(output_dir, f".staging-{uuid.uuid4().hex[:12]}")
@@ -617,7 +603,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         pipeline = apache_beam.Pipeline(runner=runner, options=options)
         build_pipeline(pipeline, [record_to_element(r) for r in records], cfg, staging, splits,
-                       mode=args.mode, tf_threads=tf_threads)
+                       mode=args.mode, tf_threads=args.tf_threads)
         try:
             result = pipeline.run()
             state = result.wait_until_finish()

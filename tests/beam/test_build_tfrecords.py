@@ -422,27 +422,50 @@ def test_job_output_reads_back_through_make_dataset(built):
     assert ids == {e for e, (_, s) in good.items() if s == "test"}
 
 
-@pytest.mark.slow
-def test_job_is_deterministic(built, job_inputs):
-    """A second run (2 worker threads this time): same ids, identical decoded content."""
-    rc, out, _ = built
-    root, csv_path, _ = job_inputs
-    out2 = root / "out2"
-    assert job.main(_base_argv(csv_path, out2, "--direct_running_mode=multi_threading",
-                               "--direct_num_workers=2")) == 0
+def _assert_same_dataset(out: Path, out2: Path, image_atol: int = 0) -> None:
     first, second = _parse_dir(out), _parse_dir(out2)
     assert set(first) == set(second)
     for eid in first:
         np.testing.assert_array_equal(first[eid]["frames"], second[eid]["frames"])
         np.testing.assert_array_equal(first[eid]["timestamps"], second[eid]["timestamps"])
         for rep in REPS:
-            np.testing.assert_array_equal(first[eid]["images"][rep], second[eid]["images"][rep])
+            a = first[eid]["images"][rep].astype(int)
+            b = second[eid]["images"][rep].astype(int)
+            assert np.abs(a - b).max() <= image_atol, (eid, rep)
+            assert (a != b).mean() < 1e-3, (eid, rep)
     assert sorted(map(json.dumps, _dead_letters(out))) == sorted(
         map(json.dumps, _dead_letters(out2)))
-    # Counts come from metrics summed over both worker threads.
     info1, info2 = (json.loads((d / "dataset_info.json").read_text()) for d in (out, out2))
     assert info1["counts"] == info2["counts"]
     assert info1["failed"]["by_reason"] == info2["failed"]["by_reason"]
+
+
+@pytest.mark.slow
+def test_job_is_deterministic(built, job_inputs):
+    """A second run, in 2 worker threads: same ids, identical decoded content, same counts."""
+    rc, out, _ = built
+    root, csv_path, _ = job_inputs
+    out2 = root / "out2"
+    assert job.main(_base_argv(csv_path, out2, "--direct_running_mode=multi_threading",
+                               "--direct_num_workers=2")) == 0
+    _assert_same_dataset(out, out2)
+
+
+@pytest.mark.slow
+def test_job_in_worker_processes_writes_the_same_dataset(built, job_inputs):
+    """2 worker processes: same ids, frames and counts (metrics summed over processes).
+
+    The workers render with 1 TF intra-op thread (the job's default in every mode); this
+    test process may have started TF with more, and TF's float reductions then round a few
+    audio-image pixels one level differently, so images are compared to within 1 here.
+    """
+    rc, out, _ = built
+    root, csv_path, _ = job_inputs
+    out3 = root / "out3"
+    assert job.main(_base_argv(csv_path, out3, "--direct_running_mode=multi_processing",
+                               "--direct_num_workers=2")) == 0
+    same_threads = tf.config.threading.get_intra_op_parallelism_threads() == 1
+    _assert_same_dataset(out, out3, image_atol=0 if same_threads else 1)
 
 
 @pytest.mark.slow
