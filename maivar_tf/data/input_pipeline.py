@@ -245,10 +245,10 @@ def make_dataset(data_dir: str | os.PathLike, split: str, cfg: DataConfig, *, ba
         return out
 
     ds = tf.data.Dataset.from_tensor_slices(files)  # sorted: a deterministic file order
+    if shard_by_file:  # before any shuffle, so the pipelines' file sets stay disjoint
+        ds = ds.shard(num_pipelines, pipeline_id)
     if training:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    if shard_by_file:
-        ds = ds.shard(num_pipelines, pipeline_id)
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     if num_pipelines > 1 and not shard_by_file:

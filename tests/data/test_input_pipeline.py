@@ -136,10 +136,16 @@ def test_eval_order_is_deterministic_and_batches_per_input_context(shards):
     assert [len(b) for b in first] == [3, 3, 3, 1]
 
 
-@pytest.mark.parametrize("split,num_pipelines", [("test", 2), ("test", 3), ("train", 2)])
+@pytest.mark.parametrize("split,num_pipelines,training", [
+    ("test", 2, False), ("test", 3, False), ("train", 2, False), ("test", 2, True),
+    ("train", 2, True)])
 def test_input_context_shards_disjointly_with_per_replica_batches(shards, split,
-                                                                 num_pipelines):
-    """3 test shards shard by file; the 1-shard train split shards by record."""
+                                                                 num_pipelines, training):
+    """3 test shards shard by file; the 1-shard train split shards by record.
+
+    In training each pipeline shuffles with its own seed, as separate workers may:
+    the pipelines must still see disjoint examples.
+    """
     data_dir, clips = shards
     everything = {eid for eid, (c, _) in clips.items() if c.split == split}
     seen: list[str] = []
@@ -148,7 +154,8 @@ def test_input_context_shards_disjointly_with_per_replica_batches(shards, split,
                                          input_pipeline_id=pid,
                                          num_replicas_in_sync=num_pipelines)
         ds = make_dataset(data_dir, split, _cfg(), batch_size=2 * num_pipelines,
-                          input_context=ctx, include_frames=False, representations=[])
+                          input_context=ctx, include_frames=False, representations=[],
+                          training=training, seed=pid + 1 if training else None)
         batches = [b["example_id"].numpy() for b in ds]
         assert batches, f"pipeline {pid} got nothing"
         assert max(len(b) for b in batches) == 2  # the per-replica batch
