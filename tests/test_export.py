@@ -65,20 +65,31 @@ def _write_config(root: Path) -> Path:
     return path
 
 
-def _synthetic_features(video_backbone, audio_backbone, n: int = 24, seed: int = 0):
-    """Features shaped and scaled like the backbones' (so the heads see realistic inputs)."""
-    from maivar_tf.features import FeatureSet
+def _synthetic_features(cfg, video_backbone, audio_backbone, n: int = 24, seed: int = 0):
+    """Training features spread around the backbones' features of three real clips.
 
-    rng = np.random.default_rng(seed)
-    frames = rng.integers(0, 256, (4, 224, 224, 3)).astype(np.float32)
-    images = rng.integers(0, 256, (2, 299, 299, 3)).astype(np.float32)
+    The heads standardise their inputs with the training statistics, so these must look like
+    what the backbones make of real media, or every real clip would get a saturated softmax.
+    """
+    from maivar_tf.features import FeatureSet
+    from maivar_tf.predict import prepare_clips
+    from tests.conftest import CLIP_NAMES, CLIPS_DIR
+
+    prepared, failures = prepare_clips([str(CLIPS_DIR / c) for c in CLIP_NAMES[:3]], cfg,
+                                       "chromagram")
+    assert not failures, failures
+    frames = np.concatenate([p.frames for p in prepared]).astype(np.float32)
+    images = np.stack([p.audio_image for p in prepared]).astype(np.float32)
     v_ref = np.asarray(video_backbone(frames, training=False))
     a_ref = np.asarray(audio_backbone(images, training=False))
-    v_scale = v_ref.std(axis=0) + 1e-3
-    a_scale = a_ref.std(axis=0) + 1e-3
+    rng = np.random.default_rng(seed)
+    v_scale = v_ref.std(axis=0) + 0.1 * np.abs(v_ref).mean(axis=0) + 1e-3
+    a_scale = a_ref.std(axis=0) + 0.1 * np.abs(a_ref).mean(axis=0) + 1e-3
+    video = v_ref[rng.integers(0, len(v_ref), (n, K))] + v_scale * rng.normal(
+        size=(n, K, v_ref.shape[1]))
+    audio = a_ref[rng.integers(0, len(a_ref), n)] + a_scale * rng.normal(
+        size=(n, a_ref.shape[1]))
     labels = np.arange(n) % len(CLASSES)
-    video = v_ref.mean(0) + v_scale * rng.normal(size=(n, K, v_ref.shape[1]))
-    audio = a_ref.mean(0) + a_scale * rng.normal(size=(n, a_ref.shape[1]))
     return FeatureSet(ids=np.array([f"id{i:03d}" for i in range(n)]),
                       video=video.astype(np.float32), audio=audio.astype(np.float32),
                       labels=labels.astype(np.int64), class_names=CLASSES,
@@ -106,7 +117,7 @@ def build_serving_artifacts(root: Path) -> SimpleNamespace:
     (features_dir / "feature_info.json").write_text(json.dumps({
         "num_segments": K, "ten_crop": False, "video_backbone": "BNInception:none",
         "audio_backbone": "InceptionResNetV2:none", "class_names": list(CLASSES)}))
-    train = _synthetic_features(video_bb, audio_bb)
+    train = _synthetic_features(cfg, video_bb, audio_bb)
     run = run_algorithm1(cfg, train, run_dir=cfg.train.output_dir, verbose=0)
 
     model = export_mod.load_serving_model(cfg, run.run_dir)
