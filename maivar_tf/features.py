@@ -641,17 +641,22 @@ def extract_features(cfg: ExperimentConfig, *, splits: Sequence[str] = ("train",
             raise FeatureError(f"no {s}-SSSSS-of-NNNNN.tfrecord shards in {data_dir}; run "
                                "`maivar build` first (or check data.output_dir)")
 
+    saved_backbones: dict[str, str] = {}
     if video_backbone is None:
         from maivar_tf.models.bn_inception import build_video_backbone
 
-        video_backbone = build_video_backbone(cfg.model.video_weights)
+        video_backbone, saved = _default_backbone(
+            build_video_backbone, cfg.model.video_weights, out_dir, "video", cfg.train.seed)
+        saved_backbones.update(saved)
         video_desc = f"BNInception:{_weights_desc(cfg.model.video_weights)}"
     else:
         video_desc = f"injected:{video_backbone.name}"
     if audio_backbone is None:
         from maivar_tf.models.inception_resnet_v2 import build_audio_backbone
 
-        audio_backbone = build_audio_backbone(cfg.model.audio_weights)
+        audio_backbone, saved = _default_backbone(
+            build_audio_backbone, cfg.model.audio_weights, out_dir, "audio", cfg.train.seed + 1)
+        saved_backbones.update(saved)
         audio_desc = f"InceptionResNetV2:{_weights_desc(cfg.model.audio_weights)}"
     else:
         audio_desc = f"injected:{audio_backbone.name}"
@@ -673,6 +678,8 @@ def extract_features(cfg: ExperimentConfig, *, splits: Sequence[str] = ("train",
                            "or set data.features_dir to another folder")
     info = _base_info(cfg, dataset_info, fingerprint, video_desc, audio_desc, video_dim,
                       audio_dim, old_info)
+    if saved_backbones:
+        info["backbone_weights"] = {**info.get("backbone_weights", {}), **saved_backbones}
     _write_json(info_path, info)  # records the fingerprint before any shard is written
 
     video_fn = compiled_backbone(video_backbone, (cfg.data.crop_size, cfg.data.crop_size, 3))
@@ -738,7 +745,37 @@ def _base_info(cfg, dataset_info, fingerprint, video_desc, audio_desc, video_dim
                  "num_segments": VIDEO_SEGMENTS_KEY, "audio": AUDIO_FEATURES_KEY},
         "tfrecords_schema_version": dataset_info.get("schema_version", schema.SCHEMA_VERSION),
         "config": cfg.to_dict(),
+        "backbone_weights": dict((old_info or {}).get("backbone_weights", {})),
     }
+
+
+#: Randomly initialised backbones are saved here (relative to the features folder), so that a
+#: resumed extraction, ``maivar predict`` and the exported SavedModel use the very weights the
+#: features came from.
+BACKBONES_SUBDIR = "backbones"
+
+
+def _default_backbone(build: Callable, weights: str, out_dir: Path, kind: str, seed: int):
+    """Builds a backbone from its weights spec; ``none`` weights are seeded and saved once.
+
+    Returns:
+        ``(model, {kind: relative path})`` where the dict is empty unless weights were saved.
+    """
+    if weights != "none":
+        return build(weights), {}
+    import keras
+
+    rel = f"{BACKBONES_SUBDIR}/{kind}.weights.h5"
+    path = out_dir / rel
+    if path.is_file():  # a resumed extraction keeps the random weights of the first run
+        return build(str(path)), {kind: rel}
+    keras.utils.set_random_seed(seed)
+    model = build("none")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{kind}{_TMP_MARK}{os.getpid()}.weights.h5")
+    model.save_weights(tmp)
+    os.replace(tmp, path)
+    return model, {kind: rel}
 
 
 def _write_json(path: Path, data: dict) -> None:
