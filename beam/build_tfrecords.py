@@ -468,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Our flags; anything else is left for Beam's ``PipelineOptions``."""
     p = argparse.ArgumentParser(
         prog="python -m beam.build_tfrecords",
+        allow_abbrev=False,  # a Beam flag that prefixes one of ours must still reach Beam
         description="Build TFRecord shards (one SequenceExample per video) with Apache Beam. "
                     "Unknown flags go to Beam (--runner, --direct_num_workers, ...).")
     p.add_argument("--config", default=None,

@@ -15,7 +15,9 @@ and the ratios against the targets: (b) >= 0.7 x (a), and (c) >= 1.5 x (b).
 Every run is a fresh process timed end to end, as a user would run it, so each pays the same
 start-up (Python, TensorFlow import, tracing the audio-image function once per process); the
 ratios then measure what Beam adds or saves. The bare loop's steady-state rate (after start-up)
-is printed too. On a shared machine the figures are noisy: run it when nothing else is busy.
+is printed too, and the CPU seconds of every run (the cost that does not depend on what else
+the machine is doing). On a shared machine the wall-clock figures are noisy, and two workers
+cannot beat one when other work already keeps every core busy: run it on a quiet machine.
 
 Usage::
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -108,18 +111,25 @@ def bare_child(args) -> int:
     return 0
 
 
-def _timed(cmd: list[str]) -> float:
-    t0 = time.perf_counter()
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed(cmd: list[str]) -> tuple[float, float]:
+    """Runs ``cmd``; returns (wall seconds, CPU seconds of it and its subprocesses)."""
+    t0, c0 = time.perf_counter(), _children_cpu()
     proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, _children_cpu() - c0
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-5000:])
         raise SystemExit(f"{' '.join(cmd[:4])} ... failed with exit code {proc.returncode}")
     for line in proc.stdout.splitlines():
         if "set up in" in line or "Beam job finished" in line:
             print(f"      | {line.strip()}")
-    return seconds
+    print(f"      | {seconds:.1f}s wall, {cpu:.1f} CPU-s")
+    return seconds, cpu
 
 
 def main(argv=None) -> int:
@@ -147,10 +157,11 @@ def main(argv=None) -> int:
     if "bare" not in skip:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "bare.json"
-            wall = _timed([sys.executable, str(Path(__file__).resolve()), *common,
-                           f"--bare_child={out}"])
+            wall, cpu = _timed([sys.executable, str(Path(__file__).resolve()), *common,
+                                f"--bare_child={out}"])
             bare = json.loads(out.read_text())
         figures["bare"] = n / wall
+        figures["bare_cpu_s"] = cpu
         figures["bare_steady_state"] = n / bare["loop_s"]
         print(f"(a) bare function:        {figures['bare']:7.2f} videos/s end to end "
               f"({figures['bare_steady_state']:.2f} videos/s after start-up)", flush=True)
@@ -163,9 +174,10 @@ def main(argv=None) -> int:
     for name, extra in RUNS.items():
         if name in skip:
             continue
-        wall = _timed([sys.executable, "-m", "beam.build_tfrecords", *beam_common,
-                       f"--output_dir={Path(args.work_dir) / name}", *extra])
+        wall, cpu = _timed([sys.executable, "-m", "beam.build_tfrecords", *beam_common,
+                            f"--output_dir={Path(args.work_dir) / name}", *extra])
         figures[name] = n / wall
+        figures[f"{name}_cpu_s"] = cpu
         print(f"{labels[name]}  {figures[name]:7.2f} videos/s end to end", flush=True)
 
     print()

@@ -305,13 +305,14 @@ def test_flags_become_config_overrides(tmp_path):
     args, beam_args = job.build_parser().parse_known_args([
         "--dataset=csv", "--video_root=/v", "--annotations=/a.csv", "--output_dir=/o",
         "--num_shards=3", "--num_segments=5", "--representations=mfcc, chromagram",
-        "--split=2", "--set", "data.jpeg_quality=80", "--direct_num_workers=2"])
+        "--split=2", "--set", "data.jpeg_quality=80", "--direct_num_workers=2",
+        "--num_workers=3", "--data=x"])
     cfg = job.load_job_config(args).data
     assert (cfg.dataset, cfg.video_root, cfg.annotations, cfg.output_dir) == (
         "csv", "/v", "/a.csv", "/o")
     assert (cfg.num_shards, cfg.num_segments, cfg.split, cfg.jpeg_quality) == (3, 5, 2, 80)
     assert cfg.representations == ("mfcc", "chromagram")
-    assert beam_args == ["--direct_num_workers=2"]
+    assert beam_args == ["--direct_num_workers=2", "--num_workers=3", "--data=x"]
 
 
 # ----------------------------------------------------------------------------- the whole job
