@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -166,6 +167,11 @@ def _limit_tf_threads(threads: int) -> int:
     return tf.config.threading.get_intra_op_parallelism_threads()
 
 
+def _worker_name() -> str:
+    """``pid/thread`` of this DoFn instance, for progress lines."""
+    return f"{os.getpid()}/{threading.get_native_id()}"
+
+
 def warm_up_renderers(cfg: DataConfig) -> None:
     """Traces the one audio-image function :meth:`ProcessVideoDoFn.process` calls.
 
@@ -217,7 +223,7 @@ class ProcessVideoDoFn(apache_beam.DoFn):
         t0 = time.monotonic()
         threads = _limit_tf_threads(self._tf_threads)
         warm_up_renderers(self._cfg)
-        LOGGER.info("worker %d: set up in %.1fs (TF intra-op threads: %s)", os.getpid(),
+        LOGGER.info("worker %s: set up in %.1fs (TF intra-op threads: %s)", _worker_name(),
                     time.monotonic() - t0, threads or "all cores")
         self._ok = Metrics.counter(METRICS_NAMESPACE, "videos_ok")
         self._failed = {}
@@ -263,7 +269,7 @@ class ProcessVideoDoFn(apache_beam.DoFn):
         self._processed += 1
         if self._log_every and self._processed % self._log_every == 0:
             elapsed = time.monotonic() - self._t0
-            LOGGER.info("worker %d: %d videos processed (%.2f videos/s)", os.getpid(),
+            LOGGER.info("worker %s: %d videos processed (%.2f videos/s)", _worker_name(),
                         self._processed, self._processed / max(elapsed, 1e-9))
 
 

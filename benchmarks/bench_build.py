@@ -116,8 +116,13 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _timed(cmd: list[str]) -> tuple[float, float]:
-    """Runs ``cmd``; returns (wall seconds, CPU seconds of it and its subprocesses)."""
+def _timed(cmd: list[str]) -> tuple[float, float, float]:
+    """Runs ``cmd``.
+
+    Returns:
+        Wall seconds, CPU seconds (of it and its subprocesses) and the steady-state rate: the
+        sum over workers of each one's last logged videos/s (after its set-up), 0 if none.
+    """
     t0, c0 = time.perf_counter(), _children_cpu()
     proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True)
@@ -125,11 +130,17 @@ def _timed(cmd: list[str]) -> tuple[float, float]:
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-5000:])
         raise SystemExit(f"{' '.join(cmd[:4])} ... failed with exit code {proc.returncode}")
+    last_progress: dict[str, str] = {}  # worker -> its last progress line
     for line in proc.stdout.splitlines():
+        if "videos processed" in line:
+            last_progress[line.split("worker", 1)[1].split(":", 1)[0]] = line
         if "set up in" in line or "Beam job finished" in line:
             print(f"      | {line.strip()}")
+    for line in last_progress.values():
+        print(f"      | {line.strip()}")
+    steady = sum(float(line.rsplit("(", 1)[1].split()[0]) for line in last_progress.values())
     print(f"      | {seconds:.1f}s wall, {cpu:.1f} CPU-s")
-    return seconds, cpu
+    return seconds, cpu, steady
 
 
 def main(argv=None) -> int:
@@ -157,8 +168,8 @@ def main(argv=None) -> int:
     if "bare" not in skip:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "bare.json"
-            wall, cpu = _timed([sys.executable, str(Path(__file__).resolve()), *common,
-                                f"--bare_child={out}"])
+            wall, cpu, _ = _timed([sys.executable, str(Path(__file__).resolve()), *common,
+                                   f"--bare_child={out}"])
             bare = json.loads(out.read_text())
         figures["bare"] = n / wall
         figures["bare_cpu_s"] = cpu
@@ -174,11 +185,13 @@ def main(argv=None) -> int:
     for name, extra in RUNS.items():
         if name in skip:
             continue
-        wall, cpu = _timed([sys.executable, "-m", "beam.build_tfrecords", *beam_common,
-                            f"--output_dir={Path(args.work_dir) / name}", *extra])
+        wall, cpu, steady = _timed([sys.executable, "-m", "beam.build_tfrecords", *beam_common,
+                                    f"--output_dir={Path(args.work_dir) / name}", *extra])
         figures[name] = n / wall
         figures[f"{name}_cpu_s"] = cpu
-        print(f"{labels[name]}  {figures[name]:7.2f} videos/s end to end", flush=True)
+        figures[f"{name}_steady_state"] = steady
+        print(f"{labels[name]}  {figures[name]:7.2f} videos/s end to end "
+              f"({steady:.2f} videos/s after worker set-up)", flush=True)
 
     print()
     if "bare" in figures and "beam_1_worker" in figures:
@@ -191,12 +204,18 @@ def main(argv=None) -> int:
     if "beam_1_worker" in figures and "beam_2_processes" in figures:
         r = figures["beam_2_processes"] / figures["beam_1_worker"]
         figures["ratio_2_processes_vs_1"] = r
+        ss = figures["beam_1_worker_steady_state"]
         print(f"2 processes / 1:      {r:.2f}x (target >= {TARGET_TWO_WORKERS}x) "
-              f"{'OK' if r >= TARGET_TWO_WORKERS else 'BELOW TARGET'}")
+              f"{'OK' if r >= TARGET_TWO_WORKERS else 'BELOW TARGET'}"
+              + (f"; after set-up: {figures['beam_2_processes_steady_state'] / ss:.2f}x"
+                 if ss else ""))
     if "beam_1_worker" in figures and "beam_2_threads" in figures:
         r = figures["beam_2_threads"] / figures["beam_1_worker"]
         figures["ratio_2_threads_vs_1"] = r
-        print(f"2 threads / 1:        {r:.2f}x")
+        ss = figures["beam_1_worker_steady_state"]
+        print(f"2 threads / 1:        {r:.2f}x"
+              + (f"; after set-up: {figures['beam_2_threads_steady_state'] / ss:.2f}x"
+                 if ss else ""))
     print(f"load average after: {os.getloadavg()[0]:.2f} (other work on the machine skews these)")
     if args.json:
         Path(args.json).write_text(json.dumps(
