@@ -480,8 +480,7 @@ def load_backbones(features_dir: str | Path, cfg: ExperimentConfig | None = None
 
     Args:
         features_dir: the features folder of the run.
-        cfg: the experiment (only used for error messages and as a last resort when
-            ``feature_info.json`` is missing).
+        cfg: the experiment (``data.crop_size`` is BNInception's input side).
 
     Returns:
         ``(video_backbone, audio_backbone, provenance)``.
@@ -493,6 +492,11 @@ def load_backbones(features_dir: str | Path, cfg: ExperimentConfig | None = None
     from maivar_tf.models.inception_resnet_v2 import build_audio_backbone
 
     features_dir = Path(features_dir)
+    crop = int(cfg.data.crop_size) if cfg is not None else 224
+
+    def build_video(spec):  # the input side follows data.crop_size, as at extraction
+        return build_video_backbone(spec, image_size=crop)
+
     info_path = features_dir / "feature_info.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     if not info:
@@ -503,7 +507,7 @@ def load_backbones(features_dir: str | Path, cfg: ExperimentConfig | None = None
     provenance: dict[str, Any] = {"features_dir": str(features_dir)}
     models = {}
     for kind, build, fname, allow_imagenet in (
-            ("video", build_video_backbone, VIDEO_BACKBONE_FILE, False),
+            ("video", build_video, VIDEO_BACKBONE_FILE, False),
             ("audio", build_audio_backbone, AUDIO_BACKBONE_FILE, True)):
         candidates = []
         if isinstance(saved, Mapping) and saved.get(kind):
