@@ -195,19 +195,26 @@ class _EvalReader:
         info = {"schema_version": schema.SCHEMA_VERSION, "config": stored, "class_names": [],
                 "counts": {}}
         Path(self._tmp.name, DATASET_INFO).write_text(json.dumps(info))
-        kwargs = {"crop": False} if ten_crop else {}
-        try:
-            self.dataset = make_dataset(self._tmp.name, "test", data_cfg, batch_size=1,
-                                        representations=[representation], training=False,
-                                        **kwargs)
-        except TypeError as e:
-            raise RuntimeError("model.ten_crop needs uncropped frames, which this input "
-                               f"pipeline cannot provide ({e})") from e
+        self.ten_crop = ten_crop
+        # TSN's ten crops take the corners of the whole frame: with ten_crop the frames are
+        # decoded whole (as feature extraction does) and the model crops them itself.
+        self.dataset = make_dataset(self._tmp.name, "test", data_cfg, batch_size=1,
+                                    representations=[representation], training=False,
+                                    include_frames=not ten_crop)
 
     def _write(self, blobs: Sequence[bytes]) -> None:
         with self._tf.io.TFRecordWriter(self.shard) as w:
             for blob in blobs:
                 w.write(blob)
+
+    def _whole_frames(self, blob: bytes):
+        """uint8 ``[K, H, W, 3]``: every stored JPEG decoded whole (the ten-crop input)."""
+        from maivar_tf.data import schema
+
+        tf = self._tf
+        parsed = schema.parse_sequence_example(blob, ())
+        return np.stack([tf.io.decode_jpeg(b, channels=3).numpy()
+                         for b in parsed[schema.IMAGE_ENCODED].numpy()])
 
     def read(self, serialized: Mapping[str, bytes]):
         """Yields ``(example_id, frames, audio_image, ms)`` per record, in order."""
@@ -221,10 +228,12 @@ class _EvalReader:
                 el = next(it)
             except StopIteration:
                 break
-            frames = el["frames"][0].numpy()
+            eid = el["example_id"][0].numpy().decode()
+            frames = (self._whole_frames(serialized[eid]) if self.ten_crop
+                      else el["frames"][0].numpy())
             image = el["audio_images"][self.representation][0].numpy()
             ms = overhead + 1000 * (time.perf_counter() - t0)
-            yield el["example_id"][0].numpy().decode(), frames, image, ms
+            yield eid, frames, image, ms
 
 
 _READERS: dict[tuple, _EvalReader] = {}

@@ -116,7 +116,9 @@ def build_serving_artifacts(root: Path) -> SimpleNamespace:
     audio_bb.save_weights(features_dir / "backbones" / "audio.weights.h5")
     (features_dir / "feature_info.json").write_text(json.dumps({
         "num_segments": K, "ten_crop": False, "video_backbone": "BNInception:none",
-        "audio_backbone": "InceptionResNetV2:none", "class_names": list(CLASSES)}))
+        "audio_backbone": "InceptionResNetV2:none", "class_names": list(CLASSES),
+        "backbone_weights": {"video": "backbones/video.weights.h5",
+                             "audio": "backbones/audio.weights.h5"}}))
     train = _synthetic_features(cfg, video_bb, audio_bb)
     run = run_algorithm1(cfg, train, run_dir=cfg.train.output_dir, verbose=0)
 
@@ -516,3 +518,74 @@ def test_rest_request_maps_onto_the_signatures(served, fmt):
     with pytest.raises(ValueError, match="Missing 'inputs' or 'instances'"):
         rest_request_to_inputs({"signature_name": SIGNATURE_FEATURES},
                                served.loaded.signatures[SIGNATURE_FEATURES])
+
+
+# ----------------------------------------------------------------------------- tiny backbones
+
+
+def _tiny_serving_model(ten_crop: bool = False):
+    """A ServingModel whose backbones are two-layer stand-ins: fast enough for every run."""
+    import keras
+
+    from maivar_tf.config import load_config
+    from maivar_tf.export import ServingModel
+    from maivar_tf.models.heads import build_fusion_mlp, build_video_mlp
+
+    cfg = load_config(None, [f"data.num_segments={K}", "model.hidden_units=8",
+                             "model.video_pooling=flatten", f"model.ten_crop={ten_crop}"])
+    keras.utils.set_random_seed(0)
+    v_in = keras.Input((224, 224, 3))
+    v_out = keras.layers.Dense(16)(keras.layers.GlobalAveragePooling2D()(
+        keras.layers.Conv2D(4, 8, strides=8)(v_in / 255.0)))
+    a_in = keras.Input((299, 299, 3))
+    a_out = keras.layers.Dense(8)(keras.layers.GlobalAveragePooling2D()(
+        keras.layers.Conv2D(4, 13, strides=13)(a_in / 255.0)))
+    vmlp = build_video_mlp(len(CLASSES), K, cfg.model, feature_dim=16)
+    fusion = build_fusion_mlp(vmlp, cfg.model, audio_dim=8)
+    return ServingModel(fusion=fusion, video_backbone=keras.Model(v_in, v_out),
+                        audio_backbone=keras.Model(a_in, a_out), class_names=CLASSES, cfg=cfg,
+                        num_segments=K, representation="chromagram", ten_crop=ten_crop)
+
+
+def test_ten_crop_video_features_average_tsn_crops_like_extraction():
+    from maivar_tf.features import ten_crop
+
+    model = _tiny_serving_model(ten_crop=True)
+    frames = np.random.default_rng(6).integers(0, 256, (2, K, 256, 300, 3), dtype=np.uint8)
+    got = np.asarray(model.video_features(tf.constant(frames)))
+    crops = ten_crop(tf.constant(frames), 224).numpy().astype(np.float32)  # [10,B,K,c,c,3]
+    feats = np.asarray(model.video_backbone(crops.reshape(-1, 224, 224, 3)))
+    want = feats.reshape(10, 2, K, -1).mean(axis=0)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_tiny_export_round_trip(tmp_path):
+    """Export, reload and call all three signatures (tiny backbones, runs in seconds)."""
+    from maivar_tf.data.audio_image import render_audio_images
+
+    model = _tiny_serving_model()
+    path = export_serving_model(model, tmp_path, "tiny_bb")
+    assert path == tmp_path / "tiny_bb" / "1"
+    loaded = tf.saved_model.load(str(path))
+    rng = np.random.default_rng(7)
+    frames = rng.integers(0, 256, (2, K, 256, 280, 3), dtype=np.uint8)
+    wave = (0.3 * np.sin(np.arange(22050) * 0.05)[None].repeat(2, 0)
+            * np.array([[1.0], [0.5]])).astype(np.float32)
+    image = np.stack([render_audio_images(w, "chromagram", model.cfg.data.audio)["chromagram"]
+                      for w in wave])
+    crop = frames[:, :, 16:240, 28:252]
+    video = np.asarray(model.video_backbone(crop.reshape(-1, 224, 224, 3).astype(np.float32)))
+    audio = np.asarray(model.audio_backbone(image.astype(np.float32)))
+    probs = _keras_probabilities(model, video.reshape(2, K, -1), audio)
+    outs = {
+        SIGNATURE_FEATURES: loaded.signatures[SIGNATURE_FEATURES](
+            video_features=tf.constant(video.reshape(2, K, -1)),
+            audio_features=tf.constant(audio)),
+        SIGNATURE_MEDIA: loaded.signatures[SIGNATURE_MEDIA](
+            frames=tf.constant(frames), audio_image=tf.constant(image)),
+        SIGNATURE_WAVEFORM: loaded.signatures[SIGNATURE_WAVEFORM](
+            frames=tf.constant(frames), waveform=tf.constant(wave),
+            sample_rate=tf.constant([22050, 22050], tf.int32)),
+    }
+    for out in outs.values():
+        _check_outputs(as_numpy_outputs(out), probs, atol=1e-5)

@@ -239,3 +239,28 @@ def test_predict_features_equal_the_training_features(served, run_predictor, cli
         (row,) = np.flatnonzero(fs.labels == i)  # the CSV's classes are CLASSES[:2], sorted
         np.testing.assert_allclose(v.numpy()[0], fs.video[row], rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(a.numpy()[0], fs.audio[row], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("ten_crop", [False, True])
+def test_predict_real_clips_with_tiny_backbones(clip_paths, ten_crop):
+    """The whole predict path in seconds (stand-in backbones), centre crop and TSN ten crops."""
+    from tests.test_export import _tiny_serving_model
+
+    model = _tiny_serving_model(ten_crop=ten_crop)
+    paths = [str(p) for p in clip_paths[:2]]
+    prepared, failures = predict_mod.prepare_clips(paths, model.cfg, "chromagram",
+                                                   ten_crop=ten_crop)
+    assert failures == []
+    for clip in prepared:
+        if ten_crop:  # whole frames (shorter side 256): the model takes the ten crops
+            assert clip.frames.shape[0] == K and min(clip.frames.shape[1:3]) == 256
+        else:
+            assert clip.frames.shape == (K, 224, 224, 3)
+    predictions, failures = predict_files(paths, RunPredictor(model), k=3)
+    assert failures == [] and [p.file for p in predictions] == paths
+    for clip, p in zip(prepared, predictions, strict=True):
+        want = model.serve_media(tf.constant(clip.frames[None]),
+                                 tf.constant(clip.audio_image[None]))
+        np.testing.assert_allclose(p.probabilities, want["probabilities"].numpy()[0],
+                                   atol=1e-6)
+        assert len(p.classes) == 3
