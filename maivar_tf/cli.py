@@ -276,9 +276,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"maivar: invalid config: {e}", file=sys.stderr)
         return 2
-    except FileNotFoundError as e:
+    except _user_errors() as e:  # evaluated only when something was raised
         print(f"maivar: {e}", file=sys.stderr)
         return 1
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that explain themselves: printed as one line instead of a traceback."""
+    from maivar_tf.data.input_pipeline import SchemaVersionError
+    from maivar_tf.export import ExportError
+    from maivar_tf.features import FeatureError
+    from maivar_tf.models.weights import WeightsError
+
+    return (FileNotFoundError, ExportError, FeatureError, WeightsError, SchemaVersionError)
 
 
 if __name__ == "__main__":
