@@ -18,7 +18,7 @@ from maivar_tf.data.synthetic import (
     SOUND_PITCH_CLASSES,
     class_names,
     generate_dataset,
-    render_video,
+    motion_coverage,
 )
 
 TINY = SynthConfig(num_motions=2, num_sounds=2, train_per_class=1, test_per_class=1,
@@ -172,21 +172,21 @@ def test_motion_blur_orientation_slide_vs_bounce(tiny_root):
         ratios.setdefault(r.label_string.split("_")[0], []).append(
             _vertical_over_horizontal_gradient_energy(frames))
     # horizontal smears have long horizontal edges (vertical gradients), and vice versa
-    assert min(ratios["Slide"]) > 1.3, ratios
-    assert max(ratios["Bounce"]) < 0.9, ratios
+    assert min(ratios["Slide"]) > 1.5, ratios
+    assert max(ratios["Bounce"]) < 1.0, ratios
 
 
-def test_pulse_area_oscillates_rotate_does_not():
+def test_pulse_area_oscillates_the_others_do_not():
     cfg = dataclasses.replace(TINY, seconds=2.0)
 
-    def area_cv(motion: int, seed: int) -> float:
-        frames = render_video(motion, np.random.default_rng(seed), np.random.default_rng(seed + 1),
-                              cfg)
-        g = frames.astype(np.float32).mean(axis=-1)
-        fg = np.abs(g - np.median(g, axis=0, keepdims=True)) > 30
-        area = fg.reshape(len(fg), -1).sum(axis=1)
+    def area_cv(motion: str, seed: int) -> float:
+        alpha = motion_coverage(synthetic.MOTIONS.index(motion), np.random.default_rng(seed),
+                                cfg)
+        assert alpha.shape == (30, cfg.height, cfg.width)
+        assert 0.0 <= alpha.min() and alpha.max() <= 1.0
+        area = alpha.reshape(len(alpha), -1).mean(axis=1)
         return float(area.std() / area.mean())
 
-    pulse = [area_cv(synthetic.MOTIONS.index("Pulse"), s) for s in range(3)]
-    rotate = [area_cv(synthetic.MOTIONS.index("Rotate"), s) for s in range(3)]
-    assert min(pulse) > 0.25 > 0.1 > max(rotate), (pulse, rotate)
+    cvs = {m: [area_cv(m, s) for s in range(3)] for m in synthetic.MOTIONS}
+    assert min(cvs["Pulse"]) > 0.15, cvs
+    assert max(max(cvs[m]) for m in ("Slide", "Bounce", "Rotate")) < 0.1, cvs
