@@ -22,9 +22,10 @@ particle, as real actions come with their own objects:
 The temporal pattern over the K segments differs too: constant for Slide and Rotate, periodic
 blur for Bounce and periodic area for Pulse. The backdrop is a tint of the mean colour that
 the network subtracts, so it enters the network as almost zero and the particles dominate the
-pooled features. With random-init BNInception features, K=8 centre frames and a logistic
-regression on 48 training videos per motion, 5-fold cross-validated motion accuracy was about
-88% (chance 25%).
+pooled features. Measured on the default dataset's MP4s (train/test split 1): logistic
+regression on random-init BNInception features of K=8 centre frames (flattened) recognises the
+motion of 90% of the test videos (chance 25%); on the raw chromagram it recognises the sound of
+100% (MFCC 81%, spectral centroid 79%, rolloff 74%, waveplot envelope 94%).
 
 The sounds differ in **pitch-class content**, so the chromagram separates them: each kind draws
 its notes from one of the four augmented triads, which partition the 12 pitch classes
@@ -79,7 +80,8 @@ SOUND_PITCH_CLASSES: tuple[tuple[int, ...], ...] = ((0, 4, 8), (2, 6, 10), (1, 5
                                                     (3, 7, 11))
 #: Positions averaged per frame (motion blur over a 360-degree shutter).
 SHUTTER_SAMPLES = 8
-#: Videos per UCF-style group (clips c01..cNN of one group share background and colours).
+#: Videos per UCF-style group (clips c01..cNN of one group share the backdrop tint and the
+#: sound's base octave and noise level).
 CLIPS_PER_GROUP = 4
 
 
@@ -315,7 +317,7 @@ def render_video(motion: int, group_rng: np.random.Generator, clip_rng: np.rando
     Args:
         motion: index into :data:`MOTIONS`.
         group_rng: the random stream of the clip's group (backdrop tint).
-        clip_rng: the clip's own random stream (motion, noise).
+        clip_rng: the clip's own random stream (particle colour, motion, noise).
         cfg: the dataset config (size, fps, duration).
 
     Returns:
@@ -540,7 +542,7 @@ def _run(jobs: list[tuple[_Video, Path]], cfg: SynthConfig, workers: int, progre
 
         bar = tqdm(total=len(jobs), desc="synth videos", unit="video")
     try:
-        if workers <= 1 or len(jobs) <= 1:
+        if workers <= 1 or len(jobs) < 2 * workers:  # too few videos to pay for the start-up
             for v, dest in jobs:
                 _make_video(cfg, v, str(dest))
                 if bar is not None:
@@ -578,7 +580,9 @@ def generate_dataset(out_dir: str | os.PathLike, cfg: SynthConfig, progress: boo
         cfg: the dataset config.
         progress: show a tqdm progress bar.
         workers: processes rendering and encoding in parallel (None: up to 2, the CPU count
-            permitting). The output does not depend on it.
+            permitting). The output does not depend on it. Workers are spawned, so a script
+            calling this with ``workers > 1`` needs the usual ``if __name__ == "__main__":``
+            guard.
 
     Returns:
         ``out_dir`` as a :class:`~pathlib.Path`.

@@ -19,6 +19,7 @@ from maivar_tf.data.synthetic import (
     class_names,
     generate_dataset,
     motion_coverage,
+    render_audio,
 )
 
 TINY = SynthConfig(num_motions=2, num_sounds=2, train_per_class=1, test_per_class=1,
@@ -150,6 +151,23 @@ def test_chroma_of_sound_kinds_in_their_pitch_class_sets(tiny_root):
         other = list(SOUND_PITCH_CLASSES[1 - sound])
         assert np.isin(top, intended).mean() > 0.9, r.path
         assert chroma[intended].sum() > 2 * chroma[other].sum(), r.path
+
+
+def test_all_four_sound_kinds_stay_in_their_pitch_classes():
+    import librosa
+
+    cfg = dataclasses.replace(TINY, num_sounds=4, seconds=2.0)
+    for sound, name in enumerate(synthetic.SOUNDS):
+        for seed in range(2):
+            y = render_audio(sound, np.random.default_rng(seed), np.random.default_rng(seed + 9),
+                             cfg)
+            assert y.dtype == np.float32 and y.shape == (44100,)
+            assert 0.05 < np.abs(y).max() <= 1.0
+            chroma = librosa.feature.chroma_stft(y=y, sr=cfg.audio_rate, n_fft=2048,
+                                                 hop_length=512, tuning=0.0)
+            rms = librosa.feature.rms(y=y, frame_length=2048, hop_length=512)[0]
+            top = chroma.argmax(axis=0)[rms[: chroma.shape[1]] > 0.1 * rms.max()]
+            assert np.isin(top, SOUND_PITCH_CLASSES[sound]).mean() > 0.85, (name, seed)
 
 
 def _vertical_over_horizontal_gradient_energy(frames: np.ndarray) -> float:
