@@ -155,6 +155,18 @@ def _pyplot():
     return plt
 
 
+def _save_figure(fig, path: str | Path, dpi: int) -> Path:
+    """Writes a figure (creating the folder) and frees it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: str | Path,
                           title: str = "") -> Path:
     """Saves a row-normalised confusion matrix with class names on both axes as a PNG."""
@@ -182,12 +194,7 @@ def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: str 
     if title:
         ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path, dpi=120)
 
 
 def tsne_embed(x: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -227,12 +234,7 @@ def plot_tsne(embeddings: Mapping[str, np.ndarray], labels: np.ndarray,
         ax.set_yticks([])
     if len(class_names) <= 20:
         axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path, dpi=110)
 
 
 # ----------------------------------------------------------------------------- models
