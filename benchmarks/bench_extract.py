@@ -90,10 +90,8 @@ def _build_shards(exp, work: Path) -> Path:
         counts[("train", rec.label_index)] = counts.get(("train", rec.label_index), 0) + 1
     for w in writers:
         w.close()
-    lines = [json.dumps({"split": s, "label_index": c, "count": n})
-             for (s, c), n in counts.items()]
     classes = class_names(cfg.synth)
-    info = make_dataset_info(exp, classes, summarize(lines, [], ["train"], classes), names, [],
+    info = make_dataset_info(exp, classes, summarize(counts, [], ["train"], classes), names, [],
                              len(records))
     (out / "dataset_info.json").write_text(json.dumps(info, indent=2))
     marker.write_text(key)
