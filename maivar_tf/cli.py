@@ -50,9 +50,9 @@ def _beam_argv(cfg_path: str | None, overrides: Sequence[str], extra: Sequence[s
 
 
 def cmd_synth(args) -> int:
+    cfg = _load(args)  # config errors before the heavy imports
     from maivar_tf.data.synthetic import generate_dataset
 
-    cfg = _load(args)
     out = generate_dataset(args.out or cfg.data.video_root, cfg.data.synth)
     print(f"embedded dataset ready in {out}")
     return 0
@@ -65,9 +65,9 @@ def cmd_build(args) -> int:
 
 
 def cmd_extract(args) -> int:
+    cfg = _load(args)  # config errors before the heavy imports
     from maivar_tf.features import extract_features
 
-    cfg = _load(args)
     reps = args.representations.split(",") if args.representations else None
     out = extract_features(cfg, representations=reps)
     print(f"features written to {out}")
@@ -79,10 +79,10 @@ def _run_dir(cfg, args) -> Path:
 
 
 def cmd_train(args) -> int:
+    cfg = _load(args)  # config errors before the heavy imports
     from maivar_tf.features import load_features
     from maivar_tf.training import run_algorithm1
 
-    cfg = _load(args)
     rep = cfg.model.representation
     train = load_features(cfg.data.features_dir, "train", rep)
     result = run_algorithm1(cfg, train, val=None, run_dir=_run_dir(cfg, args))
@@ -110,7 +110,7 @@ def _print_accuracies(report: dict) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    cfg = _load(args)
+    cfg = _load(args)  # config errors before the heavy imports
     run_dir = _run_dir(cfg, args)
     report = _evaluate(cfg, run_dir)
     _print_accuracies(report)
@@ -119,18 +119,18 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_sweep(args) -> int:
+    cfg = _load(args)  # config errors before the heavy imports
     from maivar_tf.evaluation import representation_sweep
 
-    cfg = _load(args)
     reps = args.representations.split(",") if args.representations else None
     print(representation_sweep(cfg, representations=reps))
     return 0
 
 
 def cmd_export(args) -> int:
+    cfg = _load(args)  # config errors before the heavy imports
     from maivar_tf.export import export_run
 
-    cfg = _load(args)
     path = export_run(cfg, run_dir=_run_dir(cfg, args), export_dir=args.export_dir,
                       model_name=args.model_name or cfg.name, version=args.version)
     print(f"SavedModel written to {path}")
@@ -151,7 +151,7 @@ def cmd_convert_weights(args) -> int:
 
 def cmd_demo(args) -> int:
     """Synth -> Beam TFRecords -> features -> Algorithm 1 -> evaluation, printing accuracies."""
-    cfg = _load(args)
+    cfg = _load(args)  # config errors before the heavy imports
     t0 = time.time()
 
     def step(title: str) -> None:
