@@ -159,30 +159,30 @@ def shard_index(path: Path, position: int) -> int:
 # ----------------------------------------------------------------------------- serialisation
 
 
-def _video_example(example_id: bytes, label: int, features: np.ndarray) -> bytes:
+def _feature_example(example_id: bytes, label: int, key: str, features: np.ndarray,
+                     extra_ints: dict[str, int] | None = None) -> bytes:
+    """One ``tf.train.Example``: id, label, the flattened features under ``key``, extra ints."""
     import tensorflow as tf
 
-    f = tf.train.Features(feature={
+    def ints(v: int):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v)]))
+
+    feature = {
         ID_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[example_id])),
-        LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
-        VIDEO_FEATURES_KEY: tf.train.Feature(
-            float_list=tf.train.FloatList(value=features.reshape(-1))),
-        VIDEO_SEGMENTS_KEY: tf.train.Feature(
-            int64_list=tf.train.Int64List(value=[features.shape[0]])),
-    })
-    return tf.train.Example(features=f).SerializeToString()
+        LABEL_KEY: ints(label),
+        key: tf.train.Feature(float_list=tf.train.FloatList(value=features.reshape(-1))),
+    }
+    feature.update({k: ints(v) for k, v in (extra_ints or {}).items()})
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def _video_example(example_id: bytes, label: int, features: np.ndarray) -> bytes:
+    return _feature_example(example_id, label, VIDEO_FEATURES_KEY, features,
+                            {VIDEO_SEGMENTS_KEY: features.shape[0]})
 
 
 def _audio_example(example_id: bytes, label: int, features: np.ndarray) -> bytes:
-    import tensorflow as tf
-
-    f = tf.train.Features(feature={
-        ID_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[example_id])),
-        LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
-        AUDIO_FEATURES_KEY: tf.train.Feature(
-            float_list=tf.train.FloatList(value=features.reshape(-1))),
-    })
-    return tf.train.Example(features=f).SerializeToString()
+    return _feature_example(example_id, label, AUDIO_FEATURES_KEY, features)
 
 
 def write_video_shard(path: str | Path, ids: Sequence[str], labels: Sequence[int],
