@@ -259,6 +259,8 @@ class ServingModel:
         ``[10, B, K, c, c, 3]`` as feature extraction takes them. Frames that already are
         ``crop_size`` squares (what the input pipeline yields) are used as they are.
         """
+        from maivar_tf.data.input_pipeline import center_crop
+
         tf = self._tf
         c = self.crop_size
         if self.ten_crop:
@@ -433,24 +435,6 @@ class ServingModel:
             "provenance": self.provenance,
             "config": self.cfg.to_dict(),
         }
-
-
-def center_crop(frames, crop_size: int):
-    """The centre ``crop_size`` square of every frame of ``[B, K, H, W, 3]``.
-
-    Runs the input pipeline's own evaluation crop
-    (:func:`maivar_tf.data.input_pipeline.center_crop`, offsets ``(H - c) // 2``) on the
-    frames flattened to ``[B * K, H, W, 3]``, so serving and feature extraction see the same
-    pixels.
-    """
-    import tensorflow as tf
-
-    from maivar_tf.data.input_pipeline import center_crop as pipeline_center_crop
-
-    shape = tf.shape(frames)
-    flat = tf.reshape(frames, tf.concat([[-1], shape[2:]], axis=0))
-    out = pipeline_center_crop(flat, crop_size)
-    return tf.reshape(out, tf.stack([shape[0], shape[1], crop_size, crop_size, shape[4]]))
 
 
 # ----------------------------------------------------------------------------- loading a run

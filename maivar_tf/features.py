@@ -436,10 +436,12 @@ def _video_features(video_fn: Callable, frames, crop_size: int, use_ten_crop: bo
     """``frames`` uint8 ``[B, K, H, W, 3]`` -> float32 ``[B, K, D]`` (10-crop averaged)."""
     import tensorflow as tf
 
+    from maivar_tf.data.input_pipeline import center_crop
+
     b, k = int(frames.shape[0]), int(frames.shape[1])
     if not use_ten_crop:
         if frames.shape[2] != crop_size or frames.shape[3] != crop_size:
-            frames = _center_crop(frames, crop_size)
+            frames = center_crop(frames, crop_size)
         flat = tf.reshape(frames, [b * k, crop_size, crop_size, 3])
         feats = _batched_call(video_fn, flat)
         return feats.reshape(b, k, -1).astype(np.float32)
@@ -447,15 +449,6 @@ def _video_features(video_fn: Callable, frames, crop_size: int, use_ten_crop: bo
     flat = tf.reshape(crops, [10 * b * k, crop_size, crop_size, 3])
     feats = _batched_call(video_fn, flat).reshape(10, b, k, -1)
     return feats.mean(axis=0).astype(np.float32)
-
-
-def _center_crop(frames, crop_size: int):
-    import tensorflow as tf
-
-    shape = tf.shape(frames)
-    h, w = shape[-3], shape[-2]
-    y, x = (h - crop_size) // 2, (w - crop_size) // 2
-    return frames[..., y:y + crop_size, x:x + crop_size, :]
 
 
 def _output_dim(model, input_shape: tuple[int, ...]) -> int:

@@ -98,16 +98,19 @@ def segment_subset(stored: int, wanted: int) -> list[int]:
 
 
 def center_crop(frames: tf.Tensor, crop: int) -> tf.Tensor:
-    """uint8 [K, H, W, 3] -> the centre ``crop`` x ``crop`` window of every frame.
+    """uint8 [..., H, W, 3] -> the centre ``crop`` x ``crop`` window of every frame.
+
+    Offsets are ``(H - crop) // 2`` and ``(W - crop) // 2``; any leading dimensions (K, or
+    B and K) are kept, so extraction and the serving signatures crop exactly as training does.
 
     The frames are decoded whole first: ``decode_and_crop_jpeg`` differs from decoding then
     cropping by a level or two at the window edge (chroma upsampling), and the crop must equal
     what ``maivar predict`` computes from the same pixels.
     """
     shape = tf.shape(frames)
-    off_y = (shape[1] - crop) // 2
-    off_x = (shape[2] - crop) // 2
-    return frames[:, off_y:off_y + crop, off_x:off_x + crop, :]
+    off_y = (shape[-3] - crop) // 2
+    off_x = (shape[-2] - crop) // 2
+    return frames[..., off_y:off_y + crop, off_x:off_x + crop, :]
 
 
 def _decode_frames(encoded: tf.Tensor) -> tf.Tensor:
