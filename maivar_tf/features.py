@@ -51,6 +51,7 @@ import numpy as np
 
 from maivar_tf.config import REPRESENTATIONS, ExperimentConfig
 from maivar_tf.data import schema
+from maivar_tf.utils import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -673,7 +674,7 @@ def extract_features(cfg: ExperimentConfig, *, splits: Sequence[str] = ("train",
                       audio_dim, old_info)
     if saved_backbones:
         info["backbone_weights"] = {**info.get("backbone_weights", {}), **saved_backbones}
-    _write_json(info_path, info)  # records the fingerprint before any shard is written
+    write_json_atomic(info_path, info, sort_keys=True)  # records the fingerprint before any shard is written
 
     video_fn = compiled_backbone(video_backbone, (cfg.data.crop_size, cfg.data.crop_size, 3))
     audio_fn = compiled_backbone(audio_backbone, (cfg.data.audio.image_size,
@@ -709,12 +710,12 @@ def extract_features(cfg: ExperimentConfig, *, splits: Sequence[str] = ("train",
                 set(info["splits"].get(split, {}).get("representations", [])) | set(reps),
                 key=REPRESENTATIONS.index),
         }
-        _write_json(info_path, info)
+        write_json_atomic(info_path, info, sort_keys=True)
     info["representations"] = sorted(
         set.intersection(*(set(v["representations"]) for v in info["splits"].values())),
         key=REPRESENTATIONS.index)
     info["counts"] = {s: v["count"] for s, v in info["splits"].items()}
-    _write_json(info_path, info)
+    write_json_atomic(info_path, info, sort_keys=True)
     return out_dir
 
 
@@ -769,12 +770,6 @@ def _default_backbone(build: Callable, weights: str, out_dir: Path, kind: str, s
     model.save_weights(tmp)
     os.replace(tmp, path)
     return model, {kind: rel}
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def _extract_shard(cfg: ExperimentConfig, data_dir: Path, split: str, position: int,

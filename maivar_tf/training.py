@@ -54,7 +54,7 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,7 @@ from maivar_tf.models.heads import (
     build_video_mlp,
     feature_statistics,
 )
+from maivar_tf.utils import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -421,12 +422,6 @@ def _atomic_save(model: keras.Model, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-
-
 @dataclass(frozen=True)
 class _Stage:
     name: str
@@ -653,7 +648,7 @@ def _run(cfg: ExperimentConfig, train: Any, val: Any, out_dir: Path,
                 metrics["val"] = evaluate_arrays(model, *val_xy(name))
             run_info["metrics"][name] = metrics
             logger.info("stage %s: %s", name, metrics)
-        _write_json(info_path, run_info)
+        write_json_atomic(info_path, run_info)
 
     histories = {s: read_csv_log(out_dir / s / "log.csv") for s in STAGES}
     return Algorithm1Result(models["audio_mlp"], models["vmlp"], models["fusion"], histories,
