@@ -1,8 +1,8 @@
 """Video decoding with PyAV and TSN segment sampling; :func:`load_clip`, the one decode entry.
 
-Temporal Segment Networks (Wang et al. 2016), which MAiVAR's video branch follows, split a
-video into K equal segments and take one frame from each: the centre frame at test time, a
-random frame per segment in training.
+Temporal Segment Networks (Wang et al. 2016), which MAiVAR's video branch (Shaikh et al. 2024)
+follows, split a video into K equal segments and take one frame from each: the centre frame at
+test time, a random frame per segment in training.
 
 Decoding makes a single pass over the file (one container open for video and audio):
 
@@ -11,14 +11,17 @@ Decoding makes a single pass over the file (one container open for video and aud
 2. the K frame indices are chosen from that count (``stream.frames`` is often 0 or wrong, so
    the container's claim is never used for sampling);
 3. the kept video packets are decoded in order and only the chosen frames are converted to
-   RGB and resized (shorter side = ``short_side``, aspect kept, square pixels); if the
-   decoder yields fewer frames than packets, the indices are re-chosen from the decoded
-   count and the packets decoded once more.
+   RGB at their stored size; if the decoder yields fewer frames than packets, the indices are
+   re-chosen from the decoded count and the packets decoded once more;
+4. the chosen frames are resized with :func:`maivar_tf.ops.resize_short_side` (shorter display
+   side = ``short_side``, aspect kept, the stream's sample aspect ratio applied, square pixels
+   out): the very op the serving graph resizes with, so decode-time and serve-time resizing
+   are one implementation.
 
 Clips with fewer frames than K repeat frames. Timestamps are microseconds from the start
 of the file (so a Kinetics ``[start_s, end_s)`` trim gives timestamps inside the window).
 Failures raise :class:`~maivar_tf.data.errors.MediaError`; see
-:mod:`maivar_tf.data.audio` for how truncation is detected.
+:mod:`maivar_tf.data.container` for how truncation is detected.
 """
 
 from __future__ import annotations
@@ -26,24 +29,22 @@ from __future__ import annotations
 import io
 import os
 from dataclasses import dataclass
-from fractions import Fraction
 
 import av
 import numpy as np
 
+from maivar_tf import ops
 from maivar_tf.config import SAMPLING_MODES, DataConfig
-from maivar_tf.data.audio import (
-    AudioCollector,
+from maivar_tf.data.audio import AudioCollector, check_audio
+from maivar_tf.data.container import (
+    DemuxTally,
     audio_stream,
-    check_audio,
-    check_complete,
     check_window,
     container_start,
+    demux_error,
     frame_time,
     media_error,
     open_media,
-    packet_end,
-    packet_time,
     seek_to,
     time_base_of,
     video_stream,
@@ -56,6 +57,7 @@ __all__ = [
     "decode_segment_frames",
     "load_clip",
     "encode_jpeg",
+    "pixel_aspect",
 ]
 
 #: Packets may be up to this much past ``end_s`` in decode order (B-frame reordering).
@@ -64,7 +66,7 @@ _REORDER_MARGIN_S = 1.0
 _EPS = 1e-6
 
 
-@dataclass
+@dataclass(frozen=True)
 class VideoClip:
     """K sampled frames of one video.
 
@@ -83,7 +85,7 @@ class VideoClip:
     duration_s: float
 
 
-@dataclass
+@dataclass(frozen=True)
 class DecodedClip:
     """One video's sampled frames and its mono waveform.
 
@@ -139,14 +141,16 @@ def sample_segment_indices(num_frames: int, num_segments: int, mode: str = "cent
     return np.clip(idx, 0, n - 1).astype(np.int64)
 
 
-def _output_size(width: int, height: int, sar: Fraction | None, short_side: int) -> tuple[int, int]:
-    """(width, height) with the shorter display side = ``short_side`` and square pixels."""
-    display_w = float(width)
-    if sar is not None and sar > 0 and sar != 1:
-        display_w = width * float(sar)
-    if display_w <= height:
-        return short_side, max(1, int(round(height * short_side / display_w)))
-    return max(1, int(round(display_w * short_side / height))), short_side
+
+
+def pixel_aspect(stream) -> float:
+    """A video stream's sample aspect ratio (display width / stored width of a pixel).
+
+    1.0 when the stream declares none (or 0); the value :func:`maivar_tf.ops.resize_short_side`
+    takes as ``pixel_aspect``.
+    """
+    sar = stream.codec_context.sample_aspect_ratio
+    return float(sar) if sar else 1.0
 
 
 def _frame_rate(stream) -> float:
@@ -156,19 +160,27 @@ def _frame_rate(stream) -> float:
     return 0.0
 
 
+def _in_window(t: float | None, start_s: float, end_s: float) -> bool:
+    """Whether a relative time (``None``: unknown, counted in) lies in ``[start_s, end_s)``."""
+    return t is None or (t >= start_s - _EPS and (end_s <= 0 or t < end_s - _EPS))
+
+
 class _FrameSelector:
-    """Walks decoded frames in presentation order, converting only the chosen ones."""
+    """Walks decoded frames in presentation order, converting only the chosen ones to RGB.
+
+    Chosen frames are converted at their stored size (the first chosen frame's, should the
+    stream change size midway); resizing is :func:`maivar_tf.ops.resize_short_side`'s job.
+    """
 
     def __init__(self, indices: np.ndarray, start_s: float, end_s: float, t0: float,
-                 time_base, short_side: int, sar, fps: float):
+                 time_base, fps: float):
         self.time_base = time_base
         self.wanted: dict[int, list[int]] = {}
         for pos, i in enumerate(indices.tolist()):
             self.wanted.setdefault(i, []).append(pos)
         self.frames: list[np.ndarray | None] = [None] * len(indices)
         self.times = np.zeros(len(indices), dtype=np.float64)
-        self.start_s, self.end_s, self.t0 = start_s, end_s, t0
-        self.short_side, self.sar, self.fps = short_side, sar, fps
+        self.start_s, self.end_s, self.t0, self.fps = start_s, end_s, t0, fps
         self.size: tuple[int, int] | None = None
         self.count = 0
         self.first_t: float | None = None
@@ -182,7 +194,7 @@ class _FrameSelector:
             t = self.last_t + (1.0 / self.fps if self.fps else 0.0)
         else:
             t = 0.0
-        if t < self.start_s - _EPS or (self.end_s > 0 and t >= self.end_s - _EPS):
+        if not _in_window(t, self.start_s, self.end_s):
             return
         if self.first_t is None:
             self.first_t = t
@@ -190,9 +202,9 @@ class _FrameSelector:
         positions = self.wanted.get(self.count)
         if positions:
             if self.size is None:
-                self.size = _output_size(frame.width, frame.height, self.sar, self.short_side)
+                self.size = (frame.width, frame.height)
             w, h = self.size
-            rgb = frame.to_ndarray(width=w, height=h, format="rgb24", interpolation="BILINEAR")
+            rgb = frame.to_ndarray(width=w, height=h, format="rgb24")
             for pos in positions:
                 self.frames[pos] = rgb
                 self.times[pos] = t
@@ -220,15 +232,108 @@ def _decode_packets(stream, packets: list, selector: _FrameSelector) -> int:
     return errors
 
 
-def _decode(path, *, num_segments: int, short_side: int, mode: str, seed,
-            start_s: float, end_s: float, audio: dict | None):
-    """The single pass behind :func:`decode_segment_frames` and :func:`load_clip`."""
+def _check_arguments(num_segments: int, short_side: int, mode: str, start_s: float,
+                     end_s: float) -> None:
     check_window(start_s, end_s)
     if mode not in SAMPLING_MODES:
         raise ValueError(f"unknown sampling mode {mode!r}; allowed: {', '.join(SAMPLING_MODES)}")
     if num_segments < 1 or short_side < 1:
         raise ValueError(f"num_segments and short_side must be >= 1; got {num_segments}, "
                          f"{short_side}")
+
+
+def _demux(path, container, vs, ast, collector: AudioCollector | None, t0: float,
+           start_s: float, end_s: float) -> tuple[list, int]:
+    """Step 1: keeps the window's video packets, feeds audio packets to ``collector``.
+
+    Returns:
+        The kept video packets (in decode order) and how many of them lie in the window.
+    """
+    tally = DemuxTally([vs] + ([ast] if ast is not None else []), t0)
+    packets: list = []
+    in_window = 0
+    video_done = False
+    seek_to(container, start_s, t0)
+    try:
+        for packet in container.demux(*tally.streams):
+            if packet.size == 0:
+                continue
+            tally.add(packet)
+            if packet.stream_index == vs.index:
+                if video_done:
+                    continue
+                rel = tally.time(packet)
+                if end_s > 0 and rel is not None and rel > end_s + _REORDER_MARGIN_S:
+                    video_done = True
+                    continue
+                packets.append(packet)
+                if not packet.is_discard and _in_window(rel, start_s, end_s):
+                    in_window += 1
+            elif collector is not None:
+                collector.decode_packet(packet)
+            if video_done and (collector is None or collector.done):
+                break
+    except av.error.FFmpegError as e:
+        raise demux_error(path, tally.total, e) from e
+    tally.check(path, container, start_s, end_s)
+    return packets, in_window
+
+
+def _select_frames(path, vs, packets: list, in_window: int, *, num_segments: int, mode: str,
+                   seed, start_s: float, end_s: float, t0: float) -> _FrameSelector:
+    """Steps 2 and 3: chooses the K frames from the count and decodes them (twice if needed)."""
+    rng = np.random.default_rng(seed)
+    fps = _frame_rate(vs)
+    time_base = time_base_of(vs)
+
+    def run(count: int) -> tuple[_FrameSelector, int]:
+        indices = sample_segment_indices(max(count, 1), num_segments, mode, rng)
+        sel = _FrameSelector(indices, start_s, end_s, t0, time_base, fps)
+        return sel, _decode_packets(vs, packets, sel)
+
+    selector, errors = run(in_window)
+    decoded = selector.count
+    if decoded == 0:
+        if errors:
+            raise media_error("decode_error", path, f"no video frame decodes ({errors} "
+                              f"of {len(packets)} packets failed)")
+        raise media_error("too_short", path, "no decodable video frames"
+                          + (f" in [{start_s}, {end_s or 'end'}) s" if start_s or end_s
+                             else ""))
+    if errors and decoded < 0.9 * in_window:
+        raise media_error("truncated", path, f"decoding stopped on corrupt data: "
+                          f"{decoded} of {in_window} frames decoded")
+    if not selector.complete():
+        # The decoder produced fewer frames than packets: choose again from what decodes.
+        vs.codec_context.flush_buffers()
+        selector, _ = run(decoded)
+        if not selector.complete():
+            raise media_error("decode_error", path, "frames decode differently on a "
+                              "second pass; cannot sample segments")
+    return selector
+
+
+def _video_clip(selector: _FrameSelector, fps: float, short_side: int,
+                aspect: float) -> VideoClip:
+    """Step 4: the chosen frames resized by :func:`maivar_tf.ops.resize_short_side`."""
+    times = np.maximum.accumulate(selector.times)
+    if not fps and selector.count > 1 and selector.last_t > selector.first_t:
+        fps = (selector.count - 1) / (selector.last_t - selector.first_t)
+    duration = (selector.last_t - selector.first_t) + (1.0 / fps if fps else 0.0)
+    frames = ops.resize_short_side(np.stack(selector.frames), short_side, pixel_aspect=aspect)
+    return VideoClip(
+        frames=np.asarray(frames, dtype=np.uint8),
+        timestamps_us=np.round(times * 1e6).astype(np.int64),
+        frame_rate=float(fps),
+        num_frames=int(selector.count),
+        duration_s=float(duration),
+    )
+
+
+def _decode(path, *, num_segments: int, short_side: int, mode: str, seed,
+            start_s: float, end_s: float, audio: dict | None):
+    """The single pass behind :func:`decode_segment_frames` and :func:`load_clip`."""
+    _check_arguments(num_segments, short_side, mode, start_s, end_s)
     with open_media(path) as container:
         vs = video_stream(container)
         if vs is None:
@@ -241,95 +346,15 @@ def _decode(path, *, num_segments: int, short_side: int, mode: str, seed,
         if audio is not None:
             collector = AudioCollector(audio["sample_rate"], start_s, end_s,
                                        audio["max_seconds"], t0, time_base_of(ast))
-        streams = [vs] + ([ast] if ast is not None else [])
-        counts = {s.index: 0 for s in streams}
-        bases = {s.index: time_base_of(s) for s in streams}
-        packets: list = []
-        in_window = 0
-        last_end = None
-        video_done = False
-        seek_to(container, start_s, t0)
-        try:
-            for packet in container.demux(*streams):
-                if packet.size == 0:
-                    continue
-                counts[packet.stream_index] += 1
-                tb = bases[packet.stream_index]
-                end = packet_end(packet, tb)
-                if end is not None:
-                    last_end = end - t0 if last_end is None else max(last_end, end - t0)
-                if packet.stream_index == vs.index:
-                    if video_done:
-                        continue
-                    t = packet_time(packet, tb)
-                    rel = None if t is None else t - t0
-                    if end_s > 0 and rel is not None and rel > end_s + _REORDER_MARGIN_S:
-                        video_done = True
-                        continue
-                    packets.append(packet)
-                    if not packet.is_discard and (rel is None or (
-                            rel >= start_s - _EPS and (end_s <= 0 or rel < end_s - _EPS))):
-                        in_window += 1
-                elif collector is not None:
-                    collector.decode_packet(packet)
-                if video_done and (collector is None or collector.done):
-                    break
-        except av.error.FFmpegError as e:
-            if not any(counts.values()):
-                raise media_error("decode_error", path, f"cannot read packets: {e}") from e
-            raise media_error("truncated", path, f"reading stopped after "
-                              f"{sum(counts.values())} packets: {e}") from e
-        check_complete(path, container,
-                       packet_counts={s: counts[s.index] for s in streams},
-                       last_end=last_end, start_s=start_s, end_s=end_s)
-
-        rng = np.random.default_rng(seed)
-        fps = _frame_rate(vs)
-        sar = vs.codec_context.sample_aspect_ratio
-
-        def run(count: int) -> tuple[_FrameSelector, int]:
-            indices = sample_segment_indices(max(count, 1), num_segments, mode, rng)
-            sel = _FrameSelector(indices, start_s, end_s, t0, bases[vs.index], short_side, sar,
-                                 fps)
-            return sel, _decode_packets(vs, packets, sel)
-
-        selector, errors = run(in_window)
-        decoded = selector.count
-        if decoded == 0:
-            if errors:
-                raise media_error("decode_error", path, f"no video frame decodes ({errors} "
-                                  f"of {len(packets)} packets failed)")
-            raise media_error("too_short", path, "no decodable video frames"
-                              + (f" in [{start_s}, {end_s or 'end'}) s" if start_s or end_s
-                                 else ""))
-        if errors and decoded < 0.9 * in_window:
-            raise media_error("truncated", path, f"decoding stopped on corrupt data: "
-                              f"{decoded} of {in_window} frames decoded")
-        if not selector.complete():
-            # The decoder produced fewer frames than packets: choose again from what decodes.
-            vs.codec_context.flush_buffers()
-            selector, _ = run(decoded)
-            if not selector.complete():
-                raise media_error("decode_error", path, "frames decode differently on a "
-                                  "second pass; cannot sample segments")
-
+        packets, in_window = _demux(path, container, vs, ast, collector, t0, start_s, end_s)
+        selector = _select_frames(path, vs, packets, in_window, num_segments=num_segments,
+                                  mode=mode, seed=seed, start_s=start_s, end_s=end_s, t0=t0)
         waveform = None
         if collector is not None:  # after the video, so an empty window is "too_short"
             waveform = check_audio(path, collector.finish(ast), collector.errors,
                                    audio["min_samples"])
-
-    times = np.maximum.accumulate(selector.times)
-    if not fps and selector.count > 1 and selector.last_t > selector.first_t:
-        fps = (selector.count - 1) / (selector.last_t - selector.first_t)
-    duration = (selector.last_t - selector.first_t) + (1.0 / fps if fps else 0.0)
-    clip = VideoClip(
-        frames=np.stack(selector.frames).astype(np.uint8, copy=False),
-        timestamps_us=np.round(times * 1e6).astype(np.int64),
-        frame_rate=float(fps),
-        num_frames=int(selector.count),
-        duration_s=float(duration),
-    )
-    return clip, waveform
+        fps, aspect = _frame_rate(vs), pixel_aspect(vs)
+    return _video_clip(selector, fps, short_side, aspect), waveform
 
 
 def decode_segment_frames(path: str | os.PathLike, num_segments: int, short_side: int = 256,

@@ -10,6 +10,7 @@ import av
 import numpy as np
 import pytest
 
+from maivar_tf import ops
 from maivar_tf.config import AudioImageConfig, DataConfig
 from maivar_tf.data.errors import MediaError
 from maivar_tf.data.video import (
@@ -77,7 +78,7 @@ def test_sampling_rejects_bad_arguments(args):
 # ----------------------------------------------------------------------------- real clips
 
 
-def _reference_frames(path: Path) -> tuple[list, list[float]]:
+def _reference_frames(path: Path) -> tuple[list, list[float], Fraction | None]:
     """Every decoded frame and its time, by the plainest possible PyAV loop."""
     with av.open(str(path)) as c:
         vs = c.streams.video[0]
@@ -107,13 +108,40 @@ def test_every_real_clip_decodes_to_the_centre_frames(clip_paths):
         np.testing.assert_array_equal(ts, np.round(np.array(ref_times)[idx] * 1e6))
         assert 0 <= ts[0] and ts[-1] <= clip.duration_s * 1e6
         assert clip.frame_rate > 10 and abs(clip.duration_s - len(ref_frames) / clip.frame_rate) < 0.1
-        # the chosen frames, converted the same way, and real picture content
+        # the chosen frames: stored-size RGB resized by the serving graph's op, exactly
         for j in (0, k - 1):
-            expect = ref_frames[idx[j]].to_ndarray(width=w, height=h, format="rgb24",
-                                                   interpolation="BILINEAR")
+            native = ref_frames[idx[j]].to_ndarray(format="rgb24")
+            expect = ops.resize_short_side(native, 256, pixel_aspect=float(sar or 1)).numpy()
             np.testing.assert_array_equal(clip.frames[j], expect)
         assert clip.frames.std() > 10, path.name
         assert not np.array_equal(clip.frames[0], clip.frames[-1]), path.name
+
+
+@pytest.mark.parametrize("sar,shape", [(Fraction(2, 1), (48, 128)), (Fraction(1, 2), (72, 48))])
+def test_sample_aspect_ratio_is_honoured(tmp_path, sar, shape):
+    """Stored 64x48 with non-square pixels: the display shape, square pixels, shorter side 48."""
+    path = tmp_path / "sar.mkv"
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("mpeg4", rate=10)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        vs.codec_context.sample_aspect_ratio = sar
+        xx = np.arange(64)[None, :, None]
+        for i in range(4):
+            img = np.broadcast_to(((xx * 4 + i * 30 + np.arange(3) * 60) % 256).astype(np.uint8),
+                                  (48, 64, 3)).copy()
+            for packet in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in vs.encode(None):
+            out.mux(packet)
+    clip = decode_segment_frames(path, 2, short_side=48)
+    assert clip.frames.shape == (2, *shape, 3)
+    ref_frames, _, ref_sar = _reference_frames(path)
+    assert ref_sar == sar
+    idx = sample_segment_indices(len(ref_frames), 2)
+    for j, i in enumerate(idx):
+        native = ref_frames[i].to_ndarray(format="rgb24")
+        expect = ops.resize_short_side(native, 48, pixel_aspect=float(sar)).numpy()
+        np.testing.assert_array_equal(clip.frames[j], expect)
 
 
 def test_random_mode_is_seeded_and_stays_in_segments(clip_paths):
