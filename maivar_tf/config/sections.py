@@ -1,27 +1,16 @@
-"""Experiment configuration: frozen dataclasses loaded from ``configs/*.yaml``.
+"""The configuration sections: frozen dataclasses validated in ``__post_init__``.
 
-Every section is a frozen dataclass validated in ``__post_init__``. Loading a YAML file goes
-through :func:`from_dict`, which rejects unknown keys naming the section, the key and the keys
-that are allowed, and every invalid value names its field and the allowed values. CLI overrides
-use dotted paths (``train.epochs=3``) and go through the same validation.
-
-Example:
-    >>> cfg = load_config("configs/synthetic.yaml", overrides=["train.vmlp_epochs=2"])
-    >>> cfg.data.num_segments
-    8
+Every invalid value fails when the config is built, naming its field and the allowed values.
+Sections: ``data`` (with ``audio`` and ``synth``), ``model``, ``extract`` and ``train``, whose
+three Algorithm 1 stages (``train.audio``, ``train.video``, ``train.fusion``) are each a
+:class:`StageConfig`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 #: The paper's six audio-image representations, in the paper's order (Table 3).
 REPRESENTATIONS: tuple[str, ...] = (
@@ -236,7 +225,6 @@ class ModelConfig:
         l1: L1 kernel regularisation factor (the paper's cross-entropy + L1).
         audio_rows_init: how the audio rows of the fusion kernel start (``zeros`` makes the
             fusion model equal the VMLP at step 0).
-        ten_crop: average features over TSN's 10 crops at extraction time.
     """
 
     video_weights: str = "none"
@@ -247,7 +235,6 @@ class ModelConfig:
     dropout: float = 0.5
     l1: float = 1e-5
     audio_rows_init: str = "zeros"
-    ten_crop: bool = False
 
     def __post_init__(self) -> None:
         s = "model"
@@ -263,44 +250,89 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class ExtractConfig:
+    """How ``maivar extract`` runs the frozen backbones over the TFRecords.
+
+    Args:
+        batch_size: videos per backbone batch.
+        ten_crop: average the video features over TSN's ten crops (4 corners + centre, and
+            their flips) instead of the centre crop alone.
+    """
+
+    batch_size: int = 32
+    ten_crop: bool = False
+
+    def __post_init__(self) -> None:
+        _check_positive("extract", "batch_size", self.batch_size)
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One training stage of Algorithm 1 (the audio MLP, the VMLP or the fusion MLP).
+
+    Args:
+        epochs: passes over the training features.
+        learning_rate: Adam's learning rate (the paper: 1e-4 for the VMLP, 3e-5 for fusion).
+        batch_size: the global batch (over all replicas; the paper: 512 VMLP, 768 fusion).
+    """
+
+    epochs: int = 30
+    learning_rate: float = 1e-4
+    batch_size: int = 512
+
+    def validate(self, section: str) -> None:
+        """Fails naming ``section`` (``train.video``...) and the field."""
+        for name in ("epochs", "learning_rate", "batch_size"):
+            _check_positive(section, name, getattr(self, name))
+
+
+#: Algorithm 1's stage sections, in training order, and the run's stage (folder) names.
+STAGE_SECTIONS: tuple[tuple[str, str], ...] = (("audio", "audio_mlp"), ("video", "vmlp"),
+                                               ("fusion", "fusion"))
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Algorithm 1's three trainings and how they are distributed.
 
-    Batch sizes are global (the paper's 768 for fusion, 512 for VMLP); each replica gets
-    ``batch // replicas``.
+    Args:
+        strategy: ``auto``, ``default``, ``mirrored`` or ``multi_worker`` (``tf.distribute``).
+        audio: the audio MLP stage.
+        video: the VMLP stage.
+        fusion: the fusion MLP stage (initialised from the trained VMLP).
+        mixed_precision: ``mixed_float16`` where a GPU is visible.
+        seed: seeds initialisation, dropout and data order (each stage derives its own).
+        output_dir: the run folder.
     """
 
     strategy: str = "auto"
-    audio_epochs: int = 30
-    vmlp_epochs: int = 30
-    fusion_epochs: int = 30
-    audio_lr: float = 1e-4
-    vmlp_lr: float = 1e-4
-    fusion_lr: float = 3e-5
-    audio_batch_size: int = 512
-    vmlp_batch_size: int = 512
-    fusion_batch_size: int = 768
+    audio: StageConfig = field(default_factory=StageConfig)
+    video: StageConfig = field(default_factory=StageConfig)
+    fusion: StageConfig = field(default_factory=lambda: StageConfig(
+        epochs=30, learning_rate=3e-5, batch_size=768))
     mixed_precision: bool = False
     seed: int = 0
     output_dir: str = "runs/synthetic"
-    extract_batch_size: int = 32
 
     def __post_init__(self) -> None:
-        s = "train"
-        _check_choice(s, "strategy", self.strategy, STRATEGIES)
-        for name in ("audio_epochs", "vmlp_epochs", "fusion_epochs", "audio_lr", "vmlp_lr",
-                     "fusion_lr", "audio_batch_size", "vmlp_batch_size", "fusion_batch_size",
-                     "extract_batch_size"):
-            _check_positive(s, name, getattr(self, name))
+        _check_choice("train", "strategy", self.strategy, STRATEGIES)
+        for section, _ in STAGE_SECTIONS:
+            getattr(self, section).validate(f"train.{section}")
+
+    def stage(self, section: str) -> StageConfig:
+        """The :class:`StageConfig` of ``audio``, ``video`` or ``fusion``."""
+        _check_choice("train", "stage", section, [s for s, _ in STAGE_SECTIONS])
+        return getattr(self, section)
 
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """One experiment: data, model and training sections."""
+    """One experiment: data, model, extraction and training sections."""
 
     name: str = "synthetic"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
@@ -311,135 +343,7 @@ class ExperimentConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        """A plain, YAML/JSON-serialisable dict that :func:`from_dict` reads back."""
+        """A plain, YAML/JSON-serialisable dict that ``from_dict`` reads back."""
+        from maivar_tf.config.loading import to_dict
+
         return to_dict(self)
-
-
-# ----------------------------------------------------------------------------- loading
-
-
-def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _coerce(section: str, name: str, tp: Any, value: Any) -> Any:
-    """Turns a YAML value into the annotated type, or fails naming the field."""
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{section}.{name}: expected a mapping, got {value!r}")
-        return from_dict(tp, value, section=f"{section}.{name}" if section else name)
-    origin = typing.get_origin(tp)
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{section}.{name}: expected a list, got {value!r}")
-        (item_tp, *_rest) = typing.get_args(tp)
-        return tuple(_coerce(section, name, item_tp, v) for v in value)
-    if origin in (typing.Union, types.UnionType):
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise ConfigError(f"{section}.{name}: invalid value {value!r}; allowed: true, false")
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, str, float)):
-            raise ConfigError(f"{section}.{name}: invalid value {value!r}; allowed: an integer")
-        try:
-            f = float(value)
-        except ValueError as e:
-            raise ConfigError(f"{section}.{name}: invalid value {value!r}; "
-                              "allowed: an integer") from e
-        if f != int(f):
-            raise ConfigError(f"{section}.{name}: invalid value {value!r}; allowed: an integer")
-        return int(f)
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{section}.{name}: invalid value {value!r}; allowed: a number")
-        try:
-            return float(value)
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"{section}.{name}: invalid value {value!r}; "
-                              "allowed: a number") from e
-    if tp is str:
-        if value is None:
-            return "none"
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{section}.{name}: invalid value {value!r}; allowed: a string")
-        return str(value)
-    return value
-
-
-def from_dict(cls: type, data: Mapping[str, Any] | None, section: str = "") -> Any:
-    """Builds dataclass ``cls`` from a mapping, rejecting unknown keys by name."""
-    data = dict(data or {})
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        where = f"{section}." if section else ""
-        raise ConfigError(
-            f"{where}{unknown[0]}: unknown key; allowed keys"
-            f"{' in ' + section if section else ''}: {', '.join(names)}"
-        )
-    hints = _field_types(cls)
-    kwargs = {k: _coerce(section, k, hints[k], v) for k, v in data.items()}
-    return cls(**kwargs)
-
-
-def to_dict(obj: Any) -> Any:
-    """Dataclass -> plain dict (tuples become lists)."""
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
-    return obj
-
-
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = tree
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"{dotted}: {p} is not a section")
-    node[parts[-1]] = value
-
-
-def apply_overrides(tree: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Applies ``a.b=value`` strings (values parsed as YAML scalars/lists) to a dict tree."""
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected section.key=value")
-        key, raw = item.split("=", 1)
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw else "")
-    return tree
-
-
-def load_config(path: str | Path | None = None,
-                overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """Loads and validates an :class:`ExperimentConfig` from YAML plus dotted overrides.
-
-    Args:
-        path: a YAML file; ``None`` gives the defaults (the embedded dataset).
-        overrides: ``section.key=value`` strings applied after the file.
-
-    Raises:
-        ConfigError: naming the first bad key or value and what is allowed.
-        FileNotFoundError: the file does not exist.
-    """
-    tree: dict[str, Any] = {}
-    if path is not None:
-        text = Path(path).read_text()
-        loaded = yaml.safe_load(text)
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
-        tree = loaded or {}
-    tree = apply_overrides(tree, overrides)
-    return from_dict(ExperimentConfig, tree)
-
-
-def config_from_json_dict(data: Mapping[str, Any]) -> ExperimentConfig:
-    """Reads back what :meth:`ExperimentConfig.to_dict` wrote (e.g. in dataset_info.json)."""
-    return from_dict(ExperimentConfig, data)

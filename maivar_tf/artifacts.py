@@ -1,0 +1,433 @@
+"""Every artefact file the pipeline writes, by name, and its content as a typed record.
+
+Stages hand over through files: the Beam job writes ``dataset_info.json`` beside the TFRecord
+shards, ``maivar extract`` writes ``feature_info.json`` (and the backbones it used under
+``backbones/``) beside the feature shards, ``maivar train`` writes ``run_info.json`` in the run
+folder and ``maivar export`` writes ``assets.extra/maivar_export.json`` beside the SavedModel.
+Each file's content is one frozen dataclass here with ``to_json`` / ``from_json``; the writer
+builds the record, the reader gets the record back, and no JSON key or file name is spelled
+anywhere else.
+
+Example:
+    >>> info = FeatureInfo.read("data/features")          # doctest: +SKIP
+    >>> info.video_backbone.weights_to_load("data/features")  # doctest: +SKIP
+    'data/features/backbones/video.weights.h5'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from maivar_tf.utils import write_json_atomic
+
+#: Written by the Beam job beside the TFRecord shards.
+DATASET_INFO = "dataset_info.json"
+#: Written by ``maivar extract`` beside the feature shards.
+FEATURE_INFO = "feature_info.json"
+#: Written by ``maivar train`` in the run folder.
+RUN_INFO = "run_info.json"
+#: Written by ``maivar export`` inside the SavedModel version folder (TF Serving ignores it).
+EXPORT_INFO = "assets.extra/maivar_export.json"
+#: The class names inside the SavedModel (``assets/labels.txt``, one per line, logit order).
+LABELS_ASSET = "labels.txt"
+#: Where the features folder keeps the exact backbone weights its features came from.
+BACKBONES_SUBDIR = "backbones"
+#: Prefix of the Beam job's dead-letter files (``failed-SSSSS-of-NNNNN.jsonl``).
+FAILED_PREFIX = "failed"
+#: Version of the feature-shard layout and ``feature_info.json`` (2: typed backbone specs).
+FEATURES_VERSION = 2
+
+
+class ArtifactError(ValueError):
+    """An artefact file that is missing a key or holds a value of the wrong kind."""
+
+
+class SchemaVersionError(ValueError):
+    """TFRecord shards written under a schema version this code does not read."""
+
+
+def backbone_weights_name(kind: str) -> str:
+    """File name of the saved ``video`` or ``audio`` backbone weights (``video.weights.h5``)."""
+    return f"{kind}.weights.h5"
+
+
+# ----------------------------------------------------------------------------- codec
+
+
+def _decode_value(tp: Any, value: Any, where: str) -> Any:
+    """JSON value -> the annotated type (records, tuples and mappings of records)."""
+    if isinstance(tp, type) and issubclass(tp, _Record):
+        if not isinstance(value, Mapping):
+            raise ArtifactError(f"{where}: expected an object, got {value!r}")
+        return tp.from_json(value, source=where)
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        return tuple(value)
+    if origin in (Mapping, dict) and len(typing.get_args(tp)) == 2:
+        value_tp = typing.get_args(tp)[1]
+        if isinstance(value_tp, type) and issubclass(value_tp, _Record):
+            return {k: _decode_value(value_tp, v, f"{where}.{k}") for k, v in value.items()}
+    return value
+
+
+def _encode_value(value: Any) -> Any:
+    if isinstance(value, _Record):
+        return value.to_json()
+    if isinstance(value, tuple):
+        return [_encode_value(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _encode_value(v) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True)
+class _Record:
+    """Base of the records: JSON round trip by field, reading and writing by file name."""
+
+    FILE: ClassVar[str] = ""
+    MISSING_HINT: ClassVar[str] = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-serialisable dict, keys in field order."""
+        return {f.name: _encode_value(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], source: str = ""):
+        """The record from what :meth:`to_json` wrote; unknown keys are ignored.
+
+        Raises:
+            ArtifactError: a required key is missing (naming ``source`` and the key).
+        """
+        where = source or cls.FILE or cls.__name__
+        if not isinstance(data, Mapping):
+            raise ArtifactError(f"{where}: expected a JSON object, got {type(data).__name__}")
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if f.name in data:
+                kwargs[f.name] = _decode_value(hints[f.name], data[f.name], f"{where}: {f.name}")
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ArtifactError(f"{where}: missing key {f.name!r}")
+        return cls(**kwargs)
+
+    @classmethod
+    def path(cls, folder: str | os.PathLike) -> Path:
+        """Where this record's file lives inside ``folder``."""
+        return Path(folder) / cls.FILE
+
+    @classmethod
+    def exists(cls, folder: str | os.PathLike) -> bool:
+        """Whether ``folder`` holds this record's file."""
+        return cls.path(folder).is_file()
+
+    @classmethod
+    def read(cls, folder: str | os.PathLike):
+        """Reads the record from ``folder``.
+
+        Raises:
+            FileNotFoundError: the file does not exist (the message says what makes it).
+            ArtifactError: the file is not valid JSON or lacks a key.
+        """
+        path = cls.path(folder)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: {cls.MISSING_HINT}")
+        return cls.from_json(_load_json(path.read_text(), path), source=str(path))
+
+    def write(self, folder: str | os.PathLike) -> Path:
+        """Writes the record into ``folder`` atomically (readers never see half a file)."""
+        path = self.path(folder)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, self.to_json())
+        return path
+
+
+def _load_json(text: str, path: Any) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{path}: not valid JSON ({e})") from e
+
+
+# ----------------------------------------------------------------------------- dataset info
+
+
+@dataclass(frozen=True)
+class DatasetInfo(_Record):
+    """``dataset_info.json``: what the Beam job wrote and with which settings.
+
+    Args:
+        schema_version: the TFRecord schema version (:data:`maivar_tf.data.schema.SCHEMA_VERSION`).
+        config: the experiment config the job ran with (``ExperimentConfig.to_dict()``).
+        class_names: the dataset's classes, in label-index order.
+        num_records: annotation records the job read.
+        counts: per split ``{"total": n, "per_class": {class: n}}``.
+        failed: ``{"total", "by_reason": {reason: n}, "files": [dead-letter file names]}``.
+        shards: per split, the shard file names.
+    """
+
+    FILE: ClassVar[str] = DATASET_INFO
+    MISSING_HINT: ClassVar[str] = ("build the shards first with `python -m beam.build_tfrecords`"
+                                   " (or `maivar build`)")
+
+    schema_version: int
+    config: Mapping[str, Any]
+    class_names: tuple[str, ...]
+    num_records: int = 0
+    counts: Mapping[str, Any] = field(default_factory=dict)
+    failed: Mapping[str, Any] = field(default_factory=dict)
+    shards: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+    @property
+    def data_config(self) -> dict[str, Any]:
+        """The stored ``data`` section (a plain dict)."""
+        return dict(self.config.get("data", {}))
+
+    @classmethod
+    def read(cls, folder: str | os.PathLike) -> DatasetInfo:
+        """Reads ``dataset_info.json`` through ``tf.io.gfile`` (local or ``gs://`` folders)."""
+        import tensorflow as tf
+
+        path = os.path.join(os.fspath(folder), cls.FILE)
+        if not tf.io.gfile.exists(path):
+            raise FileNotFoundError(f"{path} does not exist; {cls.MISSING_HINT}")
+        with tf.io.gfile.GFile(path, "r") as f:
+            return cls.from_json(_load_json(f.read(), path), source=path)
+
+    def check_schema(self, data_dir: str | os.PathLike, expected: int) -> None:
+        """Raises :class:`SchemaVersionError` unless the shards have schema ``expected``."""
+        if self.schema_version != expected:
+            raise SchemaVersionError(
+                f"{os.fspath(data_dir)}: the shards use TFRecord schema version "
+                f"{self.schema_version!r}, this code reads version {expected}; rebuild them "
+                "with `python -m beam.build_tfrecords`")
+
+
+# ----------------------------------------------------------------------------- features
+
+
+@dataclass(frozen=True)
+class BackboneSpec(_Record):
+    """Which backbone made a set of features, precisely enough to rebuild it.
+
+    Args:
+        architecture: the backbone (``bn_inception``, ``inception_resnet_v2``, or
+            ``injected:<model name>`` for a model handed in by code).
+        weights: the config's weights spec: ``none``, ``imagenet`` or a file path.
+        image_size: the square input side the features were computed at.
+        weights_size: byte size of the weights file when ``weights`` is a path.
+        weights_mtime: its modification time (whole seconds).
+        saved_weights: the weights actually used, saved by ``maivar extract`` (a path
+            relative to the features folder); set for randomly initialised backbones.
+    """
+
+    architecture: str
+    weights: str
+    image_size: int
+    weights_size: int | None = None
+    weights_mtime: int | None = None
+    saved_weights: str | None = None
+
+    @classmethod
+    def describe(cls, architecture: str, weights: str, image_size: int,
+                 saved_weights: str | None = None) -> BackboneSpec:
+        """The spec of a backbone built from ``weights`` (a weights file is stat-ed)."""
+        size = mtime = None
+        path = Path(str(weights))
+        if weights not in ("none", "imagenet") and path.is_file():
+            st = path.stat()
+            size, mtime = int(st.st_size), int(st.st_mtime)
+        return cls(architecture, str(weights), int(image_size), size, mtime, saved_weights)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What the feature values depend on (everything but where a copy was saved)."""
+        return {k: v for k, v in self.to_json().items() if k != "saved_weights"}
+
+    def weights_file_unchanged(self) -> bool:
+        """Whether ``weights`` names a file whose size and mtime are still the recorded ones."""
+        path = Path(self.weights)
+        if self.weights in ("none", "imagenet") or not path.is_file():
+            return False
+        st = path.stat()
+        return (self.weights_size, self.weights_mtime) == (int(st.st_size), int(st.st_mtime))
+
+    def weights_to_load(self, features_dir: str | os.PathLike) -> str | None:
+        """The weights spec that rebuilds exactly this backbone, or None when none can.
+
+        The saved copy beside the features first, then an unchanged weights file, then
+        ``imagenet``. Random (``none``) weights that were not saved cannot be rebuilt.
+        """
+        if self.saved_weights:
+            saved = Path(self.saved_weights)
+            saved = saved if saved.is_absolute() else Path(features_dir) / saved
+            if saved.is_file():
+                return str(saved)
+        if self.weights == "imagenet":
+            return "imagenet"
+        if self.weights_file_unchanged():
+            return self.weights
+        return None
+
+
+@dataclass(frozen=True)
+class SplitFeatures(_Record):
+    """One split's extracted features: examples, input shards and representations done."""
+
+    count: int
+    num_shards: int
+    representations: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FeatureInfo(_Record):
+    """``feature_info.json``: what ``maivar extract`` wrote and from what.
+
+    Args:
+        fingerprint: hash of everything the feature values depend on (stale shards are refused).
+        num_segments: K, segment features per video.
+        video_dim, audio_dim: feature widths.
+        crop_size: the frame crop side the video backbone saw.
+        ten_crop: whether video features average TSN's ten crops.
+        video_backbone, audio_backbone: the backbones, as :class:`BackboneSpec`.
+        class_names: the dataset's classes.
+        config: the experiment config of the extraction.
+        tfrecords_schema_version: the schema of the TFRecords the features came from.
+        keys: the feature-shard ``tf.train.Example`` keys.
+        splits: per split, a :class:`SplitFeatures`.
+        features_version: :data:`FEATURES_VERSION` of the writer.
+    """
+
+    FILE: ClassVar[str] = FEATURE_INFO
+    MISSING_HINT: ClassVar[str] = "run `maivar extract` first (or check data.features_dir)"
+
+    fingerprint: str
+    num_segments: int
+    video_dim: int
+    audio_dim: int
+    crop_size: int
+    ten_crop: bool
+    video_backbone: BackboneSpec
+    audio_backbone: BackboneSpec
+    class_names: tuple[str, ...]
+    config: Mapping[str, Any]
+    tfrecords_schema_version: int
+    keys: Mapping[str, str] = field(default_factory=dict)
+    splits: Mapping[str, SplitFeatures] = field(default_factory=dict)
+    features_version: int = FEATURES_VERSION
+
+    @property
+    def representations(self) -> tuple[str, ...]:
+        """Representations extracted for every split (in the first split's order)."""
+        if not self.splits:
+            return ()
+        sets = [set(s.representations) for s in self.splits.values()]
+        first = next(iter(self.splits.values())).representations
+        return tuple(r for r in first if all(r in s for s in sets))
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Examples per split."""
+        return {name: s.count for name, s in self.splits.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        """The record plus the derived ``representations`` and ``counts`` (for readers)."""
+        return {**super().to_json(), "representations": list(self.representations),
+                "counts": self.counts}
+
+    def backbone(self, kind: str) -> BackboneSpec:
+        """The ``video`` or ``audio`` :class:`BackboneSpec`."""
+        if kind not in ("video", "audio"):
+            raise ValueError(f"backbone kind {kind!r}; allowed: video, audio")
+        return self.video_backbone if kind == "video" else self.audio_backbone
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+@dataclass(frozen=True)
+class RunInfo(_Record):
+    """``run_info.json``: what a trained run is and how it was trained.
+
+    Args:
+        class_names: the classes the heads' logits index.
+        representation: the audio-image the audio features come from.
+        num_segments: K.
+        video_feature_dim, audio_feature_dim: the feature widths the heads take.
+        config: the experiment config the run was trained with.
+        features_dir: the features folder the run was trained on (its backbones serve it).
+        num_train, num_val: training and validation examples.
+        strategy: the ``tf.distribute`` strategy's class name.
+        num_replicas, num_workers: replicas in sync and worker processes.
+        mixed_precision: the Keras dtype policy name.
+        versions: library versions.
+        stages: per Algorithm 1 stage, its training settings.
+        metrics: per stage, train (and val) metrics.
+    """
+
+    FILE: ClassVar[str] = RUN_INFO
+    MISSING_HINT: ClassVar[str] = "train the run first (`maivar train`) or pass --run-dir"
+
+    class_names: tuple[str, ...]
+    representation: str
+    num_segments: int
+    video_feature_dim: int
+    audio_feature_dim: int
+    config: Mapping[str, Any]
+    features_dir: str = ""
+    num_train: int = 0
+    num_val: int = 0
+    strategy: str = ""
+    num_replicas: int = 1
+    num_workers: int = 1
+    mixed_precision: str = "float32"
+    versions: Mapping[str, str] = field(default_factory=dict)
+    stages: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.class_names)
+
+
+# ----------------------------------------------------------------------------- exports
+
+
+@dataclass(frozen=True)
+class ExportInfo(_Record):
+    """``assets.extra/maivar_export.json``: what an exported SavedModel serves.
+
+    Args:
+        model_name, version: where TF Serving finds it (``<model_name>/<version>``).
+        class_names: the classes, in logit order.
+        num_segments: K frames per request.
+        representation: the audio-image the model takes.
+        ten_crop: whether frames go through TSN's ten crops.
+        top_k: how many classes ``top_classes`` names.
+        signatures: per signature, its inputs ``[{"name", "dtype", "shape"}]``.
+        outputs: the output keys of every signature.
+        provenance: where the run and its backbones came from.
+        config: the experiment config (its ``data`` section is the preprocessing).
+    """
+
+    FILE: ClassVar[str] = EXPORT_INFO
+    MISSING_HINT: ClassVar[str] = ("not a `maivar export` SavedModel version folder "
+                                   "(EXPORT_DIR/<model_name>/<version>)")
+
+    model_name: str
+    version: int
+    class_names: tuple[str, ...]
+    num_segments: int
+    representation: str
+    ten_crop: bool
+    top_k: int
+    signatures: Mapping[str, Any]
+    outputs: tuple[str, ...]
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+    config: Mapping[str, Any] = field(default_factory=dict)

@@ -1,0 +1,34 @@
+"""Tiny stand-in backbones shared by the tests (fast enough to build in every test).
+
+They keep the real backbones' contracts: RGB 0..255 images ``[B, S, S, 3]`` in, float32
+features ``[B, D]`` out, deterministic weights for a given seed. The full-size networks are
+built once each, in their own model tests.
+"""
+
+from __future__ import annotations
+
+#: Feature widths of the stand-ins.
+TINY_VIDEO_DIM = 16
+TINY_AUDIO_DIM = 12
+
+
+def _conv_pool_dense(name: str, side: int, stride: int, dim: int, seed: int, input_name: str):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((side, side, 3), name=input_name)
+    x = keras.layers.Rescaling(1 / 255.0)(inp)
+    x = keras.layers.Conv2D(4, stride, strides=stride, name="conv")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(dim, name="proj")(x)
+    return keras.Model(inp, x, name=name)
+
+
+def tiny_video_backbone(crop_size: int = 224, dim: int = TINY_VIDEO_DIM, seed: int = 1):
+    """``[B, crop, crop, 3]`` RGB 0..255 -> ``[B, dim]`` (an 8x8/8 conv, pooling, a Dense)."""
+    return _conv_pool_dense("tiny_video", crop_size, 8, dim, seed, "frames")
+
+
+def tiny_audio_backbone(image_size: int = 299, dim: int = TINY_AUDIO_DIM, seed: int = 2):
+    """``[B, 299, 299, 3]`` RGB 0..255 -> ``[B, dim]`` (a 13x13/13 conv, pooling, a Dense)."""
+    return _conv_pool_dense("tiny_audio", image_size, 13, dim, seed, "audio_image")
