@@ -35,20 +35,9 @@ import numpy as np
 
 from maivar_tf import ops
 from maivar_tf.config import SAMPLING_MODES, DataConfig
+from maivar_tf.data import container as media
 from maivar_tf.data.audio import AudioCollector, check_audio
-from maivar_tf.data.container import (
-    DemuxTally,
-    audio_stream,
-    check_window,
-    container_start,
-    demux_error,
-    frame_time,
-    media_error,
-    open_media,
-    seek_to,
-    time_base_of,
-    video_stream,
-)
+from maivar_tf.data.container import media_error
 
 __all__ = [
     "VideoClip",
@@ -187,7 +176,7 @@ class _FrameSelector:
         self.last_t: float | None = None
 
     def add(self, frame) -> None:
-        t = frame_time(frame, self.time_base)
+        t = media.frame_time(frame, self.time_base)
         if t is not None:
             t = t - self.t0
         elif self.last_t is not None:
@@ -234,7 +223,7 @@ def _decode_packets(stream, packets: list, selector: _FrameSelector) -> int:
 
 def _check_arguments(num_segments: int, short_side: int, mode: str, start_s: float,
                      end_s: float) -> None:
-    check_window(start_s, end_s)
+    media.check_window(start_s, end_s)
     if mode not in SAMPLING_MODES:
         raise ValueError(f"unknown sampling mode {mode!r}; allowed: {', '.join(SAMPLING_MODES)}")
     if num_segments < 1 or short_side < 1:
@@ -249,11 +238,11 @@ def _demux(path, container, vs, ast, collector: AudioCollector | None, t0: float
     Returns:
         The kept video packets (in decode order) and how many of them lie in the window.
     """
-    tally = DemuxTally([vs] + ([ast] if ast is not None else []), t0)
+    tally = media.DemuxTally([vs] + ([ast] if ast is not None else []), t0)
     packets: list = []
     in_window = 0
     video_done = False
-    seek_to(container, start_s, t0)
+    media.seek_to(container, start_s, t0)
     try:
         for packet in container.demux(*tally.streams):
             if packet.size == 0:
@@ -274,7 +263,7 @@ def _demux(path, container, vs, ast, collector: AudioCollector | None, t0: float
             if video_done and (collector is None or collector.done):
                 break
     except av.error.FFmpegError as e:
-        raise demux_error(path, tally.total, e) from e
+        raise media.demux_error(path, tally.total, e) from e
     tally.check(path, container, start_s, end_s)
     return packets, in_window
 
@@ -284,7 +273,7 @@ def _select_frames(path, vs, packets: list, in_window: int, *, num_segments: int
     """Steps 2 and 3: chooses the K frames from the count and decodes them (twice if needed)."""
     rng = np.random.default_rng(seed)
     fps = _frame_rate(vs)
-    time_base = time_base_of(vs)
+    time_base = media.time_base_of(vs)
 
     def run(count: int) -> tuple[_FrameSelector, int]:
         indices = sample_segment_indices(max(count, 1), num_segments, mode, rng)
@@ -334,18 +323,18 @@ def _decode(path, *, num_segments: int, short_side: int, mode: str, seed,
             start_s: float, end_s: float, audio: dict | None):
     """The single pass behind :func:`decode_segment_frames` and :func:`load_clip`."""
     _check_arguments(num_segments, short_side, mode, start_s, end_s)
-    with open_media(path) as container:
-        vs = video_stream(container)
+    with media.open_media(path) as container:
+        vs = media.video_stream(container)
         if vs is None:
             raise media_error("no_video_stream", path, "the file has no video stream")
-        ast = audio_stream(container)
+        ast = media.audio_stream(container)
         if audio is not None and ast is None:
             raise media_error("no_audio", path, "the file has no audio stream")
-        t0 = container_start(container)
+        t0 = media.container_start(container)
         collector = None
         if audio is not None:
             collector = AudioCollector(audio["sample_rate"], start_s, end_s,
-                                       audio["max_seconds"], t0, time_base_of(ast))
+                                       audio["max_seconds"], t0, media.time_base_of(ast))
         packets, in_window = _demux(path, container, vs, ast, collector, t0, start_s, end_s)
         selector = _select_frames(path, vs, packets, in_window, num_segments=num_segments,
                                   mode=mode, seed=seed, start_s=start_s, end_s=end_s, t0=t0)
