@@ -1,22 +1,15 @@
-"""The paper's six audio-image representations, rendered with TensorFlow ops.
+"""The paper's six audio-image representations, rendered with TensorFlow ops; one registry.
 
 MAiVAR (Shaikh et al. 2024, Sec. 3.2) turns each clip's sound into an image for an
 ImageNet CNN: a waveplot, MFCCs, feature-scaled MFCCs, the spectral centroid, the spectral
-rolloff and a chromagram. Every renderer here is written with ``tf.signal`` and plain tensor
-ops, with librosa's filterbanks baked in as constants, so one implementation renders
+rolloff and a chromagram. :data:`RENDERERS` maps each name to a renderer from shared
+:class:`~maivar_tf.data.audio_features.AudioFeatures` (librosa-equal matrices) to values in
+[0, 1]; one implementation renders
 
 * eagerly from NumPy (the Beam job, ``maivar predict``) through :func:`render_audio_images`,
   which caches one ``tf.function`` per (representations, config, rank), and
 * inside a graph (the SavedModel's ``serve_waveform`` signature) through
   :func:`render_audio_image` with a waveform of shape ``[None]`` or ``[B, None]``.
-
-Feature matrices follow librosa's conventions exactly (tests compare against librosa on real
-clips): centred frames with reflect padding (``pad_mode="reflect"``, the librosa default when
-the paper was written), a periodic Hann window, ``n_fft``/``hop_length`` from
-:class:`~maivar_tf.config.AudioImageConfig`, the Slaney mel filterbank of
-``librosa.filters.mel``, ``librosa.filters.chroma(tuning=0.0)``, ``power_to_db`` with
-``ref=1.0, amin=1e-10, top_db`` exactly as ``librosa.feature.mfcc`` calls it, and an
-orthonormal DCT-II.
 
 How each matrix becomes an image (all deterministic, all uint8 ``[H, W, 3]``):
 
@@ -48,6 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from maivar_tf.config import REPRESENTATIONS, AudioImageConfig
+from maivar_tf.data.audio_features import AudioFeatures, representation_error
 
 __all__ = [
     "REPRESENTATIONS",
@@ -61,42 +55,8 @@ __all__ = [
     "colormap_lut",
 ]
 
-#: librosa's ``power_to_db`` floor as used by ``librosa.feature.mfcc``.
-_AMIN = 1e-10
-#: librosa's ``util.normalize`` threshold for float32 (``tiny``).
-_TINY = float(np.finfo(np.float32).tiny)
 #: intensity of the faint waveform under the centroid / rolloff curves.
 _WAVE_UNDER_CURVE = 0.4
-
-
-# ----------------------------------------------------------------------------- constants
-
-
-@functools.lru_cache(maxsize=16)
-def _mel_matrix(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
-    """``librosa.filters.mel`` transposed to [1 + n_fft // 2, n_mels] (float32)."""
-    import librosa
-
-    mel = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
-    return np.ascontiguousarray(mel.T, dtype=np.float32)
-
-
-@functools.lru_cache(maxsize=16)
-def _chroma_matrix(sample_rate: int, n_fft: int, n_chroma: int) -> np.ndarray:
-    """``librosa.filters.chroma(tuning=0.0)`` transposed to [1 + n_fft // 2, n_chroma]."""
-    import librosa
-
-    chroma = librosa.filters.chroma(sr=sample_rate, n_fft=n_fft, n_chroma=n_chroma, tuning=0.0)
-    return np.ascontiguousarray(chroma.T, dtype=np.float32)
-
-
-@functools.lru_cache(maxsize=16)
-def _dct_matrix(n_mels: int, n_mfcc: int) -> np.ndarray:
-    """Orthonormal DCT-II as a [n_mels, n_mfcc] matrix (``scipy.fft.dct(..., norm="ortho")``)."""
-    import scipy.fft
-
-    basis = scipy.fft.dct(np.eye(n_mels, dtype=np.float64), type=2, norm="ortho", axis=0)
-    return np.ascontiguousarray(basis[:n_mfcc].T, dtype=np.float32)
 
 
 @functools.lru_cache(maxsize=16)
@@ -114,150 +74,6 @@ def colormap_lut(name: str) -> np.ndarray:
     cmap = matplotlib.colormaps[name]
     rgba = cmap(np.linspace(0.0, 1.0, 256))
     return np.round(rgba[:, :3] * 255.0).astype(np.uint8)
-
-
-# ----------------------------------------------------------------------------- features
-
-
-class _Features:
-    """Lazily computed, shared intermediate tensors for one batch of waveforms [B, N].
-
-    Several representations share the STFT; computing them from one ``_Features`` (as
-    :func:`render_audio_images_tf` does) runs it once.
-    """
-
-    def __init__(self, waveform: tf.Tensor, cfg: AudioImageConfig):
-        y = tf.convert_to_tensor(waveform, dtype=tf.float32)
-        y = tf.where(tf.math.is_finite(y), y, tf.zeros_like(y))
-        self.y = y
-        self.cfg = cfg
-        self._cache: dict[str, tf.Tensor] = {}
-
-    def _get(self, key: str, fn: Callable[[], tf.Tensor]) -> tf.Tensor:
-        if key not in self._cache:
-            self._cache[key] = fn()
-        return self._cache[key]
-
-    # -- spectra, layout [B, T, F]
-    def stft(self) -> tf.Tensor:
-        def compute():
-            n_fft, hop = self.cfg.n_fft, self.cfg.hop_length
-            pad = n_fft // 2
-            y = self.y
-            # Reflect padding needs more than `pad` samples: zero-extend very short input.
-            short = tf.maximum(pad + 1 - tf.shape(y)[-1], 0)
-            y = tf.pad(y, [[0, 0], [0, short]])
-            y = tf.pad(y, [[0, 0], [pad, pad]], mode="REFLECT")
-            return tf.signal.stft(
-                y, frame_length=n_fft, frame_step=hop, fft_length=n_fft,
-                window_fn=functools.partial(tf.signal.hann_window, periodic=True),
-                pad_end=False,
-            )
-        return self._get("stft", compute)
-
-    def magnitude(self) -> tf.Tensor:
-        return self._get("magnitude", lambda: tf.abs(self.stft()))
-
-    def power(self) -> tf.Tensor:
-        # |X| ** 2, as librosa computes its power spectrogram
-        return self._get("power", lambda: tf.square(self.magnitude()))
-
-    # -- librosa-compatible feature matrices, layout [B, F, T]
-    def mfcc(self) -> tf.Tensor:
-        def compute():
-            cfg = self.cfg
-            mel = tf.constant(_mel_matrix(cfg.sample_rate, cfg.n_fft, cfg.n_mels))
-            melspec = tf.linalg.matmul(self.power(), mel)
-            log_spec = (10.0 / np.log(10.0)) * tf.math.log(tf.maximum(melspec, _AMIN))
-            peak = tf.reduce_max(log_spec, axis=[1, 2], keepdims=True)
-            log_spec = tf.maximum(log_spec, peak - cfg.top_db)
-            dct = tf.constant(_dct_matrix(cfg.n_mels, cfg.n_mfcc))
-            return tf.transpose(tf.linalg.matmul(log_spec, dct), [0, 2, 1])
-        return self._get("mfcc", compute)
-
-    def mfcc_scaled(self) -> tf.Tensor:
-        def compute():
-            m = self.mfcc()
-            mean = tf.reduce_mean(m, axis=2, keepdims=True)
-            centred = m - mean
-            std = tf.sqrt(tf.reduce_mean(centred * centred, axis=2, keepdims=True))
-            # sklearn.preprocessing.scale leaves (near-)constant rows unscaled.
-            std = tf.where(std < 10.0 * np.finfo(np.float32).eps, tf.ones_like(std), std)
-            return centred / std
-        return self._get("mfcc_scaled", compute)
-
-    def chromagram(self) -> tf.Tensor:
-        def compute():
-            cfg = self.cfg
-            fb = tf.constant(_chroma_matrix(cfg.sample_rate, cfg.n_fft, cfg.n_chroma))
-            raw = tf.linalg.matmul(self.power(), fb)
-            peak = tf.reduce_max(tf.abs(raw), axis=2, keepdims=True)
-            peak = tf.where(peak < _TINY, tf.ones_like(peak), peak)
-            return tf.transpose(raw / peak, [0, 2, 1])
-        return self._get("chromagram", compute)
-
-    def _bin_hz(self) -> float:
-        return float(self.cfg.sample_rate) / float(self.cfg.n_fft)
-
-    def spectral_centroid(self) -> tf.Tensor:
-        def compute():
-            mag = self.magnitude()
-            n_bins = self.cfg.n_fft // 2 + 1
-            freqs = np.arange(n_bins, dtype=np.float32) * np.float32(self._bin_hz())
-            # sum(f * S / sum(S)) as one matrix product: [B, T, F] @ [F, 2] -> (sum fS, sum S)
-            weights = tf.constant(np.stack([freqs, np.ones_like(freqs)], axis=1))
-            sums = tf.linalg.matmul(mag, weights)
-            total = sums[:, :, 1]
-            total = tf.where(total < _TINY, tf.ones_like(total), total)
-            return (sums[:, :, 0] / total)[:, None, :]
-        return self._get("spectral_centroid", compute)
-
-    def spectral_rolloff(self) -> tf.Tensor:
-        def compute():
-            energy = tf.math.cumsum(self.magnitude(), axis=2)
-            threshold = self.cfg.rolloff_percent * energy[:, :, -1:]
-            # first bin whose cumulative energy reaches the threshold (cumsum is monotone)
-            index = tf.reduce_sum(tf.cast(energy < threshold, tf.float32), axis=2)
-            return (index * self._bin_hz())[:, None, :]
-        return self._get("spectral_rolloff", compute)
-
-    # -- waveform envelope, [B, 2, W]: per image column (min, max) / clip peak
-    def envelope(self) -> tf.Tensor:
-        def compute():
-            width = self.cfg.image_size
-            y = self.y
-            peak = tf.reduce_max(tf.abs(y), axis=1, keepdims=True)
-            y = tf.math.divide_no_nan(y, tf.where(peak < 1e-8, tf.zeros_like(peak), peak))
-            y = tf.pad(y, [[0, 0], [0, tf.maximum(1 - tf.shape(y)[1], 0)]])  # >= 1 sample
-            batch = tf.shape(y, out_type=tf.int64)[0]
-            n = tf.shape(y, out_type=tf.int64)[1]
-            # sample i -> column i * W // n; one extra copy of the last sample in column W - 1
-            # keeps every row's segment ids ending at W - 1 (inputs shorter than W columns)
-            column = tf.concat([(tf.range(n, dtype=tf.int64) * width) // n,
-                                tf.constant([width - 1], tf.int64)], axis=0)
-            y = tf.concat([y, y[:, -1:]], axis=1)
-            ids = tf.reshape(tf.range(batch, dtype=tf.int64)[:, None] * width + column, [-1])
-            flat = tf.reshape(y, [-1])
-            # sorted segment ops are ~3x faster than unsorted ones; empty columns give 0
-            lo = tf.reshape(tf.math.segment_min(flat, ids), [-1, width])
-            hi = tf.reshape(tf.math.segment_max(flat, ids), [-1, width])
-            return tf.stack([lo, hi], axis=1)
-        return self._get("envelope", compute)
-
-    def matrix(self, representation: str) -> tf.Tensor:
-        if representation == "waveplot":
-            return self.envelope()
-        if representation not in _MATRIX_NAMES:
-            raise ValueError(_unknown(representation))
-        return getattr(self, representation)()
-
-
-_MATRIX_NAMES = ("mfcc", "mfcc_scaled", "spectral_centroid", "spectral_rolloff", "chromagram")
-
-
-def _unknown(representation: str) -> str:
-    return (f"unknown audio-image representation {representation!r}; "
-            f"allowed: {', '.join(REPRESENTATIONS)}")
 
 
 # ----------------------------------------------------------------------------- rasterising
@@ -304,7 +120,7 @@ def _minmax(x: tf.Tensor, axes: list[int]) -> tf.Tensor:
     return tf.math.divide_no_nan(x - lo, hi - lo)
 
 
-def _curve_plot(feats: _Features, curve: tf.Tensor) -> tf.Tensor:
+def _curve_plot(feats: AudioFeatures, curve: tf.Tensor) -> tf.Tensor:
     """Curve [B, 1, T] drawn as a line over the faint waveform; returns [B, S, S] in [0, 1]."""
     size = feats.cfg.image_size
     values = _curve_columns(_minmax(curve[:, 0, :], [1]), tf.shape(feats.y)[1], feats.cfg)
@@ -334,38 +150,38 @@ def _colorize(values: tf.Tensor, colormap: str) -> tf.Tensor:
     return tf.gather(lut, index)
 
 
-def render_waveplot(feats: _Features) -> tf.Tensor:
+def render_waveplot(feats: AudioFeatures) -> tf.Tensor:
     """The amplitude envelope filled between per-column min and max, [B, S, S] in [0, 1]."""
     return _envelope_mask(feats.envelope(), feats.cfg.image_size)
 
 
-def render_mfcc(feats: _Features) -> tf.Tensor:
+def render_mfcc(feats: AudioFeatures) -> tf.Tensor:
     """MFCCs [n_mfcc, T] as an image, [B, S, S] in [0, 1]."""
     return _matrix_image(feats.mfcc(), feats.cfg.image_size)
 
 
-def render_mfcc_scaled(feats: _Features) -> tf.Tensor:
+def render_mfcc_scaled(feats: AudioFeatures) -> tf.Tensor:
     """Per-coefficient standardised MFCCs as an image, [B, S, S] in [0, 1]."""
     return _matrix_image(feats.mfcc_scaled(), feats.cfg.image_size)
 
 
-def render_chromagram(feats: _Features) -> tf.Tensor:
+def render_chromagram(feats: AudioFeatures) -> tf.Tensor:
     """The chromagram [n_chroma, T] as an image, [B, S, S] in [0, 1]."""
     return _matrix_image(feats.chromagram(), feats.cfg.image_size)
 
 
-def render_spectral_centroid(feats: _Features) -> tf.Tensor:
+def render_spectral_centroid(feats: AudioFeatures) -> tf.Tensor:
     """The spectral centroid curve over the faint waveform, [B, S, S] in [0, 1]."""
     return _curve_plot(feats, feats.spectral_centroid())
 
 
-def render_spectral_rolloff(feats: _Features) -> tf.Tensor:
+def render_spectral_rolloff(feats: AudioFeatures) -> tf.Tensor:
     """The spectral rolloff curve over the faint waveform, [B, S, S] in [0, 1]."""
     return _curve_plot(feats, feats.spectral_rolloff())
 
 
 #: representation name -> renderer from shared features to values [B, S, S] in [0, 1].
-RENDERERS: dict[str, Callable[[_Features], tf.Tensor]] = {
+RENDERERS: dict[str, Callable[[AudioFeatures], tf.Tensor]] = {
     "waveplot": render_waveplot,
     "mfcc": render_mfcc,
     "mfcc_scaled": render_mfcc_scaled,
@@ -391,7 +207,7 @@ def _as_batch(waveform) -> tuple[tf.Tensor, bool]:
 
 def _check_representation(representation: str) -> None:
     if representation not in RENDERERS:
-        raise ValueError(_unknown(representation))
+        raise representation_error(representation)
 
 
 def audio_image_matrix(waveform, representation: str, cfg: AudioImageConfig) -> tf.Tensor:
@@ -413,7 +229,7 @@ def audio_image_matrix(waveform, representation: str, cfg: AudioImageConfig) -> 
     """
     _check_representation(representation)
     y, single = _as_batch(waveform)
-    m = _Features(y, cfg).matrix(representation)
+    m = AudioFeatures(y, cfg).matrix(representation)
     return m[0] if single else m
 
 
@@ -433,7 +249,7 @@ def render_audio_images_tf(waveform, representations: Iterable[str],
     for r in reps:
         _check_representation(r)
     y, single = _as_batch(waveform)
-    feats = _Features(y, cfg)
+    feats = AudioFeatures(y, cfg)
     out = {}
     for r in reps:
         image = _colorize(RENDERERS[r](feats), cfg.colormap)
