@@ -1,0 +1,258 @@
+"""Video rendering of the embedded dataset: particle fields in motion, with motion blur.
+
+MAiVAR (Shaikh et al. 2024) fuses a video stream with audio-images; the embedded dataset gives
+each class one kind of motion (this module) and one kind of sound
+(:mod:`maivar_tf.data.synthetic.sound`). The video features are taken from randomly
+initialised CNNs and globally average-pooled per frame; such features see colour, how much of
+the frame is covered and how sharp or smeared the edges are far more than where things are.
+So each motion is a *field* of 24-35 particles moving together, rendered with motion blur (the
+average of :data:`SHUTTER_SAMPLES` positions within the frame interval), with its own kind of
+particle:
+
+* ``Slide``: small pucks travelling fast sideways -- long, faint horizontal streaks;
+* ``Bounce``: balls hopping in step -- crisp at the top, vertical smears near the floor;
+* ``Rotate``: bars spinning fast -- soft bow-tie fans;
+* ``Pulse``: thin rings growing and shrinking in step -- sharp edges, periodic area.
+
+The temporal pattern over the K segments differs too: constant for Slide and Rotate, periodic
+blur for Bounce and periodic area for Pulse. The backdrop is a tint of the mean colour that
+the network subtracts, so it enters the network as almost zero and the particles dominate the
+pooled features. Everything random comes from the generators passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from maivar_tf.config import SynthConfig
+
+__all__ = ["MOTIONS", "SHUTTER_SAMPLES", "motion_coverage", "render_video"]
+
+#: Kinds of object motion, in class order.
+MOTIONS: tuple[str, ...] = ("Slide", "Bounce", "Rotate", "Pulse")
+#: Positions averaged per frame (motion blur over a 360-degree shutter).
+SHUTTER_SAMPLES = 8
+
+
+def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
+    i = int(h * 6.0) % 6
+    f = h * 6.0 - int(h * 6.0)
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    return np.array([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i],
+                    dtype=np.float32)
+
+
+def _luma(rgb: np.ndarray) -> float:
+    return float(rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32))
+
+
+#: The RGB mean that BNInception / TSN subtract from their input (BGR 104, 117, 128). A
+#: background near it enters the network as almost zero, so globally pooled features of a
+#: randomly initialised network are dominated by the moving objects, not by the backdrop.
+_NETWORK_MEAN_RGB = np.array([128.0, 117.0, 104.0], np.float32)
+
+
+def _scene(group_rng: np.random.Generator, clip_rng: np.random.Generator
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Background colours (two, for a gradient) and the object colour, in 0..255.
+
+    The backdrop is a tint of the network mean shared by a group (like a UCF101 group's
+    scene); the objects' colour is drawn per clip, always with a clear contrast to the backdrop.
+    """
+    bg0 = _NETWORK_MEAN_RGB + group_rng.uniform(-25, 25, 3).astype(np.float32)
+    bg1 = bg0 + clip_rng.uniform(-12, 12, 3).astype(np.float32)
+    while True:
+        obj = _hsv_to_rgb(clip_rng.uniform(), clip_rng.uniform(0.5, 1.0),
+                          clip_rng.uniform(0.6, 1.0)) * 255
+        if min(abs(_luma(obj) - _luma(bg0)), abs(_luma(obj) - _luma(bg1))) > 60:
+            return bg0, bg1, obj
+
+
+def _soft(x: np.ndarray) -> np.ndarray:
+    """Anti-aliased inside-ness from a signed distance (positive inside), in [0, 1]."""
+    x += np.float32(0.5)
+    np.maximum(x, np.float32(0.0), out=x)
+    return np.minimum(x, np.float32(1.0), out=x)
+
+
+#: Per-particle values as a [P, 1] column.
+_COL = (slice(None), None)
+
+
+def _full(a: np.ndarray, like: np.ndarray) -> np.ndarray:
+    return np.broadcast_to(a[_COL], like.shape)
+
+
+def _slide(rng: np.random.Generator, p: int, w: int, h: int, scale: float):
+    """Small pucks travelling fast sideways, wrapping around: long horizontal streaks."""
+    r = rng.uniform(3, 5, p) * scale
+    speed = rng.choice([-1.0, 1.0]) * rng.uniform(250, 400) * scale
+    margin = 2 * r.max()
+    x0 = rng.uniform(0, w + 2 * margin, p)
+    cy = rng.uniform(0, h, p)
+
+    def slide(t):
+        x = np.mod(x0[_COL] + speed * t[None], w + 2 * margin) - margin
+        return ("disc", x, _full(cy, x), _full(r, x))
+    return slide
+
+
+def _bounce(rng: np.random.Generator, p: int, w: int, h: int, scale: float):
+    """Balls hopping in step (``|sin|``): fast at the floor, still on top."""
+    r = rng.uniform(5, 8, p) * scale
+    cx = rng.uniform(0, w, p)
+    floor = rng.uniform(0.5 * h, h - r - 2)
+    height = rng.uniform(0.5, 0.9, p) * (floor - r - 2)
+    freq = rng.uniform(1.3, 1.9)
+    phase = rng.uniform(0, np.pi) + rng.uniform(-0.2, 0.2, p)
+
+    def bounce(t):
+        y = floor[_COL] - height[_COL] * np.abs(np.sin(np.pi * freq * t[None] + phase[_COL]))
+        return ("disc", _full(cx, y), y, _full(r, y))
+    return bounce
+
+
+def _rotate(rng: np.random.Generator, p: int, w: int, h: int, scale: float):
+    """Elongated bars spinning fast about their centres: soft bow-tie fans."""
+    half_len = rng.uniform(10, 16, p) * scale
+    half_thick = rng.uniform(2.0, 3.5, p) * scale
+    cx, cy = rng.uniform(0, w, p), rng.uniform(0, h, p)
+    omega = rng.choice([-1.0, 1.0]) * rng.uniform(3.0, 4.0) * 2 * np.pi
+    phase = rng.uniform(0, np.pi, p)
+
+    def rotate(t):
+        ang = phase[_COL] + omega * t[None]
+        return ("bar", _full(cx, ang), _full(cy, ang), ang, half_len, half_thick)
+    return rotate
+
+
+def _pulse(rng: np.random.Generator, p: int, w: int, h: int, scale: float):
+    """Thin rings whose radii oscillate together: sharp edges, periodic area."""
+    r0 = rng.uniform(6, 11, p) * scale
+    half_width = rng.uniform(1.0, 1.6, p) * scale
+    amp = rng.uniform(0.35, 0.55)
+    freq = rng.uniform(1.0, 2.0)
+    cx, cy = rng.uniform(0, w, p), rng.uniform(0, h, p)
+    phase = rng.uniform(0, 2 * np.pi) + rng.uniform(-0.2, 0.2, p)
+
+    def pulse(t):
+        r = r0[_COL] * (1 + amp * np.sin(2 * np.pi * freq * t[None] + phase[_COL]))
+        return ("ring", _full(cx, r), _full(cy, r), r, half_width)
+    return pulse
+
+
+#: One particle-field builder per motion, in :data:`MOTIONS` order.
+_FIELDS = (_slide, _bounce, _rotate, _pulse)
+
+
+def _motion_path(motion: int, rng: np.random.Generator, w: int, h: int
+                 ) -> Callable[[np.ndarray], tuple]:
+    """Draws one clip's particle field; returns ``times [S] -> shapes``.
+
+    A clip shows 24-35 particles that all move the same way, so the motion's texture covers a
+    good part of every frame and dominates globally pooled features. Each motion has its own
+    kind of particle, as real actions come with their own objects (see :data:`MOTIONS`).
+
+    The returned tuple is ``(kind, cx, cy, size, extra...)``: ``("disc", cx, cy, r)``,
+    ``("ring", cx, cy, r, half_width)`` or ``("bar", cx, cy, angle, half_len, half_thick)``,
+    where ``cx``, ``cy`` and ``r``/``angle`` have shape ``[P, S]`` and the rest ``[P]``.
+    """
+    scale = h / 120.0
+    p = int(rng.integers(24, 36))
+    return _FIELDS[min(motion, len(_FIELDS) - 1)](rng, p, w, h, scale)
+
+
+def _coverage(shapes: tuple, w: int, h: int) -> np.ndarray:
+    """Coverage [h, w] of a particle field averaged over its sub-frame positions (motion blur).
+
+    Particles overlap by taking the maximum coverage at each sub-frame instant; each particle
+    is evaluated only inside the box it sweeps during the frame.
+    """
+    kind = shapes[0]
+    cxs = np.asarray(shapes[1], np.float32)
+    cys = np.asarray(shapes[2], np.float32)
+    third = np.asarray(shapes[3], np.float32)  # radius (disc, ring) or angle (bar)
+    if kind == "bar":
+        reach = np.asarray(shapes[4], np.float32) + 2
+    elif kind == "ring":
+        reach = third.max(axis=1) + np.asarray(shapes[4], np.float32) + 2
+    else:
+        reach = third.max(axis=1) + 2
+    x0 = np.clip(np.floor(cxs.min(axis=1) - reach), 0, w).astype(int).tolist()
+    x1 = np.clip(np.ceil(cxs.max(axis=1) + reach), 0, w).astype(int).tolist()
+    y0 = np.clip(np.floor(cys.min(axis=1) - reach), 0, h).astype(int).tolist()
+    y1 = np.clip(np.ceil(cys.max(axis=1) + reach), 0, h).astype(int).tolist()
+    gx = np.arange(w, dtype=np.float32) + np.float32(0.5)
+    gy = np.arange(h, dtype=np.float32) + np.float32(0.5)
+    if kind == "bar":
+        cos, sin = np.cos(third), np.sin(third)
+    buf = np.zeros((cxs.shape[1], h, w), np.float32)
+    for i in range(cxs.shape[0]):
+        if x1[i] <= x0[i] or y1[i] <= y0[i]:
+            continue
+        dx = gx[None, None, x0[i]:x1[i]] - cxs[i][:, None, None]
+        dy = gy[None, y0[i]:y1[i], None] - cys[i][:, None, None]
+        if kind == "bar":
+            c, sn = cos[i][:, None, None], sin[i][:, None, None]
+            cov = _soft(np.float32(shapes[4][i]) - np.abs(dx * c + dy * sn))
+            cov *= _soft(np.float32(shapes[5][i]) - np.abs(dy * c - dx * sn))
+        else:
+            d = np.sqrt(dx * dx + dy * dy)
+            r = third[i][:, None, None]
+            if kind == "ring":
+                cov = _soft(np.float32(shapes[4][i]) - np.abs(d - r))
+            else:
+                cov = _soft(r - d)
+        region = buf[:, y0[i]:y1[i], x0[i]:x1[i]]
+        np.maximum(region, cov, out=region)
+    return buf.mean(axis=0)
+
+
+def motion_coverage(motion: int, rng: np.random.Generator, cfg: SynthConfig) -> np.ndarray:
+    """The motion-blurred coverage of one clip's particle field, frame by frame.
+
+    Args:
+        motion: index into :data:`MOTIONS`.
+        rng: the clip's random stream (particles, speed, phase).
+        cfg: the dataset config (size, fps, duration).
+
+    Returns:
+        float32 ``[round(seconds * fps), height, width]`` in [0, 1]: how much of each pixel's
+        exposure the particles covered.
+    """
+    w, h = cfg.width, cfg.height
+    path = _motion_path(motion, rng, w, h)
+    n = int(round(cfg.seconds * cfg.fps))
+    sub = (np.arange(SHUTTER_SAMPLES) + 0.5) / SHUTTER_SAMPLES / cfg.fps
+    return np.stack([_coverage(path(i / cfg.fps + sub), w, h) for i in range(n)])
+
+
+def render_video(motion: int, group_rng: np.random.Generator, clip_rng: np.random.Generator,
+                 cfg: SynthConfig) -> np.ndarray:
+    """Renders one clip's frames.
+
+    Args:
+        motion: index into :data:`MOTIONS`.
+        group_rng: the random stream of the clip's group (backdrop tint).
+        clip_rng: the clip's own random stream (particle colour, motion, noise).
+        cfg: the dataset config (size, fps, duration).
+
+    Returns:
+        uint8 ``[round(seconds * fps), height, width, 3]`` RGB frames.
+    """
+    w, h = cfg.width, cfg.height
+    bg0, bg1, obj = _scene(group_rng, clip_rng)
+    alpha = motion_coverage(motion, clip_rng, cfg)[..., None]
+    ramp = np.linspace(0.0, 1.0, w, dtype=np.float32)[None, :, None]
+    if clip_rng.uniform() < 0.5:
+        ramp = ramp[:, ::-1]
+    background = bg0 + (bg1 - bg0) * ramp + np.zeros((h, 1, 1), np.float32)
+    noise_sigma = clip_rng.uniform(1.0, 4.0)
+    img = clip_rng.standard_normal(alpha.shape[:3] + (3,), dtype=np.float32)
+    img *= np.float32(noise_sigma)
+    img += background
+    img += (obj - background) * alpha
+    np.rint(img, out=img)
+    return np.clip(img, 0, 255, out=img).astype(np.uint8)
