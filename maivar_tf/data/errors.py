@@ -1,8 +1,10 @@
 """Errors raised on bad input media, each with a machine-readable reason.
 
-The Beam job turns a :class:`MediaError` into a dead-letter record ``{"input", "reason",
-"message"}``; ``maivar predict`` prints its message on one line. Reasons are a closed set so
-counts can be aggregated by reason.
+Real datasets of MAiVAR (Shaikh et al. 2024) hold videos that cannot be used: UCF101 clips
+without a sound track, Kinetics downloads cut off or gone. The Beam job turns a
+:class:`MediaError` into a dead-letter record ``{"input", "reason", "message"}``;
+``maivar predict`` prints its message on one line. Reasons are a closed set
+(:data:`REASONS`) so counts can be aggregated by reason.
 """
 
 from __future__ import annotations

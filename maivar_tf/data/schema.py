@@ -1,8 +1,9 @@
 """The TFRecord schema: every ``tf.train.SequenceExample`` key, shared by writer and reader.
 
-One SequenceExample per video, following MediaPipe MediaSequence conventions. The context holds
-the clip's identity and label; feature lists hold one JPEG per sampled TSN segment frame and one
-PNG per audio-image representation (a single-element list under ``<REP>/image/encoded``).
+One SequenceExample per video, following MediaPipe MediaSequence conventions, holding what
+MAiVAR (Shaikh et al. 2024) feeds its two streams. The context holds the clip's identity and
+label; feature lists hold one JPEG per sampled TSN segment frame and one PNG per audio-image
+representation (a single-element list under ``<REP>/image/encoded``).
 
 Bump :data:`SCHEMA_VERSION` whenever a key, dtype or meaning changes; ``dataset_info.json``
 records it and the reader refuses shards of another version.
