@@ -18,6 +18,12 @@ The numerics follow the PyTorch reference exactly:
 * the 3x3/stride-1 average pools count the zero padding (``count_include_pad=True``): zero
   padding followed by a ``valid`` average pool.
 
+The architecture is a hyperparameter: ``blocks`` is the inception block table (one row per
+block, :data:`BLOCK_FIELDS`) and ``stem_filters`` the widths of the three stem convolutions.
+The defaults, :data:`REFERENCE_BLOCKS` and :data:`REFERENCE_STEM_FILTERS`, are the reference
+network whose checkpoints convert; :data:`TINY_BLOCKS` / :data:`TINY_STEM_FILTERS` describe a
+network of the same kinds of layers small enough to build in every test.
+
 Input convention: RGB frames with values in 0..255. With ``include_preprocessing=True`` (the
 default) a :class:`TSNPreprocessing` layer turns them into TSN's BGR, mean ``[104, 117, 128]``,
 std 1 input; with ``include_preprocessing=False`` the model expects that BGR input already.
@@ -26,6 +32,7 @@ std 1 input; with ``include_preprocessing=False`` the model expects that BGR inp
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import keras
@@ -43,12 +50,18 @@ _BN_EPSILON = 1e-5
 # Keras' momentum 0.9.
 _BN_MOMENTUM = 0.9
 
-# One row per inception block, exactly as in the reference models:
-# (block, 1x1, 3x3_reduce, 3x3, double_3x3_reduce, double_3x3, pool, pool_proj, stride).
-# Reduction blocks (stride 2) have no 1x1 branch and no pool projection; their 3x3 and second
-# double-3x3 convolutions have stride 2 and their pool is a 3x3/2 ceil-mode max pool.
-# pool: "avg" = 3x3/1 pad 1 average (padding counted), "max" = 3x3/1 pad 1 max (5b only).
-_BLOCKS: tuple[tuple[str, int, int, int, int, int, str, int, int], ...] = (
+#: The columns of a block-table row. ``n1x1 = 0`` drops the 1x1 branch and ``pool_proj = 0``
+#: concatenates the pooled input unprojected. ``stride`` 2 makes a reduction block: no 1x1
+#: branch, no projection, its 3x3 and second double-3x3 convolutions stride 2 and its pool is a
+#: 3x3/2 ceil-mode max pool. ``pool`` of a stride-1 block: ``"avg"`` = 3x3/1 pad 1 average
+#: (padding counted), ``"max"`` = 3x3/1 pad 1 ceil-mode max.
+BLOCK_FIELDS: tuple[str, ...] = ("name", "n1x1", "n3x3_reduce", "n3x3", "double_3x3_reduce",
+                                 "double_3x3", "pool", "pool_proj", "stride")
+POOL_TYPES: tuple[str, ...] = ("avg", "max")
+
+#: The reference network's blocks (Ioffe & Szegedy 2015, Table 1 in TSN's Caffe form); the
+#: comment is each block's output at the 224x224 input.
+REFERENCE_BLOCKS: tuple[tuple[str, int, int, int, int, int, str, int, int], ...] = (
     ("3a", 64, 64, 64, 64, 96, "avg", 32, 1),  # 28x28x256
     ("3b", 64, 64, 96, 64, 96, "avg", 64, 1),  # 28x28x320
     ("3c", 0, 128, 160, 64, 96, "max", 0, 2),  # 14x14x576
@@ -60,6 +73,73 @@ _BLOCKS: tuple[tuple[str, int, int, int, int, int, str, int, int], ...] = (
     ("5a", 352, 192, 320, 160, 224, "avg", 128, 1),  # 7x7x1024
     ("5b", 352, 192, 320, 192, 224, "max", 128, 1),  # 7x7x1024
 )
+#: Filters of ``conv1_7x7_s2``, ``conv2_3x3_reduce`` and ``conv2_3x3``.
+REFERENCE_STEM_FILTERS: tuple[int, int, int] = (64, 64, 192)
+
+#: A small table with one block of each kind (average-pool, reduction, max-pool), for tests
+#: and smoke runs; no checkpoint exists for it. Outputs at a 32x32 input in the comments.
+TINY_BLOCKS: tuple[tuple[str, int, int, int, int, int, str, int, int], ...] = (
+    ("3a", 4, 4, 4, 4, 4, "avg", 4, 1),  # 4x4x16
+    ("3c", 0, 4, 4, 4, 4, "max", 0, 2),  # 2x2x24
+    ("5b", 4, 4, 4, 4, 4, "max", 4, 1),  # 2x2x16
+)
+TINY_STEM_FILTERS: tuple[int, int, int] = (4, 4, 8)
+#: The input side :data:`TINY_BLOCKS` is tested at.
+TINY_IMAGE_SIZE = 32
+
+
+def _check_row(i: int, row: Sequence, names: list) -> tuple:
+    """One validated table row with plain ``int`` widths; the error names the row and rule."""
+    where = f"BNInception.blocks[{i}] {tuple(row)!r}"
+    if len(row) != len(BLOCK_FIELDS):
+        raise ValueError(f"{where}: {len(row)} values; allowed: {', '.join(BLOCK_FIELDS)}")
+    name, pool, widths = row[0], row[6], (*row[1:6], row[7], row[8])
+    if not isinstance(name, str) or not name or names.count(name) > 1:
+        raise ValueError(f"{where}: name must be a unique non-empty string")
+    if not all(isinstance(w, numbers.Integral) and w >= 0 for w in widths):
+        raise ValueError(f"{where}: filters and stride must be ints >= 0")
+    n1x1, n3r, n3, nd3r, nd3, proj, stride = (int(w) for w in widths)
+    if min(n3r, n3, nd3r, nd3) < 1 or pool not in POOL_TYPES or stride not in (1, 2):
+        raise ValueError(f"{where}: the 3x3 branches need >= 1 filters, pool allowed: "
+                         f"{', '.join(POOL_TYPES)}, stride allowed: 1 or 2")
+    if stride == 2 and (n1x1 or proj or pool != "max"):
+        raise ValueError(f"{where}: a stride-2 (reduction) block needs n1x1 = 0, "
+                         "pool_proj = 0 and pool 'max'")
+    return (name, n1x1, n3r, n3, nd3r, nd3, pool, proj, stride)
+
+
+def _check_blocks(blocks: Sequence[Sequence]) -> tuple[tuple, ...]:
+    """Validated block table as a tuple of tuples (see :func:`_check_row`)."""
+    rows = [tuple(row) for row in blocks]
+    if not rows:
+        raise ValueError("BNInception.blocks: empty; allowed: one or more rows of "
+                         f"{', '.join(BLOCK_FIELDS)}")
+    names = [row[0] if row else None for row in rows]
+    return tuple(_check_row(i, row, names) for i, row in enumerate(rows))
+
+
+def _check_stem(stem_filters: Sequence[int]) -> tuple[int, int, int]:
+    stem = tuple(stem_filters)
+    if len(stem) != 3 or not all(isinstance(f, numbers.Integral) and f >= 1 for f in stem):
+        raise ValueError(f"BNInception.stem_filters: {stem_filters!r}; allowed: three ints >= 1 "
+                         "(conv1_7x7_s2, conv2_3x3_reduce, conv2_3x3)")
+    return tuple(int(f) for f in stem)
+
+
+def _check_sizes(image_size: int, blocks: tuple[tuple, ...]) -> None:
+    """Raises when a reduction block's branches would disagree on the map size."""
+    size = (image_size + 2 * 3 - 7) // 2 + 1  # conv1_7x7_s2, pad 3
+    size = _ceil_pool_output(_ceil_pool_output(size, 3, 2, 0), 3, 2, 0)  # pool1, pool2
+    for row in blocks:
+        if row[-1] == 2:
+            conv, pool = (size + 2 - 3) // 2 + 1, _ceil_pool_output(size, 3, 2, 0)
+            if conv != pool or pool < 1:
+                raise ValueError(
+                    f"BNInception.image_size: {image_size} gives a {size}x{size} map at "
+                    f"reduction block {row[0]!r}, whose convolution ({conv}) and pool ({pool}) "
+                    "outputs differ; allowed: a side that keeps every reduction input even "
+                    "(224 for the reference blocks)")
+            size = pool
 
 
 @keras.saving.register_keras_serializable(package="maivar_tf")
@@ -168,7 +248,7 @@ def _conv_bn_relu(x, name: str, relu_name: str, filters: int, kernel: int, strid
 
 def _inception_block(x, block: str, n1x1: int, n3x3r: int, n3x3: int, nd3x3r: int, nd3x3: int,
                      pool: str, pool_proj: int, stride: int):
-    """One inception module named ``inception_<block>_*`` like the reference checkpoints."""
+    """One inception module (a :data:`BLOCK_FIELDS` row) named ``inception_<block>_*``."""
     p = f"inception_{block}_"
 
     def cbr(inp, suffix, filters, kernel, s=1):
@@ -183,74 +263,100 @@ def _inception_block(x, block: str, n1x1: int, n3x3r: int, n3x3: int, nd3x3r: in
     b = cbr(b, "double_3x3_1", nd3x3, 3)
     branches.append(cbr(b, "double_3x3_2", nd3x3, 3, stride))
     if stride == 2:
-        # Reduction: 3x3/2 ceil-mode max pool, concatenated without projection.
-        branches.append(CeilMaxPooling2D(3, 2, 0, name=p + "pool")(x))
+        # Reduction: 3x3/2 ceil-mode max pool.
+        b = CeilMaxPooling2D(3, 2, 0, name=p + "pool")(x)
+    elif pool == "avg":
+        # AvgPool2d(3, 1, padding=1, count_include_pad=True): zeros count in the mean.
+        b = layers.ZeroPadding2D(1, name=p + "pool_pad")(x)
+        b = layers.AveragePooling2D(3, strides=1, padding="valid", name=p + "pool")(b)
     else:
-        if pool == "avg":
-            # AvgPool2d(3, 1, padding=1, count_include_pad=True): zeros count in the mean.
-            b = layers.ZeroPadding2D(1, name=p + "pool_pad")(x)
-            b = layers.AveragePooling2D(3, strides=1, padding="valid", name=p + "pool")(b)
-        else:
-            b = CeilMaxPooling2D(3, 1, 1, name=p + "pool")(x)
-        branches.append(cbr(b, "pool_proj", pool_proj, 1))
+        b = CeilMaxPooling2D(3, 1, 1, name=p + "pool")(x)
+    branches.append(cbr(b, "pool_proj", pool_proj, 1) if pool_proj else b)
     return layers.Concatenate(axis=-1, name=p + "output")(branches)
+
+
+def _bn_inception_graph(inputs, blocks, stem, include_preprocessing: bool, pooling):
+    """The functional graph from ``inputs``; shapes in the comments are the reference's."""
+    x = inputs
+    if include_preprocessing:
+        x = TSNPreprocessing(name="preprocessing")(x)  # 224x224x3, BGR - mean
+    # Stage 1: 7x7/2 conv, 3x3/2 ceil max pool.
+    x = _conv_bn_relu(x, "conv1_7x7_s2", "conv1_relu_7x7", stem[0], 7, stride=2)  # 112x112x64
+    x = CeilMaxPooling2D(3, 2, 0, name="pool1_3x3_s2")(x)  # 56x56x64
+    # Stage 2: 1x1 reduce, 3x3 conv, 3x3/2 ceil max pool.
+    x = _conv_bn_relu(x, "conv2_3x3_reduce", "conv2_relu_3x3_reduce", stem[1], 1)  # 56x56x64
+    x = _conv_bn_relu(x, "conv2_3x3", "conv2_relu_3x3", stem[2], 3)  # 56x56x192
+    x = CeilMaxPooling2D(3, 2, 0, name="pool2_3x3_s2")(x)  # 28x28x192
+    # Stages 3-5: the inception blocks (shapes in REFERENCE_BLOCKS) -> 7x7x1024.
+    for row in blocks:
+        x = _inception_block(x, *row)
+    if pooling == "avg":
+        x = layers.GlobalAveragePooling2D(name="global_pool")(x)  # 1024
+    return x
 
 
 @keras.saving.register_keras_serializable(package="maivar_tf")
 class BNInception(keras.Model):
     """BNInception feature extractor, TSN style (functional, registered, serializable).
 
+    Every constructor argument is a hyperparameter; ``get_config`` returns exactly them (tables
+    as lists) and ``from_config`` is ``cls(**config)``. Weights never enter the config: load
+    them with :func:`build_video_backbone` or ``load_weights``.
+
     Args:
+        blocks: the inception block table, one row of :data:`BLOCK_FIELDS` per block, in order
+            (default :data:`REFERENCE_BLOCKS`; :data:`TINY_BLOCKS` for tests).
+        stem_filters: filters of ``conv1_7x7_s2``, ``conv2_3x3_reduce`` and ``conv2_3x3``
+            (default :data:`REFERENCE_STEM_FILTERS`).
+        image_size: the square input side (224 for the reference checkpoints); every
+            reduction block must receive an even-sized map.
         include_preprocessing: when True the model takes RGB frames with values in 0..255
             (uint8 or float) and converts them to TSN's BGR, mean-subtracted input itself;
             when False it takes that BGR input directly.
-        pooling: ``"avg"`` averages the final 7x7x1024 map into a 1024-d feature (TSN's
-            ``global_pool``); ``None`` returns the map.
-        image_size: the square input side (224 for the reference checkpoints).
+        pooling: ``"avg"`` averages the final map (7x7x1024 for the reference) into a feature
+            vector (TSN's ``global_pool``); ``None`` returns the map.
         name: the model name.
         **kwargs: other ``keras.Model`` arguments (``trainable``, ``dtype``).
+
+    Raises:
+        ValueError: a hyperparameter outside its allowed values (the message names it).
 
     Example:
         >>> model = BNInception()
         >>> model(np.zeros((2, 224, 224, 3), "uint8")).shape
         TensorShape([2, 1024])
+        >>> BNInception(blocks=TINY_BLOCKS, stem_filters=TINY_STEM_FILTERS, image_size=32)
     """
 
-    def __init__(self, include_preprocessing: bool = True, pooling: str | None = "avg",
-                 image_size: int = DEFAULT_IMAGE_SIZE, name: str = "bn_inception", **kwargs):
+    def __init__(self, blocks: Sequence[Sequence] = REFERENCE_BLOCKS,
+                 stem_filters: Sequence[int] = REFERENCE_STEM_FILTERS,
+                 image_size: int = DEFAULT_IMAGE_SIZE, include_preprocessing: bool = True,
+                 pooling: str | None = "avg", name: str = "bn_inception", **kwargs):
         if pooling not in ("avg", None):
             raise ValueError(f"BNInception.pooling: {pooling!r}; allowed: 'avg' or None")
-        if int(image_size) < 32:
+        if not isinstance(image_size, numbers.Integral) or image_size < 32:
             raise ValueError(f"BNInception.image_size: {image_size!r}; allowed: an int >= 32")
         image_size = int(image_size)
+        rows, stem = _check_blocks(blocks), _check_stem(stem_filters)
+        _check_sizes(image_size, rows)
 
         inputs = keras.Input(shape=(image_size, image_size, 3), name="frames")
-        x = inputs
-        if include_preprocessing:
-            x = TSNPreprocessing(name="preprocessing")(x)  # 224x224x3, BGR - mean
-        # Stage 1: 7x7/2 conv, 3x3/2 ceil max pool.
-        x = _conv_bn_relu(x, "conv1_7x7_s2", "conv1_relu_7x7", 64, 7, stride=2)  # 112x112x64
-        x = CeilMaxPooling2D(3, 2, 0, name="pool1_3x3_s2")(x)  # 56x56x64
-        # Stage 2: 1x1 reduce, 3x3 conv, 3x3/2 ceil max pool.
-        x = _conv_bn_relu(x, "conv2_3x3_reduce", "conv2_relu_3x3_reduce", 64, 1)  # 56x56x64
-        x = _conv_bn_relu(x, "conv2_3x3", "conv2_relu_3x3", 192, 3)  # 56x56x192
-        x = CeilMaxPooling2D(3, 2, 0, name="pool2_3x3_s2")(x)  # 28x28x192
-        # Stages 3-5: inception blocks (shapes in _BLOCKS) -> 28x28x320, 14x14x608, 7x7x1024.
-        for spec in _BLOCKS:
-            x = _inception_block(x, *spec)
-        if pooling == "avg":
-            x = layers.GlobalAveragePooling2D(name="global_pool")(x)  # 1024
-        super().__init__(inputs=inputs, outputs=x, name=name, **kwargs)
+        outputs = _bn_inception_graph(inputs, rows, stem, include_preprocessing, pooling)
+        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
 
+        self.blocks = rows
+        self.stem_filters = stem
+        self.image_size = image_size
         self.include_preprocessing = bool(include_preprocessing)
         self.pooling = pooling
-        self.image_size = image_size
 
     def get_config(self):
         return {
+            "blocks": [list(row) for row in self.blocks],
+            "stem_filters": list(self.stem_filters),
+            "image_size": self.image_size,
             "include_preprocessing": self.include_preprocessing,
             "pooling": self.pooling,
-            "image_size": self.image_size,
             "name": self.name,
             "trainable": self.trainable,
         }
@@ -261,8 +367,9 @@ class BNInception(keras.Model):
 
 
 def build_video_backbone(weights: str = "none", *, include_preprocessing: bool = True,
-                         pooling: str | None = "avg",
-                         image_size: int = DEFAULT_IMAGE_SIZE) -> BNInception:
+                         pooling: str | None = "avg", image_size: int = DEFAULT_IMAGE_SIZE,
+                         blocks: Sequence[Sequence] = REFERENCE_BLOCKS,
+                         stem_filters: Sequence[int] = REFERENCE_STEM_FILTERS) -> BNInception:
     """Builds the BNInception video backbone and loads ``weights``.
 
     Args:
@@ -273,9 +380,12 @@ def build_video_backbone(weights: str = "none", *, include_preprocessing: bool =
         pooling: see :class:`BNInception`.
         image_size: see :class:`BNInception` (e.g. ``cfg.data.crop_size``); weights do not
             depend on it.
+        blocks: see :class:`BNInception`; a weights file must come from the same table.
+        stem_filters: see :class:`BNInception`.
 
     Returns:
-        A BNInception mapping RGB 0..255 frames ``[B, 224, 224, 3]`` to ``[B, 1024]``.
+        A BNInception mapping RGB 0..255 frames ``[B, S, S, 3]`` to ``[B, 1024]`` (the
+        reference table) or to the feature map when ``pooling`` is None.
 
     Raises:
         ValueError: ``weights`` is not allowed or the file does not fit the model.
@@ -284,8 +394,8 @@ def build_video_backbone(weights: str = "none", *, include_preprocessing: bool =
     from maivar_tf.models.weights import load_weights_file, parse_weights_spec
 
     spec = parse_weights_spec(weights, allow_imagenet=False, what="video backbone (BNInception)")
-    model = BNInception(include_preprocessing=include_preprocessing, pooling=pooling,
-                        image_size=image_size)
+    model = BNInception(blocks=blocks, stem_filters=stem_filters, image_size=image_size,
+                        include_preprocessing=include_preprocessing, pooling=pooling)
     if spec is not None:
         load_weights_file(model, spec, what="video backbone (BNInception)")
     return model
