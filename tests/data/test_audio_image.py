@@ -147,7 +147,9 @@ def test_batched_equals_unbatched(waveforms):
 def test_inside_tf_function_with_unknown_length(waveforms):
     y = waveforms["ave_0lFf-HP86Q0_female_speech.mp4"][: 4 * SR]
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32)])
+    # traced as the export traces its signatures (no AutoGraph: the renderers have no
+    # tensor-dependent Python control flow); serve_one also passes through AutoGraph
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32)], autograph=False)
     def serve(waveform):
         return render_audio_images_tf(waveform, REPRESENTATIONS, CFG)
 
