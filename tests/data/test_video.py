@@ -117,9 +117,11 @@ def test_every_real_clip_decodes_to_the_centre_frames(clip_paths):
         assert not np.array_equal(clip.frames[0], clip.frames[-1]), path.name
 
 
-@pytest.mark.parametrize("sar,shape", [(Fraction(2, 1), (48, 128)), (Fraction(1, 2), (72, 48))])
+@pytest.mark.parametrize("sar,shape", [(Fraction(2, 1), (48, 128)), (Fraction(1, 2), (72, 48)),
+                                       (Fraction(1, 1), (48, 64))])
 def test_sample_aspect_ratio_is_honoured(tmp_path, sar, shape):
-    """Stored 64x48 with non-square pixels: the display shape, square pixels, shorter side 48."""
+    """Stored 64x48: the display shape in square pixels, shorter side 48; square pixels already
+    at that size come out exactly as converted (no resampling)."""
     path = tmp_path / "sar.mkv"
     with av.open(str(path), "w") as out:
         vs = out.add_stream("mpeg4", rate=10)
@@ -142,6 +144,8 @@ def test_sample_aspect_ratio_is_honoured(tmp_path, sar, shape):
         native = ref_frames[i].to_ndarray(format="rgb24")
         expect = ops.resize_short_side(native, 48, pixel_aspect=float(sar)).numpy()
         np.testing.assert_array_equal(clip.frames[j], expect)
+        if sar == 1:
+            np.testing.assert_array_equal(clip.frames[j], native)
 
 
 def test_random_mode_is_seeded_and_stays_in_segments(clip_paths):
