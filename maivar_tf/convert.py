@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,21 +209,38 @@ def _targets(model) -> dict[str, tuple[Any, tuple[str, ...]]]:
     return targets
 
 
-def _known_keys(targets) -> set[str]:
-    return {f"{name}.{p}" for name, (_, params) in targets.items() for p in params}
+def checkpoint_keys(model) -> set[str]:
+    """The state-dict keys, without a layout prefix, that fill every weight of ``model``.
+
+    Args:
+        model: a :class:`~maivar_tf.models.bn_inception.BNInception` of any block table.
+
+    Returns:
+        ``{"conv1_7x7_s2.weight", "conv1_7x7_s2.bias", "conv1_7x7_s2_bn.running_mean", ...}``:
+        ``<layer>.weight`` / ``.bias`` per convolution, ``<layer>.weight`` / ``.bias`` /
+        ``.running_mean`` / ``.running_var`` per BatchNorm.
+
+    Raises:
+        ConversionError: the model has a weighted layer that is neither (not a BNInception).
+    """
+    return {f"{name}.{p}" for name, (_, params) in _targets(model).items() for p in params}
 
 
-def detect_layout(keys, targets) -> tuple[str, str]:
-    """Picks the (layout, prefix) under which most keys name a BNInception weight.
+def detect_layout(keys, expected: Collection[str]) -> tuple[str, str]:
+    """Picks the (layout, prefix) under which most ``keys`` are ``expected`` keys.
+
+    Args:
+        keys: the checkpoint's state-dict keys.
+        expected: the unprefixed keys the model needs, :func:`checkpoint_keys`.
 
     Raises:
         ConversionError: no layout matches any key.
     """
-    known = _known_keys(targets)
+    expected = set(expected)
     best = ("", "", 0)
     for layout in LAYOUTS.values():
         for prefix in layout.prefixes:
-            n = sum(1 for k in keys if k.startswith(prefix) and k[len(prefix):] in known)
+            n = _count_matches(keys, prefix, expected)
             if n > best[2]:
                 best = (layout.name, prefix, n)
     if best[2] == 0:
@@ -275,15 +292,7 @@ def apply_state_dict(model, state_dict: Mapping[str, np.ndarray], *, layout: str
     """
     targets = _targets(model)
     keys = list(state_dict)
-    if layout == "auto":
-        layout, prefix = detect_layout(keys, targets)
-    elif layout in LAYOUTS:
-        known = _known_keys(targets)
-        counts = [(sum(1 for k in keys if k.startswith(p) and k[len(p):] in known), p)
-                  for p in LAYOUTS[layout].prefixes]
-        prefix = max(counts)[1] if max(counts)[0] else LAYOUTS[layout].prefixes[0]
-    else:
-        raise ConversionError(f"--layout: {layout!r}; allowed: auto, {', '.join(LAYOUTS)}")
+    layout, prefix = _resolve_layout(keys, checkpoint_keys(model), layout)
     report = ConversionReport(layout=layout, prefix=prefix)
 
     used: set[str] = set()
@@ -303,17 +312,7 @@ def apply_state_dict(model, state_dict: Mapping[str, np.ndarray], *, layout: str
             found = True
         if found:
             updates.append((layer, values))
-
-    heads = LAYOUTS[layout].head_prefixes
-    for key in keys:
-        if key in used:
-            continue
-        if key.endswith(_IGNORED_SUFFIXES):
-            report.ignored.append(key)
-        elif key.startswith(heads):
-            report.unused_heads.append(key)
-        else:
-            report.unused.append(key)
+    _sort_unused(report, [k for k in keys if k not in used])
 
     if report.unmatched and not allow_partial:
         raise ConversionError(
@@ -329,6 +328,33 @@ def apply_state_dict(model, state_dict: Mapping[str, np.ndarray], *, layout: str
     return report
 
 
+def _resolve_layout(keys: list[str], expected: set[str], layout: str) -> tuple[str, str]:
+    """(layout, prefix): detected for ``"auto"``, else the named layout's best prefix."""
+    if layout == "auto":
+        return detect_layout(keys, expected)
+    if layout not in LAYOUTS:
+        raise ConversionError(f"--layout: {layout!r}; allowed: auto, {', '.join(LAYOUTS)}")
+    prefixes = LAYOUTS[layout].prefixes
+    count, prefix = max((_count_matches(keys, p, expected), p) for p in prefixes)
+    return layout, prefix if count else prefixes[0]
+
+
+def _count_matches(keys, prefix: str, expected: set[str]) -> int:
+    return sum(1 for k in keys if k.startswith(prefix) and k[len(prefix):] in expected)
+
+
+def _sort_unused(report: ConversionReport, unused: list[str]) -> None:
+    """Files each unused source key as ignored, classifier head or other."""
+    heads = LAYOUTS[report.layout].head_prefixes
+    for key in unused:
+        if key.endswith(_IGNORED_SUFFIXES):
+            report.ignored.append(key)
+        elif key.startswith(heads):
+            report.unused_heads.append(key)
+        else:
+            report.unused.append(key)
+
+
 def weights_output_path(out: str | Path) -> Path:
     """``<out>.weights.h5`` (``out`` itself when it already ends in ``.weights.h5``)."""
     out = Path(out)
@@ -336,8 +362,8 @@ def weights_output_path(out: str | Path) -> Path:
 
 
 def convert_checkpoint(checkpoint: str | Path, out: str | Path, *, layout: str = "auto",
-                       allow_partial: bool = False,
-                       trust_checkpoint: bool = False) -> ConversionReport:
+                       allow_partial: bool = False, trust_checkpoint: bool = False,
+                       model=None) -> ConversionReport:
     """Converts a PyTorch BNInception checkpoint into a Keras ``.weights.h5``.
 
     Args:
@@ -346,6 +372,9 @@ def convert_checkpoint(checkpoint: str | Path, out: str | Path, *, layout: str =
         layout: ``"auto"`` or one of ``tsn``, ``mmaction``, ``cadene``.
         allow_partial: see :func:`apply_state_dict`.
         trust_checkpoint: see :func:`load_state_dict`.
+        model: the Keras BNInception to fill and save; default the reference network
+            (``BNInception()``). A checkpoint of another block table needs a model built with
+            that table, and the file then loads into that table only.
 
     Returns:
         The :class:`ConversionReport`, with ``output`` set.
@@ -356,7 +385,8 @@ def convert_checkpoint(checkpoint: str | Path, out: str | Path, *, layout: str =
     from maivar_tf.models.bn_inception import BNInception
 
     state = load_state_dict(checkpoint, trust_checkpoint=trust_checkpoint)
-    model = BNInception()
+    if model is None:
+        model = BNInception()
     report = apply_state_dict(model, state, layout=layout, allow_partial=allow_partial)
     path = weights_output_path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -384,13 +414,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Runs ``maivar convert-weights``; returns 0 on success, 1 when conversion fails."""
+def main(argv: list[str] | None = None, *, model=None) -> int:
+    """Runs ``maivar convert-weights``; returns 0 on success, 1 when conversion fails.
+
+    Args:
+        argv: the command-line arguments (default ``sys.argv[1:]``).
+        model: see :func:`convert_checkpoint` (the command line always uses the reference
+            network; a program converting another block table passes its model).
+    """
     args = build_parser().parse_args(argv)
     try:
         report = convert_checkpoint(args.checkpoint, args.output, layout=args.layout,
                                     allow_partial=args.allow_partial,
-                                    trust_checkpoint=args.trust_checkpoint)
+                                    trust_checkpoint=args.trust_checkpoint, model=model)
     except ConversionError as e:
         print(f"maivar convert-weights: error: {e}", file=sys.stderr)
         return 1
