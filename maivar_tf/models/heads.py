@@ -39,12 +39,10 @@ import keras
 import numpy as np
 
 from maivar_tf.config import AUDIO_ROWS_INIT, VIDEO_POOLING, ModelConfig
+from maivar_tf.models.bn_inception import VIDEO_FEATURE_DIM
+from maivar_tf.models.inception_resnet_v2 import AUDIO_FEATURE_DIM
 
-#: Width of the BNInception segment feature (TSN's global-pool output).
-VIDEO_FEATURE_DIM = 1024
-#: Width of the InceptionResNetV2 audio-image feature.
-AUDIO_FEATURE_DIM = 1536
-
+#: Input names of the heads (the feature keys of the training arrays and serving inputs).
 VIDEO_INPUT = "video_features"
 AUDIO_INPUT = "audio_features"
 
@@ -87,7 +85,7 @@ class VideoWeightsInitializer(keras.initializers.Initializer):
     copied as is.
 
     The source values are part of the config (``get_config`` stores them exactly, as base64
-    float32 bytes rather than a JSON list of floats, which would be ~5x larger and slow to parse),
+    float32 bytes rather than a JSON list of floats, which is several times larger and slow to parse),
     so a saved fusion model reloads with the same initializer and a config that says where its
     first weights came from. The trained weights themselves are restored from the weights file.
 

@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 
 from maivar_tf.config import ModelConfig
+from maivar_tf.models.bn_inception import VIDEO_FEATURE_DIM
 from maivar_tf.models.heads import (
-    AUDIO_FEATURE_DIM,
-    VIDEO_FEATURE_DIM,
     FusionMLP,
     VideoWeightsInitializer,
     build_audio_mlp,
@@ -24,6 +23,7 @@ from maivar_tf.models.heads import (
     feature_statistics,
     video_mlp_spec,
 )
+from maivar_tf.models.inception_resnet_v2 import AUDIO_FEATURE_DIM
 
 K = 3
 NUM_CLASSES = 5
