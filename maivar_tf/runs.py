@@ -6,22 +6,30 @@
     audio_mlp.keras, vmlp.keras, fusion.keras    the heads of Algorithm 1's three stages
     <stage>/log.csv, <stage>/logs/  per-epoch metrics (CSVLogger) and TensorBoard events
 
-This module reads it back; nothing else parses those files.
+This module reads it back (:func:`load_run`); nothing else parses those files. For serving,
+:func:`load_servable_run` adds the backbones the run's features were extracted with, rebuilt
+from ``feature_info.json``'s :class:`~maivar_tf.artifacts.BackboneSpec` s, and the config the
+run was trained with (MAiVAR's fusion head only makes sense on the features it was trained on).
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from maivar_tf.artifacts import RUN_INFO, RunInfo
+from maivar_tf.artifacts import RUN_INFO, FeatureInfo, RunInfo
 
 #: Algorithm 1's stages, in training order; each is saved as ``run_dir/<stage>.keras``.
 STAGES: tuple[str, ...] = ("audio_mlp", "vmlp", "fusion")
 #: The per-epoch CSV log of a stage, relative to the run folder.
 LOG_CSV = "log.csv"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -96,3 +104,160 @@ def load_run(run_dir: str | Path, compile: bool = False) -> TrainedRun:
     histories = {s: read_csv_log(stage_log_path(run_dir, s)) for s in STAGES}
     return TrainedRun(models["audio_mlp"], models["vmlp"], models["fusion"], histories,
                       run_dir, info)
+
+
+# ----------------------------------------------------------------------------- serving a run
+
+
+class RunError(RuntimeError):
+    """A run that cannot be loaded for serving as asked; the message says why and what to do."""
+
+
+#: The data settings that decide what pixels and audio-images a model sees.
+PREPROCESSING_FIELDS: tuple[str, ...] = ("num_segments", "frame_short_side", "crop_size",
+                                         "jpeg_quality", "audio")
+
+
+@dataclass(frozen=True)
+class ServableRun:
+    """What a trained run needs to classify a clip: the fusion head and the exact backbones.
+
+    Args:
+        fusion: the fusion MLP (Algorithm 1's last model).
+        video: BNInception's :class:`~maivar_tf.models.backbones.BackboneFeatures`.
+        audio: InceptionResNetV2's :class:`~maivar_tf.models.backbones.BackboneFeatures`.
+        class_names: the classes the fusion logits index.
+        cfg: the experiment the run was trained with (its ``data`` section is the
+            preprocessing).
+        num_segments: K.
+        representation: the audio-image the audio features come from.
+        ten_crop: whether the video features average TSN's ten crops (as extracted).
+        provenance: where the run and its backbones came from.
+    """
+
+    fusion: Any
+    video: Any
+    audio: Any
+    class_names: tuple[str, ...]
+    cfg: Any
+    num_segments: int
+    representation: str
+    ten_crop: bool = False
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+
+def run_config(cfg, info: RunInfo, run_dir: str | Path):
+    """The config the run was trained with (``run_info.json``), else ``cfg``.
+
+    The preprocessing must be the training one, whatever ``--config`` says: a mismatch in
+    :data:`PREPROCESSING_FIELDS` is logged and the run's settings win.
+    """
+    from maivar_tf.config import config_from_json_dict
+
+    if not info.config:
+        return cfg
+    try:
+        recorded = config_from_json_dict(info.config)
+    except Exception as e:  # an older or hand-edited record: fall back to the given config
+        logger.warning("%s: cannot read the recorded config (%s); using the given one",
+                       Path(run_dir) / RUN_INFO, e)
+        return cfg
+    diff = [f for f in PREPROCESSING_FIELDS if getattr(recorded.data, f) != getattr(cfg.data, f)]
+    if diff:
+        logger.warning("the given config's data.%s differ from the run's (%s); using the "
+                       "settings the run was trained with", ", data.".join(diff),
+                       Path(run_dir) / RUN_INFO)
+    return recorded
+
+
+def load_backbones(features_dir: str | Path) -> tuple[Any, Any, dict[str, Any]]:
+    """The video and audio backbones exactly as they were when the features were extracted.
+
+    Each is rebuilt from its :class:`~maivar_tf.artifacts.BackboneSpec` in
+    ``feature_info.json`` (:func:`maivar_tf.models.backbones.restore_backbone`): the weights
+    ``maivar extract`` saved beside the features, else an unchanged weights file, else
+    ``imagenet``, at the input size the features were computed at.
+
+    Args:
+        features_dir: the features folder of the run.
+
+    Returns:
+        ``(video_backbone, audio_backbone, provenance)``: Keras models, and the features
+        folder and the weights each backbone was loaded from.
+
+    Raises:
+        FileNotFoundError: ``features_dir`` holds no ``feature_info.json``.
+        WeightsError: a backbone the features came from cannot be recovered (random weights
+            that were not saved, a changed weights file, a backbone handed in by code).
+    """
+    from maivar_tf.models.backbones import restore_backbone
+
+    info = FeatureInfo.read(features_dir)
+    provenance: dict[str, Any] = {"features_dir": str(features_dir)}
+    models = {}
+    for kind in ("video", "audio"):
+        spec = info.backbone(kind)
+        models[kind] = restore_backbone(spec, kind, features_dir)
+        provenance[f"{kind}_backbone"] = spec.weights_to_load(features_dir)
+    return models["video"], models["audio"], provenance
+
+
+def _features_dir(cfg, run_cfg, info: RunInfo) -> Path:
+    """The run's features folder: the recorded one, else the run's config's, else ``cfg``'s."""
+    candidates = [Path(p) for p in (info.features_dir, run_cfg.data.features_dir,
+                                    cfg.data.features_dir) if p]
+    return next((p for p in candidates if FeatureInfo.exists(p)), candidates[0])
+
+
+def load_servable_run(cfg, run_dir: str | Path, *, features_dir: str | Path | None = None,
+                      backbones: tuple[Any, Any] | None = None) -> ServableRun:
+    """A trained run with the backbones its features came from, ready to serve.
+
+    Args:
+        cfg: the experiment. The run's own ``run_info.json`` wins for the class list, K, the
+            representation and the preprocessing (the config the run was trained with).
+        run_dir: the folder ``maivar train`` wrote.
+        features_dir: where the run's features (and their backbones) are; default: the one
+            the run recorded when it holds ``feature_info.json``, else the configs'.
+        backbones: ``(video, audio)`` Keras models to use instead of loading them.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` does not exist or the run is incomplete.
+        RunError: the run names no classes, or its features do not fit it.
+    """
+    from maivar_tf.models.backbones import BackboneFeatures
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {str(run_dir)!r} does not exist; train first "
+                                "(`maivar train`) or pass --run-dir")
+    run = load_run(run_dir)
+    info = run.info
+    if not info.class_names:
+        raise RunError(f"{run_dir / RUN_INFO} names no classes; retrain with `maivar train`")
+    run_cfg = run_config(cfg, info, run_dir)
+    k = int(info.num_segments)
+    features_dir = Path(features_dir) if features_dir else _features_dir(cfg, run_cfg, info)
+    ten_crop = bool(run_cfg.extract.ten_crop)
+    if FeatureInfo.exists(features_dir):
+        feature_info = FeatureInfo.read(features_dir)
+        ten_crop = bool(feature_info.ten_crop)
+        if int(feature_info.num_segments) != k:
+            raise RunError(f"{FeatureInfo.path(features_dir)} has K={feature_info.num_segments}"
+                           f" but the run was trained with K={k}; pass the features the run "
+                           "was trained on")
+    provenance: dict[str, Any] = {"run_dir": str(run_dir.resolve())}
+    if backbones is None:
+        video, audio, loaded_from = load_backbones(features_dir)
+        provenance.update(loaded_from)
+    else:
+        (video, audio), provenance["backbones"] = backbones, "injected"
+    if run_cfg.data.num_segments != k:
+        run_cfg = dataclasses.replace(run_cfg, data=dataclasses.replace(run_cfg.data,
+                                                                        num_segments=k))
+    crop, size = int(run_cfg.data.crop_size), int(run_cfg.data.audio.image_size)
+    return ServableRun(
+        fusion=run.fusion, video=BackboneFeatures(video, (crop, crop, 3)),
+        audio=BackboneFeatures(audio, (size, size, 3)), class_names=tuple(info.class_names),
+        cfg=run_cfg, num_segments=k, representation=str(info.representation),
+        ten_crop=ten_crop, provenance=provenance)

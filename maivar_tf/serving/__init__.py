@@ -1,0 +1,39 @@
+"""Serving a trained MAiVAR run: the serving graph, its input checks and the SavedModel writer.
+
+* :mod:`maivar_tf.serving.module`: :class:`ServingModule`, the ``tf.Module`` whose
+  ``tf.function`` s are the SavedModel signatures (and what ``maivar predict --run-dir`` runs);
+* :mod:`maivar_tf.serving.checks`: the in-graph and Python checks of a request;
+* :mod:`maivar_tf.serving.export`: the versioned SavedModel writer (``maivar export``) and
+  reading an export back.
+
+Loading the run itself (heads, backbones, run info) is :mod:`maivar_tf.runs`.
+"""
+
+from maivar_tf.serving.export import (
+    ExportError,
+    export_config,
+    export_info,
+    export_run,
+    export_servable,
+    next_version,
+    read_export_info,
+    resolve_saved_model_dir,
+    serving_module,
+)
+from maivar_tf.serving.module import (
+    OUTPUT_KEYS,
+    SIGNATURE_FEATURES,
+    SIGNATURE_MEDIA,
+    SIGNATURE_WAVEFORM,
+    SIGNATURES,
+    TOP_K,
+    ServingModule,
+    as_numpy_outputs,
+)
+
+__all__ = [
+    "OUTPUT_KEYS", "SIGNATURES", "SIGNATURE_FEATURES", "SIGNATURE_MEDIA", "SIGNATURE_WAVEFORM",
+    "TOP_K", "ExportError", "ServingModule", "as_numpy_outputs", "export_config", "export_info",
+    "export_run", "export_servable", "next_version", "read_export_info",
+    "resolve_saved_model_dir", "serving_module",
+]

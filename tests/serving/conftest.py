@@ -1,0 +1,36 @@
+"""The serving tests' shared artefacts: one tiny run on disk, exported once per session."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from tests.serving.helpers import MODEL_NAME, write_tiny_run
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory, clip_paths) -> SimpleNamespace:
+    """The tiny run (see :mod:`tests.serving.helpers`), centre crop."""
+    return write_tiny_run(tmp_path_factory.mktemp("tiny_run"), clip_paths)
+
+
+@pytest.fixture(scope="session")
+def exported(tiny, tmp_path_factory) -> SimpleNamespace:
+    """The tiny run written by the exporter and loaded back with ``tf.saved_model.load``."""
+    import tensorflow as tf
+
+    from maivar_tf.serving import export_servable
+
+    export_dir = tmp_path_factory.mktemp("export")
+    path = export_servable(tiny.run, export_dir, MODEL_NAME)
+    return SimpleNamespace(export_dir=export_dir, path=path,
+                           loaded=tf.saved_model.load(str(path)))
+
+
+@pytest.fixture(scope="session")
+def module(tiny):
+    """The tiny run's in-memory :class:`~maivar_tf.serving.ServingModule` (key/value labels)."""
+    from maivar_tf.serving import serving_module
+
+    return serving_module(tiny.run)
