@@ -93,7 +93,7 @@ def cmd_train(args) -> int:
 def _evaluate(cfg, run_dir: Path) -> dict:
     from maivar_tf.evaluation import evaluate_models
     from maivar_tf.features import load_features
-    from maivar_tf.training import load_run
+    from maivar_tf.runs import load_run
 
     run = load_run(run_dir)
     test = load_features(cfg.data.features_dir, "test", cfg.model.representation)
@@ -120,7 +120,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_sweep(args) -> int:
     cfg = _load(args)  # config errors before the heavy imports
-    from maivar_tf.evaluation import representation_sweep
+    from maivar_tf.experiments import representation_sweep
 
     reps = args.representations.split(",") if args.representations else None
     print(representation_sweep(cfg, representations=reps))

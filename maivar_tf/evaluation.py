@@ -1,12 +1,13 @@
-"""Metrics and report artefacts (``maivar evaluate``, ``maivar sweep``).
+"""Metrics and report artefacts of trained heads (``maivar evaluate``); nothing here trains.
 
 Pure metric functions (:func:`top_k_accuracy`, :func:`confusion_matrix`,
 :func:`per_class_accuracy`, :func:`mean_class_accuracy`) are kept apart from plotting so they can
 be checked against hand-computed values. :func:`evaluate_models` runs trained heads over a
 :class:`~maivar_tf.features.FeatureSet` and writes ``report.json``, one confusion-matrix PNG per
-model and a three-panel t-SNE of the video, audio and fused embeddings (the paper's Fig. 8).
-:func:`representation_sweep` trains and evaluates every audio-image representation and writes the
-paper's Table 3 (Shaikh et al. 2024) as Markdown.
+model and a three-panel t-SNE of the video, audio and fused embeddings (Shaikh et al. 2024,
+Fig. 8). :func:`evaluate_arrays` is the exact accuracy and cross-entropy that training records
+per stage. Experiments that train and then evaluate (the paper's Table 3 sweep) live in
+:mod:`maivar_tf.experiments`.
 
 Tie rule: a prediction is the class with the highest logit, ties going to the lowest class index
 (``numpy.argmax``); top-k takes the first k classes of that same order, so top-1 always equals the
@@ -16,23 +17,23 @@ never 100%.
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from maivar_tf.config import REPRESENTATIONS
+from maivar_tf.models.heads import AUDIO_INPUT, VIDEO_INPUT
+from maivar_tf.utils import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
 #: The penultimate layers whose activations the t-SNE plot embeds.
 HIDDEN_LAYER = "hidden"
 FUSION_HIDDEN_LAYER = "fusion_hidden"
-VIDEO_INPUT = "video_features"
-AUDIO_INPUT = "audio_features"
+#: The report :func:`evaluate_models` writes into its output folder.
+REPORT_JSON = "report.json"
 
 
 # ----------------------------------------------------------------------------- pure metrics
@@ -265,13 +266,46 @@ def _pack(model, arrays: Mapping[str, np.ndarray]):
     return arrays[struct.name.split(":")[0]]
 
 
-def _call(model, inputs: Mapping[str, np.ndarray], batch_size: int = 256) -> np.ndarray:
-    n = len(next(iter(inputs.values())))
-    outs = []
-    for i in range(0, n, batch_size):
-        chunk = {k: v[i:i + batch_size] for k, v in inputs.items()}
-        outs.append(np.asarray(model(_pack(model, chunk), training=False)))
+def model_outputs(model, inputs: Any, batch_size: int = 256) -> np.ndarray:
+    """``model(inputs, training=False)`` batch by batch, eagerly, as one array ``[N, ...]``.
+
+    Args:
+        model: a Keras model.
+        inputs: an array (single-input models) or arrays keyed by the model's input names.
+        batch_size: rows per call.
+    """
+    if isinstance(inputs, Mapping):
+        n = len(next(iter(inputs.values())))
+
+        def rows(sl):
+            return _pack(model, {k: v[sl] for k, v in inputs.items()})
+    else:
+        n = len(inputs)
+
+        def rows(sl):
+            return inputs[sl]
+    outs = [np.asarray(model(rows(slice(i, i + batch_size)), training=False))
+            for i in range(0, n, batch_size)]
     return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+
+
+def evaluate_arrays(model, inputs: Any, labels: np.ndarray,
+                    batch_size: int = 1024) -> dict[str, float]:
+    """Accuracy and mean cross-entropy of ``model`` (logits) on in-memory data, in this process.
+
+    Runs the model eagerly in inference mode batch by batch, outside any strategy, so it is
+    exact (no padding) and needs no other worker.
+
+    Returns:
+        ``{"accuracy", "cross_entropy", "num_examples"}``.
+    """
+    labels = np.asarray(labels, np.int64)
+    logits = model_outputs(model, inputs, batch_size).astype(np.float64)
+    logits = logits - logits.max(axis=1, keepdims=True)
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    n = len(labels)
+    return {"accuracy": int((logits.argmax(axis=1) == labels).sum()) / n,
+            "cross_entropy": float(-log_p[np.arange(n), labels].sum()) / n, "num_examples": n}
 
 
 def embedding_kind(model) -> str | None:
@@ -294,7 +328,7 @@ def hidden_activations(model, features) -> np.ndarray:
 
     layer_name = FUSION_HIDDEN_LAYER if embedding_kind(model) == "fused" else HIDDEN_LAYER
     sub = keras.Model(model.inputs, model.get_layer(layer_name).output)
-    return _call(sub, model_inputs(model, features))
+    return model_outputs(sub, model_inputs(model, features))
 
 
 def _stratified_subset(labels: np.ndarray, max_points: int, seed: int) -> np.ndarray:
@@ -320,7 +354,7 @@ def evaluate_models(models: Mapping[str, Any], features, out_dir: str | Path, *,
         models: name -> Keras head taking ``video_features`` and/or ``audio_features`` and
             returning logits (e.g. ``{"video": vmlp, "audio": audio_mlp, "fusion": fusion}``).
         features: the :class:`~maivar_tf.features.FeatureSet` to evaluate on.
-        out_dir: where ``report.json``, ``confusion_<name>.png`` and ``tsne.png`` go.
+        out_dir: where :data:`REPORT_JSON`, ``confusion_<name>.png`` and ``tsne.png`` go.
         tsne: also embed the hidden activations with t-SNE (the paper's Fig. 8).
         tsne_max_points: a class-stratified subset of at most this many rows is embedded.
         seed: t-SNE / subsampling seed.
@@ -341,7 +375,7 @@ def evaluate_models(models: Mapping[str, Any], features, out_dir: str | Path, *,
     }
     embeddings: dict[str, np.ndarray] = {}
     for name, model in models.items():
-        logits = _call(model, model_inputs(model, features))
+        logits = model_outputs(model, model_inputs(model, features))
         metrics = classification_metrics(features.labels, logits, class_names)
         png = plot_confusion_matrix(np.array(metrics["confusion_matrix"]), class_names,
                                     out_dir / f"confusion_{name}.png",
@@ -359,156 +393,5 @@ def evaluate_models(models: Mapping[str, Any], features, out_dir: str | Path, *,
         report["tsne_png"] = png.name
         report["tsne_embeddings"] = order
         report["tsne_points"] = int(len(rows))
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json_atomic(out_dir / REPORT_JSON, report)
     return report
-
-
-# ----------------------------------------------------------------------------- Table 3
-
-
-def format_representation_table(results: Mapping[str, Mapping[str, float]],
-                                video_top1: float | None = None, title: str = "") -> str:
-    """The paper's Table 3 as Markdown: representation | audio-only top-1 | fusion top-1.
-
-    Args:
-        results: representation -> ``{"audio_top1": float, "fusion_top1": float}`` in [0, 1],
-            listed in the paper's order (others after them).
-        video_top1: the shared VMLP's top-1, noted under the table when given.
-        title: an optional heading line.
-
-    Returns:
-        Markdown; the best fusion accuracy (every tie) is bold.
-    """
-    if not results:
-        raise ValueError("no representation results to tabulate")
-    order = [r for r in REPRESENTATIONS if r in results] + \
-        [r for r in results if r not in REPRESENTATIONS]
-    best = max(round(100 * results[r]["fusion_top1"], 2) for r in order)
-    lines = []
-    if title:
-        lines += [f"### {title}", ""]
-    lines += ["| Representation | Audio-only top-1 (%) | Fusion top-1 (%) |",
-              "|---|---:|---:|"]
-    for r in order:
-        a = f"{100 * results[r]['audio_top1']:.2f}"
-        f = f"{100 * results[r]['fusion_top1']:.2f}"
-        if round(100 * results[r]["fusion_top1"], 2) == best:
-            f = f"**{f}**"
-        lines.append(f"| {r} | {a} | {f} |")
-    if video_top1 is not None:
-        lines += ["", f"Video-only (VMLP, shared by every row) top-1: {100 * video_top1:.2f}%"]
-    return "\n".join(lines) + "\n"
-
-
-def representation_sweep(cfg, representations: Sequence[str] | None = None, *,
-                         features_dir: str | Path | None = None,
-                         out_dir: str | Path | None = None,
-                         train_fn: Callable | None = None, extract_missing: bool = True) -> str:
-    """Trains and evaluates every audio-image representation; writes the paper's Table 3.
-
-    One VMLP is trained once (with the first representation) and reused for every other one,
-    since it never sees audio; for each representation an audio MLP and a fusion MLP
-    (initialised from that VMLP, Algorithm 1) are trained on the train split and evaluated on
-    the test split. Each representation's run lives in ``out_dir/<rep>/`` (resumable like any
-    :func:`~maivar_tf.training.run_algorithm1` run) with its evaluation in ``eval/``.
-
-    Args:
-        cfg: the experiment (features from ``cfg.data.features_dir``).
-        representations: which to sweep (default: ``cfg.data.representations``).
-        features_dir: overrides ``cfg.data.features_dir``.
-        out_dir: where the runs and ``representation_sweep.md`` / ``.json`` go (default:
-            ``<cfg.train.output_dir>/sweep``).
-        train_fn: ``train_fn(cfg, train_set, run_dir, vmlp_from) -> result`` with attributes
-            ``audio_mlp``, ``vmlp``, ``fusion`` and ``run_dir``; ``vmlp_from`` is the first
-            representation's run folder (None for the first). Default:
-            :func:`train_representation` (Algorithm 1 via :mod:`maivar_tf.training`).
-        extract_missing: first extract the audio features of representations that
-            ``features_dir`` lacks (:func:`~maivar_tf.features.extract_features` is resumable,
-            so only the missing audio-images go through the backbone).
-
-    Returns:
-        The Markdown table (also written to ``out_dir/representation_sweep.md``).
-    """
-    from maivar_tf.features import extract_features, load_features, read_feature_info
-
-    reps = list(representations) if representations is not None else \
-        list(cfg.data.representations)
-    if not reps:
-        raise ValueError("no representations to sweep; allowed: " + ", ".join(REPRESENTATIONS))
-    for r in reps:
-        if r not in REPRESENTATIONS:
-            raise ValueError(f"unknown representation {r!r}; allowed: {', '.join(REPRESENTATIONS)}")
-    features_dir = Path(features_dir or cfg.data.features_dir)
-    out_dir = Path(out_dir or Path(cfg.train.output_dir) / "sweep")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if extract_missing:
-        splits = read_feature_info(features_dir).get("splits", {}) \
-            if (features_dir / "feature_info.json").exists() else {}
-        if any(r not in splits.get(s, {}).get("representations", [])
-               for s in ("train", "test") for r in reps):
-            logger.info("extracting the missing audio features of %s", ", ".join(reps))
-            extract_features(cfg, splits=("train", "test"), representations=reps,
-                             features_dir=features_dir)
-    train_fn = train_fn or train_representation
-    results: dict[str, dict[str, float]] = {}
-    first_run: Path | None = None
-    video_top1 = None
-    for rep in reps:
-        train = load_features(features_dir, "train", rep)
-        test = load_features(features_dir, "test", rep)
-        result = train_fn(cfg, train, out_dir / rep, first_run)
-        models = {"video": result.vmlp, "audio": result.audio_mlp, "fusion": result.fusion}
-        report = evaluate_models(models, test, out_dir / rep / "eval", tsne=False)
-        a = report["models"]["audio"]["top1"]
-        f = report["models"]["fusion"]["top1"]
-        if video_top1 is None:
-            video_top1 = report["models"]["video"]["top1"]
-            first_run = Path(result.run_dir)
-        results[rep] = {"audio_top1": a, "fusion_top1": f,
-                        "audio_mean_class_accuracy": report["models"]["audio"][
-                            "mean_class_accuracy"],
-                        "fusion_mean_class_accuracy": report["models"]["fusion"][
-                            "mean_class_accuracy"]}
-        logger.info("%s: audio-only %.2f%%, fusion %.2f%%", rep, 100 * a, 100 * f)
-    table = format_representation_table(
-        results, video_top1=video_top1,
-        title=f"{cfg.name}: audio-image representations (test top-1)")
-    (out_dir / "representation_sweep.md").write_text(table)
-    (out_dir / "representation_sweep.json").write_text(json.dumps(
-        {"results": results, "video_top1": video_top1, "representations": reps},
-        indent=2) + "\n")
-    return table
-
-
-def train_representation(cfg, train, run_dir: str | Path, vmlp_from: str | Path | None = None):
-    """Algorithm 1 for one representation, reusing the VMLP of ``vmlp_from`` when given.
-
-    The VMLP depends on the video features only, so copying ``vmlp_from/vmlp.keras`` into
-    ``run_dir`` makes :func:`~maivar_tf.training.run_algorithm1` load it instead of training
-    it again; the audio MLP and the fusion MLP (initialised from that VMLP) are trained.
-
-    Args:
-        cfg: the experiment; ``model.representation`` is set to ``train.representation``.
-        train: the representation's training :class:`~maivar_tf.features.FeatureSet`.
-        run_dir: this representation's run folder.
-        vmlp_from: a finished run folder whose ``vmlp.keras`` to reuse (None: train one).
-
-    Returns:
-        The :class:`~maivar_tf.training.Algorithm1Result`.
-    """
-    import dataclasses
-    import shutil
-
-    from maivar_tf.training import run_algorithm1
-
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if vmlp_from is not None and Path(vmlp_from) != run_dir:
-        source = Path(vmlp_from) / "vmlp.keras"
-        if not source.exists():
-            raise FileNotFoundError(f"{source}: no trained VMLP to reuse")
-        if not (run_dir / "vmlp.keras").exists():
-            shutil.copy2(source, run_dir / "vmlp.keras")
-    rep_cfg = dataclasses.replace(
-        cfg, model=dataclasses.replace(cfg.model, representation=train.representation))
-    return run_algorithm1(rep_cfg, train, val=None, run_dir=run_dir)

@@ -1,4 +1,8 @@
-"""Evaluation: metrics against hand-computed values, report artefacts, the Table 3 sweep."""
+"""Evaluation: metrics against hand-computed values, exact per-stage metrics, report artefacts.
+
+``feature_set`` and ``heads`` (tiny heads on a 4-class toy FeatureSet) are shared with
+tests/test_experiments.py.
+"""
 
 import json
 import os
@@ -13,7 +17,7 @@ from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from maivar_tf.evaluation import (
     classification_metrics,
     confusion_matrix,
-    format_representation_table,
+    evaluate_arrays,
     mean_class_accuracy,
     per_class_accuracy,
     predictions,
@@ -117,39 +121,10 @@ def test_classification_metrics_report():
         classification_metrics(LABELS, SCORES, ("a", "b"))
 
 
-# ----------------------------------------------------------------------------- Table 3
-
-
-def test_representation_table_bolds_best_fusion_in_paper_order():
-    results = {
-        "chromagram": {"audio_top1": 0.25, "fusion_top1": 0.875},
-        "waveplot": {"audio_top1": 0.5, "fusion_top1": 0.75},
-        "mfcc": {"audio_top1": 0.125, "fusion_top1": 0.5},
-    }
-    table = format_representation_table(results, video_top1=0.5)
-    lines = table.strip().splitlines()
-    assert lines[0] == "| Representation | Audio-only top-1 (%) | Fusion top-1 (%) |"
-    assert lines[2] == "| waveplot | 50.00 | 75.00 |"
-    assert lines[3] == "| mfcc | 12.50 | 50.00 |"
-    assert lines[4] == "| chromagram | 25.00 | **87.50** |"
-    assert lines[-1] == "Video-only (VMLP, shared by every row) top-1: 50.00%"
-    assert table.count("**") == 2
-
-
-def test_representation_table_bolds_every_tie():
-    results = {"mfcc": {"audio_top1": 0.1, "fusion_top1": 0.9},
-               "chromagram": {"audio_top1": 0.2, "fusion_top1": 0.9}}
-    table = format_representation_table(results)
-    assert "| mfcc | 10.00 | **90.00** |" in table
-    assert "| chromagram | 20.00 | **90.00** |" in table
-    with pytest.raises(ValueError, match="no representation results"):
-        format_representation_table({})
-
-
 # ----------------------------------------------------------------------------- models
 
 
-def _feature_set(n_per_class=6, k=2, dv=8, da=6, seed=0, representation="chromagram",
+def feature_set(n_per_class=6, k=2, dv=8, da=6, seed=0, representation="chromagram",
                  signal=3.0):
     """4 classes = 2 'motions' (seen in video) x 2 'sounds' (heard in audio)."""
     from maivar_tf.features import FeatureSet
@@ -167,7 +142,7 @@ def _feature_set(n_per_class=6, k=2, dv=8, da=6, seed=0, representation="chromag
                       representation=representation)
 
 
-def _heads(fs):
+def heads(fs):
     import keras
 
     from maivar_tf.config import ModelConfig
@@ -186,8 +161,8 @@ def test_evaluate_models_writes_report_plots_and_exact_metrics(tmp_path):
 
     from maivar_tf.evaluation import embedding_kind, evaluate_models, hidden_activations
 
-    fs = _feature_set()
-    models = _heads(fs)
+    fs = feature_set()
+    models = heads(fs)
     assert {n: embedding_kind(m) for n, m in models.items()} == \
         {"video": "video", "audio": "audio", "fusion": "fused"}
     report = evaluate_models(models, fs, tmp_path / "eval")
@@ -221,6 +196,21 @@ def test_evaluate_models_writes_report_plots_and_exact_metrics(tmp_path):
     assert hidden_activations(models["fusion"], fs).shape == (24, 16)
 
 
+def test_evaluate_arrays_is_exact_whatever_the_batch():
+    fs = feature_set()
+    fusion = heads(fs)["fusion"]
+    x = {"video_features": fs.video, "audio_features": fs.audio}
+    logits = fusion.predict(x, verbose=0).astype(np.float64)
+    log_p = logits - logits.max(1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
+    for batch_size in (5, 1024):  # a last partial batch counts its rows once
+        m = evaluate_arrays(fusion, x, fs.labels, batch_size=batch_size)
+        assert m["num_examples"] == 24
+        assert m["accuracy"] == pytest.approx(np.mean(logits.argmax(1) == fs.labels), abs=1e-12)
+        assert m["cross_entropy"] == pytest.approx(-log_p[np.arange(24), fs.labels].mean(),
+                                                   rel=1e-5)
+
+
 def test_model_inputs_rejects_unknown_input():
     import keras
 
@@ -229,105 +219,4 @@ def test_model_inputs_rejects_unknown_input():
     inp = keras.Input((3,), name="pixels")
     model = keras.Model(inp, keras.layers.Dense(2)(inp), name="odd")
     with pytest.raises(ValueError, match=r"input\(s\) \['pixels'\]; allowed: video_features"):
-        model_inputs(model, _feature_set())
-
-
-def _write_features(features_dir, train, test):
-    from maivar_tf.features import FEATURE_INFO, write_audio_shard, write_video_shard
-
-    features_dir.mkdir(parents=True, exist_ok=True)
-    reps = ["mfcc", "chromagram"]
-    for split, fs in (("train", train), ("test", test)):
-        write_video_shard(features_dir / f"video-{split}-00000.tfrecord", fs.ids, fs.labels,
-                          fs.video)
-        for i, rep in enumerate(reps):
-            audio = fs.audio.copy()
-            if rep == "mfcc":  # a representation that hears nothing useful
-                audio = np.random.default_rng(i).normal(size=audio.shape).astype(np.float32)
-            write_audio_shard(features_dir / f"audio-{rep.upper()}-{split}-00000.tfrecord",
-                              fs.ids[::-1], fs.labels[::-1], audio[::-1])
-    info = {"num_segments": train.video.shape[1], "video_dim": train.video.shape[2],
-            "audio_dim": train.audio.shape[1], "class_names": list(train.class_names),
-            "representations": reps,
-            "splits": {s: {"count": len(fs), "representations": reps}
-                       for s, fs in (("train", train), ("test", test))}}
-    (features_dir / FEATURE_INFO).write_text(json.dumps(info))
-
-
-@pytest.mark.slow
-def test_representation_sweep_trains_once_per_rep_and_reuses_the_vmlp(tmp_path):
-    from maivar_tf.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
-    from maivar_tf.evaluation import representation_sweep
-
-    train = _feature_set(16, dv=4, da=4, seed=1, signal=5.0)
-    test = _feature_set(8, dv=4, da=4, seed=2, signal=5.0)
-    _write_features(tmp_path / "features", train, test)
-    cfg = ExperimentConfig(
-        name="tiny",
-        data=DataConfig(features_dir=str(tmp_path / "features"), num_segments=2),
-        model=ModelConfig(hidden_units=16, dropout=0.0, l1=0.0),
-        train=TrainConfig(strategy="default", audio_epochs=25, vmlp_epochs=25, fusion_epochs=25,
-                          audio_lr=1e-2, vmlp_lr=1e-2, fusion_lr=1e-2, audio_batch_size=8,
-                          vmlp_batch_size=8, fusion_batch_size=8, output_dir=str(tmp_path / "run")))
-    table = representation_sweep(cfg, ["mfcc", "chromagram"])
-    out = tmp_path / "run" / "sweep"
-    assert (out / "representation_sweep.md").read_text() == table
-    res = json.loads((out / "representation_sweep.json").read_text())
-    assert list(res["results"]) == ["mfcc", "chromagram"]
-    lines = table.strip().splitlines()
-    assert lines[2] == "| Representation | Audio-only top-1 (%) | Fusion top-1 (%) |"
-    assert lines[4].startswith("| mfcc | ") and lines[5].startswith("| chromagram | ")
-    # The VMLP is trained once: the second run loads the first run's weights.
-    assert (out / "chromagram" / "vmlp.keras").read_bytes() == \
-        (out / "mfcc" / "vmlp.keras").read_bytes()
-    info = json.loads((out / "chromagram" / "run_info.json").read_text())
-    assert info["stages"]["vmlp"]["skipped"] is True
-    assert info["stages"]["fusion"]["skipped"] is False
-    # Audio that carries the sound beats noise features, and fusion beats both single streams.
-    r = res["results"]
-    assert r["chromagram"]["audio_top1"] > r["mfcc"]["audio_top1"]
-    assert r["chromagram"]["fusion_top1"] > max(res["video_top1"], r["chromagram"]["audio_top1"])
-    assert "**" in lines[5]
-    for rep in ("mfcc", "chromagram"):
-        assert (out / rep / "eval" / "report.json").exists()
-
-
-def test_sweep_with_fake_training_builds_table_and_extracts_missing_reps(tmp_path, monkeypatch):
-    import types
-
-    import maivar_tf.features as features
-    from maivar_tf.config import DataConfig, ExperimentConfig, TrainConfig
-    from maivar_tf.evaluation import representation_sweep
-
-    train, test = _feature_set(4, seed=1), _feature_set(2, seed=2)
-    _write_features(tmp_path / "features", train, test)  # has mfcc and chromagram only
-    cfg = ExperimentConfig(name="fake", data=DataConfig(features_dir=str(tmp_path / "features")),
-                           train=TrainConfig(output_dir=str(tmp_path / "run")))
-    asked = []
-    monkeypatch.setattr(features, "extract_features",
-                        lambda cfg, **kw: asked.append(kw["representations"]))
-    calls = []
-
-    def fake_train(cfg, train_set, run_dir, vmlp_from):
-        calls.append((train_set.representation, vmlp_from))
-        models = _heads(train_set)
-        return types.SimpleNamespace(audio_mlp=models["audio"], vmlp=models["video"],
-                                     fusion=models["fusion"], run_dir=run_dir)
-
-    table = representation_sweep(cfg, ["chromagram", "mfcc"], train_fn=fake_train)
-    assert asked == []  # both representations are there: nothing extracted
-    assert calls == [("chromagram", None), ("mfcc", tmp_path / "run" / "sweep" / "chromagram")]
-    lines = table.strip().splitlines()
-    assert lines[0] == "### fake: audio-image representations (test top-1)"
-    assert [ln.split("|")[1].strip() for ln in lines[4:6]] == ["mfcc", "chromagram"]  # paper order
-    res = json.loads((tmp_path / "run" / "sweep" / "representation_sweep.json").read_text())
-    for rep in ("mfcc", "chromagram"):
-        report = json.loads((tmp_path / "run" / "sweep" / rep / "eval" / "report.json").read_text())
-        assert res["results"][rep]["audio_top1"] == report["models"]["audio"]["top1"]
-        assert res["results"][rep]["fusion_top1"] == report["models"]["fusion"]["top1"]
-        assert f"| {rep} | {100 * report['models']['audio']['top1']:.2f} |" in table
-    # A representation without features is extracted first (then fails here: the fake
-    # extraction writes nothing).
-    with pytest.raises(features.FeatureError, match="no 'waveplot' audio features"):
-        representation_sweep(cfg, ["waveplot"], train_fn=fake_train)
-    assert asked == [["waveplot"]]
+        model_inputs(model, feature_set())

@@ -1,4 +1,5 @@
-"""Tests for maivar_tf.training: strategies, distributed datasets, Algorithm 1, resume.
+"""Algorithm 1 training: strategies and datasets (distribute), stages (training), resume
+bookkeeping (callbacks), the run read back (runs).
 
 The distributed runs happen in fresh processes (tests/distributed_worker.py): logical CPU devices
 must be configured before TensorFlow initialises, MultiWorkerMirroredStrategy needs TF_CONFIG
@@ -29,7 +30,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from maivar_tf import training
+from maivar_tf import callbacks, distribute, runs, training
+from maivar_tf.artifacts import RunInfo
+from maivar_tf.config import StageConfig, TrainConfig
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -74,47 +77,47 @@ def _csv_epochs(path: Path) -> list[int]:
 
 
 def test_get_strategy_on_cpu_and_bad_names():
-    default = training.get_strategy("default")
+    default = distribute.get_strategy("default")
     assert default is tf.distribute.get_strategy()
     assert default.num_replicas_in_sync == 1
     if not tf.config.list_physical_devices("GPU"):
-        assert training.get_strategy("auto") is tf.distribute.get_strategy()
+        assert distribute.get_strategy("auto") is tf.distribute.get_strategy()
     with pytest.raises(ValueError, match="allowed: auto, default, mirrored, multi_worker"):
-        training.get_strategy("horovod")
-    info = training.worker_info(default)
+        distribute.get_strategy("horovod")
+    info = distribute.worker_info(default)
     assert info.is_chief and info.num_workers == 1
-    assert training.worker_run_dir("runs/x", info) == Path("runs/x")
-    other = training.WorkerInfo(False, "worker", 1, 2)
-    assert training.worker_run_dir("runs/x", other) == Path("runs/x/workers/worker-1")
+    assert distribute.worker_run_dir("runs/x", info) == Path("runs/x")
+    other = distribute.WorkerInfo(False, "worker", 1, 2)
+    assert distribute.worker_run_dir("runs/x", other) == Path("runs/x/workers/worker-1")
 
 
 def test_global_batch_size():
-    assert training.global_batch_size(768, 10_000, 1) == 768   # the paper's fusion batch
-    assert training.global_batch_size(512, 10_000, 4) == 512   # 128 per replica
-    assert training.global_batch_size(768, 100, 1) == 100      # capped at the data
-    assert training.global_batch_size(100, 1_000, 3) == 102    # rounded up to the replicas
+    assert distribute.global_batch_size(768, 10_000, 1) == 768   # the paper's fusion batch
+    assert distribute.global_batch_size(512, 10_000, 4) == 512   # 128 per replica
+    assert distribute.global_batch_size(768, 100, 1) == 100      # capped at the data
+    assert distribute.global_batch_size(100, 1_000, 3) == 102    # rounded up to the replicas
 
 
 def test_mixed_precision_is_ignored_on_cpu():
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("a GPU is visible")
     with pytest.warns(UserWarning, match="no GPU is visible"):
-        assert training.configure_precision(True) is None
+        assert distribute.configure_precision(True) is None
     assert keras.mixed_precision.global_policy().name == "float32"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert training.configure_precision(False) is None
+        assert distribute.configure_precision(False) is None
 
 
 # ----------------------------------------------------------------------------- datasets
 
 
 def test_training_dataset_batches_and_steps():
-    strategy = training.get_strategy("default")
+    strategy = distribute.get_strategy("default")
     n, batch = 10, 4
     x = np.arange(n, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
     y = np.arange(n, dtype=np.int64)
-    ds, steps = training.make_distributed_dataset(strategy, x, y, batch, training=True, seed=1)
+    ds, steps = distribute.make_distributed_dataset(strategy, x, y, batch, training=True, seed=1)
     assert steps == 3  # ceil(10 / 4)
     it = iter(ds)
     seen = []
@@ -127,11 +130,11 @@ def test_training_dataset_batches_and_steps():
 
 
 def test_validation_dataset_counts_every_example_once():
-    strategy = training.get_strategy("default")
+    strategy = distribute.get_strategy("default")
     n, batch = 10, 4
     x = {"a": np.arange(n, dtype=np.float32)[:, None], "b": np.zeros((n, 2), np.float32)}
     y = np.arange(n, dtype=np.int64)
-    ds, steps = training.make_distributed_dataset(strategy, x, y, batch, training=False)
+    ds, steps = distribute.make_distributed_dataset(strategy, x, y, batch, training=False)
     assert steps == 3
     it = iter(ds)
     for _ in range(2):  # each `steps` steps are one exact pass, again and again
@@ -149,12 +152,31 @@ def test_validation_dataset_counts_every_example_once():
 def test_read_csv_log(tmp_path):
     path = tmp_path / "log.csv"
     path.write_text("epoch,accuracy,loss\n0,0.5,1.0\n1,0.75,0.5\n")
-    assert training.read_csv_log(path) == {"epoch": [0.0, 1.0], "accuracy": [0.5, 0.75],
+    assert runs.read_csv_log(path) == {"epoch": [0.0, 1.0], "accuracy": [0.5, 0.75],
                                            "loss": [1.0, 0.5]}
-    assert training.read_csv_log(tmp_path / "missing.csv") == {}
+    assert runs.read_csv_log(tmp_path / "missing.csv") == {}
 
 
 # ----------------------------------------------------------------------------- Algorithm 1
+
+
+def test_stage_plans_read_the_stage_sections_and_keep_the_seeds():
+    tc = TrainConfig(seed=7, audio=StageConfig(2, 1e-3, 16), video=StageConfig(3, 1e-4, 512),
+                     fusion=StageConfig(4, 3e-5, 768))
+    plans = training.stage_plans(tc)
+    assert tuple(plans) == runs.STAGES  # training order: audio MLP, VMLP, fusion
+    # stage i seeds with train.seed + i, as before the stage sections existed
+    assert plans["audio_mlp"] == training.StagePlan("audio_mlp", 2, 1e-3, 16, 7)
+    assert plans["vmlp"] == training.StagePlan("vmlp", 3, 1e-4, 512, 8)
+    assert plans["fusion"] == training.StagePlan("fusion", 4, 3e-5, 768, 9)
+
+
+def test_stage_inputs():
+    fs = toy.toy_features(1)
+    assert training.stage_inputs("audio_mlp", fs).shape == (4, toy.AUDIO_DIM)
+    assert training.stage_inputs("vmlp", fs).shape == (4, 3, toy.VIDEO_DIM)
+    fused = training.stage_inputs("fusion", fs)
+    assert set(fused) == {"video_features", "audio_features"}
 
 
 def test_bad_features_are_rejected(tmp_path):
@@ -174,36 +196,40 @@ def test_algorithm1_fusion_beats_each_modality_and_reloads(tmp_path):
     val = toy.toy_features(16, split_seed=1)
     result = training.run_algorithm1(cfg, train, val, run_dir=tmp_path, verbose=0)
 
-    acc = {s: m["val"]["accuracy"] for s, m in result.info["metrics"].items()}
+    acc = {s: m["val"]["accuracy"] for s, m in result.info.metrics.items()}
     # video knows only the left/right factor, audio only low/high: each tops out near 50%
     assert acc["fusion"] >= 0.9, acc
     assert acc["vmlp"] <= 0.75 and acc["audio_mlp"] <= 0.75, acc
     assert acc["fusion"] > max(acc["vmlp"], acc["audio_mlp"]) + 0.2, acc
 
-    for stage in training.STAGES:
+    for stage in runs.STAGES:
         assert (tmp_path / f"{stage}.keras").exists()
         assert (tmp_path / stage / "best.keras").exists()
         assert not (tmp_path / stage / "backup").exists()  # removed once the stage is saved
         if importlib.util.find_spec("tensorboard") is not None:  # optional dependency
             assert list((tmp_path / stage / "logs").rglob("events.out.tfevents.*"))
         assert _csv_epochs(tmp_path / stage / "log.csv") == [0, 1, 2, 3]
-    info = json.loads((tmp_path / "run_info.json").read_text())
-    assert info["class_names"] == list(train.class_names)
-    assert info["representation"] == "chromagram"
-    assert info["num_segments"] == 3 and info["num_classes"] == 4
-    assert info["video_feature_dim"] == 1024 and info["audio_feature_dim"] == 1536
-    assert info["config"]["train"]["fusion_lr"] == cfg.train.fusion_lr
-    assert info["stages"]["fusion"]["global_batch_size"] == 32
-    assert info["stages"]["fusion"]["steps_per_epoch"] == 4  # 128 examples / 32
+    info = RunInfo.read(tmp_path)
+    assert info == result.info
+    assert info.class_names == tuple(train.class_names)
+    assert info.representation == "chromagram"
+    assert info.num_segments == 3 and info.num_classes == 4
+    assert (info.video_feature_dim, info.audio_feature_dim) == (toy.VIDEO_DIM, toy.AUDIO_DIM)
+    assert info.features_dir == cfg.data.features_dir
+    assert (info.num_train, info.num_val) == (128, 64)
+    assert info.config["train"]["fusion"]["learning_rate"] == cfg.train.fusion.learning_rate
+    assert info.stages["fusion"]["global_batch_size"] == 32
+    assert info.stages["fusion"]["steps_per_epoch"] == 4  # 128 examples / 32
+    assert info.stages["vmlp"]["learning_rate"] == cfg.train.video.learning_rate
 
     # fusion kept the VMLP's standardisation; the fusion kernel grew audio rows
     fusion = result.fusion
     np.testing.assert_array_equal(
         keras.ops.convert_to_numpy(fusion.get_layer("video_norm").mean),
         keras.ops.convert_to_numpy(result.vmlp.get_layer("video_norm").mean))
-    assert fusion.get_layer("fusion_hidden").kernel.shape[0] == 1024 + 1536
+    assert fusion.get_layer("fusion_hidden").kernel.shape[0] == toy.VIDEO_DIM + toy.AUDIO_DIM
 
-    run = training.load_run(tmp_path)
+    run = runs.load_run(tmp_path)
     x = {"video_features": val.video, "audio_features": val.audio}
     np.testing.assert_allclose(keras.ops.convert_to_numpy(run.fusion(x, training=False)),
                                keras.ops.convert_to_numpy(fusion(x, training=False)), atol=1e-5)
@@ -211,7 +237,7 @@ def test_algorithm1_fusion_beats_each_modality_and_reloads(tmp_path):
                                keras.ops.convert_to_numpy(result.audio_mlp(val.audio)),
                                atol=1e-5)
     assert run.histories["vmlp"]["epoch"] == [0.0, 1.0, 2.0, 3.0]
-    assert run.info["metrics"] == result.info["metrics"]
+    assert run.info.metrics == result.info.metrics
 
     # a second run finds every stage saved and trains nothing
     epochs_run = []
@@ -230,7 +256,7 @@ def test_algorithm1_fusion_beats_each_modality_and_reloads(tmp_path):
 def test_load_run_names_missing_files(tmp_path):
     (tmp_path / "vmlp.keras").write_text("")
     with pytest.raises(FileNotFoundError, match="run_info.json.*audio_mlp.keras.*fusion.keras"):
-        training.load_run(tmp_path)
+        runs.load_run(tmp_path)
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -291,7 +317,7 @@ def test_multi_worker_mirrored_two_processes_end_with_identical_weights(tmp_path
     assert other["run_dir"] == str(tmp_path / "workers" / "worker-1")
     # each worker fed its shard: per-replica batch = global / 2
     assert chief["stages"]["vmlp"]["per_replica_batch_size"] == 16
-    for stage in training.STAGES:
+    for stage in runs.STAGES:
         a = _weights(tmp_path / f"{stage}.keras")
         b = _weights(tmp_path / "workers" / "worker-1" / f"{stage}.keras")
         assert len(a) == len(b) > 0
@@ -350,7 +376,7 @@ def test_killed_run_resumes_from_backup(tmp_path):
     assert _csv_epochs(log) == list(range(vmlp_epochs))
     assert summary["stages"]["vmlp"]["resumed_after_epoch"] == done
     assert (tmp_path / "vmlp.keras").exists() and not (tmp_path / "vmlp" / "backup").exists()
-    assert training.load_run(tmp_path).histories["vmlp"]["epoch"][-1] == vmlp_epochs - 1
+    assert runs.load_run(tmp_path).histories["vmlp"]["epoch"][-1] == vmlp_epochs - 1
 
 
 def test_csv_log_is_trimmed_to_the_backup_epoch(tmp_path):
@@ -358,11 +384,31 @@ def test_csv_log_is_trimmed_to_the_backup_epoch(tmp_path):
     log.write_text("epoch,loss\n0,1.0\n1,0.9\n2,0.8\n3,0.7\n")
     backup = tmp_path / "backup"
     backup.mkdir()
-    assert training._backup_epoch(backup) == 0  # no backup: a fresh start
+    assert callbacks.backup_epoch(backup) == 0  # no backup: a fresh start
     (backup / "training_metadata.json").write_text(json.dumps({"epoch": 3, "batch": -1}))
-    assert training._backup_epoch(backup) == 3
+    assert callbacks.backup_epoch(backup) == 3
     # epoch 3 was logged but not backed up (killed in between): it will be redone
-    training._trim_csv_log(log, 3)
+    callbacks.trim_csv_log(log, 3)
     assert _csv_epochs(log) == [0, 1, 2]
-    training._trim_csv_log(log, 0)
+    callbacks.trim_csv_log(log, 0)
     assert not log.exists()
+
+
+def test_stage_callbacks_log_before_backup_and_keep_the_best_val_loss(tmp_path):
+    log = runs.stage_log_path(tmp_path, "vmlp")
+    log.parent.mkdir()
+    log.write_text("epoch,loss,val_loss\n0,1.0,0.5\n1,0.9,0.3\n2,0.8,nan\n")
+
+    class Marker(keras.callbacks.Callback):
+        pass
+
+    marker = Marker()
+    cbs = callbacks.stage_callbacks(tmp_path, "vmlp", validation=True, extra=[marker])
+    # CSVLogger first: a kill between the two leaves a row the resume trims, never a lost row
+    assert [type(c) for c in cbs[:3]] == [keras.callbacks.CSVLogger,
+                                          keras.callbacks.BackupAndRestore,
+                                          keras.callbacks.ModelCheckpoint]
+    assert cbs[-1] is marker
+    assert cbs[2].best == 0.3  # the best val_loss of the killed invocation still counts
+    last = callbacks.stage_callbacks(tmp_path, "fusion", validation=False)[2]
+    assert Path(last.filepath) == tmp_path / "fusion" / "last.keras"
