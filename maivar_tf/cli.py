@@ -1,56 +1,167 @@
 """The ``maivar`` command: synth, build, extract, train, evaluate, sweep, export, predict, demo.
 
-Every sub-command takes ``--config configs/X.yaml`` (default: the embedded dataset's config) and
-any number of ``--set section.key=value`` overrides, validated like the YAML itself. Heavy
-imports (TensorFlow, Beam) happen inside the command that needs them, so ``maivar --help`` is
-instant.
+MAiVAR (Shaikh et al. 2024) end to end: the embedded dataset, the Beam TFRecord job, frozen
+backbone features, Algorithm 1's three heads, evaluation, the Table 3 sweep, export for TF
+Serving and prediction on video files.
+
+Contracts:
+
+* This is the only module that reads argparse namespaces; every command turns its flags into
+  typed arguments of a library function.
+* The config is ``--config`` or, without it, the default of
+  :func:`maivar_tf.config.resolve_config_path`, resolved once here and handed on (also to the
+  Beam job and predict); ``--set section.key=value`` overrides are validated like the YAML. An
+  invalid config exits 2 with one line naming the field, before TensorFlow is imported.
+* TensorFlow is imported through :func:`maivar_tf.console.import_tensorflow_quietly`, so a
+  normal run prints no oneDNN / CUDA / absl start-up lines; ``--verbose`` (before or after the
+  command) shows them.
+* Errors that explain themselves (a missing file, a run or features that do not fit) print one
+  ``maivar: ...`` line and exit 1 instead of a traceback.
 
 Example:
     maivar demo                                   # the whole pipeline on the embedded dataset
-    maivar train --config configs/ucf51.yaml --set train.fusion_epochs=10
+    maivar train --config configs/ucf51.yaml --set train.fusion.epochs=10
     maivar predict clip.mp4 --run-dir runs/synthetic --json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-DEFAULT_CONFIG = "configs/synthetic.yaml"
+from maivar_tf.config import DEFAULT_CONFIG
 
-
-def _load(args):
-    from maivar_tf.config import load_config
-
-    path = args.config
-    if path is None and Path(DEFAULT_CONFIG).exists():
-        path = DEFAULT_CONFIG
-    return load_config(path, overrides=args.set or ())
+#: One flag: ``(names, argparse keyword arguments)``.
+Flag = tuple[tuple[str, ...], dict[str, Any]]
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=None,
-                   help=f"experiment YAML (default: {DEFAULT_CONFIG} when present, else defaults)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config value (repeatable), e.g. --set train.vmlp_epochs=5")
+def _flag(*names: str, **kwargs: Any) -> Flag:
+    return names, kwargs
 
 
-def _beam_argv(cfg_path: str | None, overrides: Sequence[str], extra: Sequence[str]) -> list[str]:
-    argv = ["--runner=DirectRunner"]
-    if cfg_path:
-        argv.append(f"--config={cfg_path}")
+_TRAINED_RUN = _flag("--run-dir", default=None, help="trained run (default: train.output_dir)")
+_OUTPUT_RUN = _flag("--run-dir", default=None, help="output folder (default: train.output_dir)")
+
+
+@dataclass(frozen=True)
+class Command:
+    """One sub-command.
+
+    Args:
+        name: what follows ``maivar``.
+        help: one line for ``maivar --help``.
+        run: ``run(args, cfg, cfg_path) -> exit code``; ``cfg`` is the loaded config when
+            ``loads_config``, else None; ``cfg_path`` the resolved config file (or None).
+        flags: the command's own flags.
+        exclusive: flags of which at most one may be given.
+        loads_config: load and validate the config before importing TensorFlow.
+        passthrough: unknown arguments go to the callee (Beam, the converter).
+        tensorflow: the command uses TensorFlow (imported quietly first).
+    """
+
+    name: str
+    help: str
+    run: Callable[[argparse.Namespace, Any, str | None], int]
+    flags: tuple[Flag, ...] = ()
+    exclusive: tuple[Flag, ...] = ()
+    loads_config: bool = True
+    passthrough: bool = False
+    tensorflow: bool = True
+
+
+# ----------------------------------------------------------------------------- typed steps
+
+
+def _train(cfg, run_dir: Path):
+    from maivar_tf.features import load_features
+    from maivar_tf.training import run_algorithm1
+
+    train = load_features(cfg.data.features_dir, "train", cfg.model.representation)
+    return run_algorithm1(cfg, train, val=None, run_dir=run_dir)
+
+
+def _evaluate(cfg, run_dir: Path) -> dict:
+    from maivar_tf.evaluation import evaluate_run
+
+    return evaluate_run(run_dir, cfg.data.features_dir, cfg.model.representation)
+
+
+def _print_accuracies(report: dict) -> None:
+    from maivar_tf.evaluation import STREAMS
+
+    print("\nTest accuracy (top-1):")
+    for name in STREAMS:
+        m = report["models"][name]
+        label = name if name == "fusion" else f"{name}-only"
+        print(f"  {label:<11} {100 * m['top1']:6.2f}%   (top-5 {100 * m['top5']:6.2f}%, "
+              f"mean class {100 * m['mean_class_accuracy']:6.2f}%)")
+
+
+def _build_tfrecords(cfg_path: str | None, overrides: Sequence[str],
+                     beam_args: Sequence[str] = ()) -> int:
+    """The Beam job (DirectRunner unless ``beam_args`` say otherwise) on the resolved config."""
+    from beam.build_tfrecords import main as build_main
+
+    argv = ["--runner=DirectRunner"] + ([f"--config={cfg_path}"] if cfg_path else [])
     for item in overrides:
         argv += ["--set", item]
-    return argv + list(extra)
+    return build_main(argv + list(beam_args))
 
 
-def cmd_synth(args) -> int:
-    cfg = _load(args)  # config errors before the heavy imports
+def demo(cfg, cfg_path: str | None, overrides: Sequence[str], run_dir: Path) -> int:
+    """Synth -> Beam TFRecords -> features -> Algorithm 1 -> evaluation, printing accuracies.
+
+    Returns:
+        0, or the Beam job's exit code when it failed.
+    """
+    from maivar_tf.data.synthetic import generate_dataset
+    from maivar_tf.evaluation import STREAMS
+    from maivar_tf.features import extract_features
+    from maivar_tf.utils import write_json_atomic
+
+    t0 = time.time()
+
+    def step(title: str) -> None:
+        print(f"\n=== [{time.time() - t0:6.1f}s] {title}", flush=True)
+
+    step("1/5 generating the embedded dataset")
+    generate_dataset(cfg.data.video_root, cfg.data.synth)
+    step("2/5 building TFRecords with Apache Beam (DirectRunner)")
+    rc = _build_tfrecords(cfg_path, overrides)
+    if rc != 0:
+        print(f"maivar: the Beam job failed (exit {rc})", file=sys.stderr)
+        return rc
+    step("3/5 extracting BNInception video and InceptionResNetV2 audio features")
+    extract_features(cfg, representations=[cfg.model.representation])
+    step("4/5 training Algorithm 1: audio MLP, VMLP, fusion MLP initialised from the VMLP")
+    run = _train(cfg, run_dir)
+    step("5/5 evaluating on the test split")
+    report = _evaluate(cfg, run.run_dir)
+    _print_accuracies(report)
+    summary = {name: round(100 * report["models"][name]["top1"], 2) for name in STREAMS}
+    write_json_atomic(run.run_dir / "demo_summary.json", summary)
+    print(f"\nreports and plots in {run.run_dir / 'eval'}; total {time.time() - t0:.0f}s")
+    return 0
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def _run_dir(cfg, args: argparse.Namespace) -> Path:
+    return Path(args.run_dir or cfg.train.output_dir)
+
+
+def _representations(args: argparse.Namespace) -> list[str] | None:
+    return args.representations.split(",") if args.representations else None
+
+
+def _cmd_synth(args, cfg, cfg_path) -> int:
     from maivar_tf.data.synthetic import generate_dataset
 
     out = generate_dataset(args.out or cfg.data.video_root, cfg.data.synth)
@@ -58,237 +169,177 @@ def cmd_synth(args) -> int:
     return 0
 
 
-def cmd_build(args) -> int:
-    from beam.build_tfrecords import main as build_main
-
-    return build_main(_beam_argv(args.config, args.set, args.beam_args))
+def _cmd_build(args, cfg, cfg_path) -> int:
+    return _build_tfrecords(cfg_path, args.set, args.passthrough)
 
 
-def cmd_extract(args) -> int:
-    cfg = _load(args)  # config errors before the heavy imports
+def _cmd_extract(args, cfg, cfg_path) -> int:
     from maivar_tf.features import extract_features
 
-    reps = args.representations.split(",") if args.representations else None
-    out = extract_features(cfg, representations=reps)
-    print(f"features written to {out}")
+    print(f"features written to {extract_features(cfg, representations=_representations(args))}")
     return 0
 
 
-def _run_dir(cfg, args) -> Path:
-    return Path(getattr(args, "run_dir", None) or cfg.train.output_dir)
-
-
-def cmd_train(args) -> int:
-    cfg = _load(args)  # config errors before the heavy imports
-    from maivar_tf.features import load_features
-    from maivar_tf.training import run_algorithm1
-
-    rep = cfg.model.representation
-    train = load_features(cfg.data.features_dir, "train", rep)
-    result = run_algorithm1(cfg, train, val=None, run_dir=_run_dir(cfg, args))
-    print(f"trained audio MLP, VMLP and fusion MLP -> {result.run_dir}")
+def _cmd_train(args, cfg, cfg_path) -> int:
+    run = _train(cfg, _run_dir(cfg, args))
+    print(f"trained audio MLP, VMLP and fusion MLP -> {run.run_dir}")
     return 0
 
 
-def _evaluate(cfg, run_dir: Path) -> dict:
-    from maivar_tf.evaluation import evaluate_models
-    from maivar_tf.features import load_features
-    from maivar_tf.runs import load_run
+def _cmd_evaluate(args, cfg, cfg_path) -> int:
+    from maivar_tf.evaluation import EVAL_SUBDIR, REPORT_JSON
 
-    run = load_run(run_dir)
-    test = load_features(cfg.data.features_dir, "test", cfg.model.representation)
-    models = {"video": run.vmlp, "audio": run.audio_mlp, "fusion": run.fusion}
-    return evaluate_models(models, test, run_dir / "eval")
-
-
-def _print_accuracies(report: dict) -> None:
-    print("\nTest accuracy (top-1):")
-    for name in ("video", "audio", "fusion"):
-        m = report["models"][name]
-        print(f"  {name + '-only' if name != 'fusion' else 'fusion':<11} {100 * m['top1']:6.2f}%"
-              f"   (top-5 {100 * m['top5']:6.2f}%, mean class {100 * m['mean_class_accuracy']:6.2f}%)")
-
-
-def cmd_evaluate(args) -> int:
-    cfg = _load(args)  # config errors before the heavy imports
     run_dir = _run_dir(cfg, args)
-    report = _evaluate(cfg, run_dir)
-    _print_accuracies(report)
-    print(f"report: {run_dir / 'eval' / 'report.json'}")
+    _print_accuracies(_evaluate(cfg, run_dir))
+    print(f"report: {run_dir / EVAL_SUBDIR / REPORT_JSON}")
     return 0
 
 
-def cmd_sweep(args) -> int:
-    cfg = _load(args)  # config errors before the heavy imports
+def _cmd_sweep(args, cfg, cfg_path) -> int:
     from maivar_tf.experiments import representation_sweep
 
-    reps = args.representations.split(",") if args.representations else None
-    print(representation_sweep(cfg, representations=reps))
+    print(representation_sweep(cfg, representations=_representations(args)))
     return 0
 
 
-def cmd_export(args) -> int:
-    cfg = _load(args)  # config errors before the heavy imports
-    from maivar_tf.export import export_run
+def _cmd_export(args, cfg, cfg_path) -> int:
+    from maivar_tf.serving.export import export_run
 
-    path = export_run(cfg, run_dir=_run_dir(cfg, args), export_dir=args.export_dir,
+    path = export_run(cfg, _run_dir(cfg, args), args.export_dir,
                       model_name=args.model_name or cfg.name, version=args.version)
     print(f"SavedModel written to {path}")
     return 0
 
 
-def cmd_predict(args) -> int:
-    from maivar_tf.predict import main as predict_main
+def _cmd_predict(args, cfg, cfg_path) -> int:
+    from maivar_tf.predict import predict_command
 
-    return predict_main(args)
+    return predict_command(args.videos, cfg_path=cfg_path, overrides=args.set,
+                           run_dir=args.run_dir, saved_model=args.saved_model,
+                           top_k=args.top_k, as_json=args.json)
 
 
-def cmd_convert_weights(args) -> int:
+def _cmd_convert_weights(args, cfg, cfg_path) -> int:
     from maivar_tf.convert import main as convert_main
 
-    return convert_main(args.convert_args)
+    return convert_main(args.passthrough)
 
 
-def cmd_demo(args) -> int:
-    """Synth -> Beam TFRecords -> features -> Algorithm 1 -> evaluation, printing accuracies."""
-    cfg = _load(args)  # config errors before the heavy imports
-    t0 = time.time()
+def _cmd_demo(args, cfg, cfg_path) -> int:
+    return demo(cfg, cfg_path, args.set, _run_dir(cfg, args))
 
-    def step(title: str) -> None:
-        print(f"\n=== [{time.time() - t0:6.1f}s] {title}", flush=True)
 
-    step("1/5 generating the embedded dataset")
-    from maivar_tf.data.synthetic import generate_dataset
+COMMANDS: tuple[Command, ...] = (
+    Command("synth", "generate the embedded audio-visual dataset", _cmd_synth,
+            (_flag("--out", default=None, help="output folder (default: data.video_root)"),),
+            tensorflow=False),
+    Command("build", "build TFRecords with the Beam job (extra args go to Beam)", _cmd_build,
+            loads_config=False, passthrough=True),
+    Command("extract", "extract backbone features from the TFRecords", _cmd_extract,
+            (_flag("--representations", default=None,
+                   help="comma list of audio-images to extract (default: data.representations)"),)),
+    Command("train", "Algorithm 1: audio MLP, VMLP, then fusion MLP from the VMLP", _cmd_train,
+            (_OUTPUT_RUN,)),
+    Command("evaluate", "metrics, confusion matrix, t-SNE and report.json", _cmd_evaluate,
+            (_TRAINED_RUN,)),
+    Command("sweep", "train+evaluate each audio-image representation (Table 3)", _cmd_sweep,
+            (_flag("--representations", default=None, help="comma list (default: all six)"),)),
+    Command("export", "export the fusion model as a SavedModel for TF Serving", _cmd_export,
+            (_TRAINED_RUN,
+             _flag("--export-dir", default="export", help="EXPORT_DIR/<model_name>/<version>/"),
+             _flag("--model-name", default=None, help="default: the config's name"),
+             _flag("--version", type=int, default=None,
+                   help="default: the next free version"))),
+    Command("predict", "classify video files (top-5 classes)", _cmd_predict,
+            (_flag("videos", nargs="+", help="video files"),
+             _flag("--top-k", type=int, default=5),
+             _flag("--json", action="store_true",
+                   help="machine-readable output, one JSON document")),
+            exclusive=(_TRAINED_RUN, _flag("--saved-model", default=None,
+                                           help="an exported SavedModel version folder")),
+            loads_config=False),
+    Command("convert-weights", "convert a PyTorch BNInception checkpoint to Keras weights",
+            _cmd_convert_weights, loads_config=False, passthrough=True),
+    Command("demo", "the whole pipeline on the embedded dataset", _cmd_demo, (_OUTPUT_RUN,)),
+)
 
-    generate_dataset(cfg.data.video_root, cfg.data.synth)
 
-    step("2/5 building TFRecords with Apache Beam (DirectRunner)")
-    from beam.build_tfrecords import main as build_main
+def _verbose_flag(p: argparse.ArgumentParser, default: Any) -> None:
+    p.add_argument("--verbose", action="store_true", default=default,
+                   help="show TensorFlow's native start-up logs (oneDNN, CUDA, absl)")
 
-    rc = build_main(_beam_argv(args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists()
-                                               else None), args.set, []))
-    if rc != 0:
-        print(f"the Beam job failed (exit {rc})", file=sys.stderr)
-        return rc
 
-    step("3/5 extracting BNInception video and InceptionResNetV2 audio features")
-    from maivar_tf.features import extract_features
-
-    extract_features(cfg, representations=[cfg.model.representation])
-
-    step("4/5 training Algorithm 1: audio MLP, VMLP, fusion MLP initialised from the VMLP")
-    from maivar_tf.features import load_features
-    from maivar_tf.training import run_algorithm1
-
-    train = load_features(cfg.data.features_dir, "train", cfg.model.representation)
-    result = run_algorithm1(cfg, train, val=None, run_dir=_run_dir(cfg, args))
-
-    step("5/5 evaluating on the test split")
-    report = _evaluate(cfg, result.run_dir)
-    _print_accuracies(report)
-    summary = {name: round(100 * report["models"][name]["top1"], 2)
-               for name in ("video", "audio", "fusion")}
-    (result.run_dir / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"\nreports and plots in {result.run_dir / 'eval'}; total {time.time() - t0:.0f}s")
-    return 0
+def _add_command(sub, cmd: Command) -> None:
+    if cmd.name == "convert-weights":  # every argument, --help included, is the converter's
+        p = sub.add_parser(cmd.name, help=cmd.help, add_help=False)
+        p.set_defaults(command=cmd, subparser=p)
+        return
+    p = sub.add_parser(cmd.name, help=cmd.help)
+    p.add_argument("--config", default=None,
+                   help=f"experiment YAML (default: {DEFAULT_CONFIG} when present, else defaults)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value (repeatable), e.g. --set train.video.epochs=5")
+    _verbose_flag(p, argparse.SUPPRESS)
+    for names, kwargs in cmd.flags:
+        p.add_argument(*names, **kwargs)
+    group = p.add_mutually_exclusive_group() if cmd.exclusive else None
+    for names, kwargs in cmd.exclusive:
+        group.add_argument(*names, **kwargs)
+    p.set_defaults(command=cmd, subparser=p)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``maivar`` argument parser (one sub-parser per :data:`COMMANDS` entry)."""
     parser = argparse.ArgumentParser(
         prog="maivar", description="MAiVAR: multimodal audio-image and video action recognition")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("synth", help="generate the embedded audio-visual dataset")
-    _add_config_args(p)
-    p.add_argument("--out", default=None, help="output folder (default: data.video_root)")
-    p.set_defaults(func=cmd_synth)
-
-    p = sub.add_parser("build", help="build TFRecords with the Beam job (extra args go to Beam)")
-    _add_config_args(p)
-    p.set_defaults(func=cmd_build)
-
-    p = sub.add_parser("extract", help="extract backbone features from the TFRecords")
-    _add_config_args(p)
-    p.add_argument("--representations", default=None,
-                   help="comma list of audio-images to extract (default: data.representations)")
-    p.set_defaults(func=cmd_extract)
-
-    p = sub.add_parser("train", help="Algorithm 1: audio MLP, VMLP, then fusion MLP from the VMLP")
-    _add_config_args(p)
-    p.add_argument("--run-dir", default=None, help="output folder (default: train.output_dir)")
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("evaluate", help="metrics, confusion matrix, t-SNE and report.json")
-    _add_config_args(p)
-    p.add_argument("--run-dir", default=None, help="trained run (default: train.output_dir)")
-    p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser("sweep", help="train+evaluate each audio-image representation (Table 3)")
-    _add_config_args(p)
-    p.add_argument("--representations", default=None, help="comma list (default: all six)")
-    p.set_defaults(func=cmd_sweep)
-
-    p = sub.add_parser("export", help="export the fusion model as a SavedModel for TF Serving")
-    _add_config_args(p)
-    p.add_argument("--run-dir", default=None, help="trained run (default: train.output_dir)")
-    p.add_argument("--export-dir", default="export", help="EXPORT_DIR/<model_name>/<version>/")
-    p.add_argument("--model-name", default=None, help="default: the config's name")
-    p.add_argument("--version", type=int, default=None, help="default: the next free version")
-    p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser("predict", help="classify video files (top-5 classes)")
-    _add_config_args(p)
-    p.add_argument("videos", nargs="+", help="video files")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--run-dir", default=None, help="trained run (default: train.output_dir)")
-    src.add_argument("--saved-model", default=None, help="an exported SavedModel version folder")
-    p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--json", action="store_true", help="machine-readable output, one JSON document")
-    p.set_defaults(func=cmd_predict)
-
-    p = sub.add_parser("convert-weights", add_help=False,
-                       help="convert a PyTorch BNInception checkpoint to Keras weights")
-    p.set_defaults(func=cmd_convert_weights)
-
-    p = sub.add_parser("demo", help="the whole pipeline on the embedded dataset")
-    _add_config_args(p)
-    p.add_argument("--run-dir", default=None, help="output folder (default: train.output_dir)")
-    p.set_defaults(func=cmd_demo)
+    _verbose_flag(parser, False)
+    sub = parser.add_subparsers(dest="command_name", required=True)
+    for cmd in COMMANDS:
+        _add_command(sub, cmd)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    parser = build_parser()
-    # Pass-through commands: everything after the command name belongs to the callee.
-    if argv and argv[0] == "convert-weights":
-        args = argparse.Namespace(func=cmd_convert_weights, convert_args=argv[1:])
-    elif argv and argv[0] == "build":
-        args, rest = parser.parse_known_args(argv)
-        args.beam_args = rest
-    else:
-        args = parser.parse_args(argv)
-    from maivar_tf.config import ConfigError
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Parses ``argv``; pass-through commands keep their unknown arguments in ``passthrough``."""
+    args, rest = build_parser().parse_known_args(list(argv))
+    if rest and not args.command.passthrough:
+        args.subparser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.passthrough = rest
+    return args
 
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that explain themselves: printed as one line instead of a traceback."""
+    from maivar_tf.artifacts import ArtifactError, SchemaVersionError
+    from maivar_tf.features import FeatureError
+    from maivar_tf.models.weights import WeightsError
+    from maivar_tf.runs import RunError
+
+    return (FileNotFoundError, ArtifactError, SchemaVersionError, FeatureError, WeightsError,
+            RunError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs ``maivar``; returns the exit code (2: invalid config, 1: a one-line error)."""
+    from maivar_tf.config import ConfigError, load_config, resolve_config_path
+    from maivar_tf.console import VERBOSE_ENV, import_tensorflow_quietly
+
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    cmd: Command = args.command
+    if args.verbose:
+        os.environ[VERBOSE_ENV] = "1"
     try:
-        return int(args.func(args) or 0)
+        cfg_path = resolve_config_path(getattr(args, "config", None))
+        cfg = load_config(cfg_path, overrides=args.set) if cmd.loads_config else None
+        if cmd.tensorflow and not {"-h", "--help"} & set(args.passthrough):
+            import_tensorflow_quietly()
+        return int(cmd.run(args, cfg, cfg_path) or 0)
     except ConfigError as e:
         print(f"maivar: invalid config: {e}", file=sys.stderr)
         return 2
     except _user_errors() as e:  # evaluated only when something was raised
         print(f"maivar: {e}", file=sys.stderr)
         return 1
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors that explain themselves: printed as one line instead of a traceback."""
-    from maivar_tf.data.input_pipeline import SchemaVersionError
-    from maivar_tf.export import ExportError
-    from maivar_tf.features import FeatureError
-    from maivar_tf.models.weights import WeightsError
-
-    return (FileNotFoundError, ExportError, FeatureError, WeightsError, SchemaVersionError)
 
 
 if __name__ == "__main__":

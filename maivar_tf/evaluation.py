@@ -34,6 +34,10 @@ HIDDEN_LAYER = "hidden"
 FUSION_HIDDEN_LAYER = "fusion_hidden"
 #: The report :func:`evaluate_models` writes into its output folder.
 REPORT_JSON = "report.json"
+#: Where :func:`evaluate_run` writes a run's report (inside the run folder).
+EVAL_SUBDIR = "eval"
+#: The report's model names, in print order: the VMLP, the audio MLP and the fusion MLP.
+STREAMS: tuple[str, ...] = ("video", "audio", "fusion")
 
 
 # ----------------------------------------------------------------------------- pure metrics
@@ -395,3 +399,37 @@ def evaluate_models(models: Mapping[str, Any], features, out_dir: str | Path, *,
         report["tsne_points"] = int(len(rows))
     write_json_atomic(out_dir / REPORT_JSON, report)
     return report
+
+
+def run_heads(run: Any) -> dict[str, Any]:
+    """A trained run's heads by report name: ``{"video": vmlp, "audio": audio_mlp, "fusion"}``."""
+    return {"video": run.vmlp, "audio": run.audio_mlp, "fusion": run.fusion}
+
+
+def evaluate_run(run_dir: str | Path, features_dir: str | Path, representation: str, *,
+                 split: str = "test", out_dir: str | Path | None = None,
+                 tsne: bool = True) -> dict[str, Any]:
+    """``maivar evaluate``: a trained run's three heads on one split, with the report artefacts.
+
+    Args:
+        run_dir: the run folder (:func:`maivar_tf.runs.load_run`).
+        features_dir: the extracted features to evaluate on.
+        representation: the audio-image whose audio features to use.
+        split: the split to evaluate.
+        out_dir: where the report goes (default ``run_dir/eval``).
+        tsne: also draw the t-SNE panels.
+
+    Returns:
+        The report of :func:`evaluate_models` (models ``video``, ``audio``, ``fusion``).
+
+    Raises:
+        FileNotFoundError: the run is incomplete.
+        maivar_tf.features.FeatureError: the split or representation was not extracted.
+    """
+    from maivar_tf.features import load_features
+    from maivar_tf.runs import load_run
+
+    run = load_run(run_dir)
+    features = load_features(features_dir, split, representation)
+    return evaluate_models(run_heads(run), features, out_dir or Path(run_dir) / EVAL_SUBDIR,
+                           tsne=tsne)

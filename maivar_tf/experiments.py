@@ -24,7 +24,7 @@ from typing import Any
 
 from maivar_tf.artifacts import FeatureInfo
 from maivar_tf.config import REPRESENTATIONS, ExperimentConfig
-from maivar_tf.evaluation import evaluate_models
+from maivar_tf.evaluation import EVAL_SUBDIR, evaluate_models, run_heads
 from maivar_tf.utils import write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -148,8 +148,7 @@ def representation_sweep(cfg: ExperimentConfig, representations: Sequence[str] |
         train = load_features(features_dir, "train", rep)
         test = load_features(features_dir, "test", rep)
         run = train_fn(cfg, train, out_dir / rep, first_run)
-        models = {"video": run.vmlp, "audio": run.audio_mlp, "fusion": run.fusion}
-        report = evaluate_models(models, test, out_dir / rep / "eval", tsne=False)
+        report = evaluate_models(run_heads(run), test, out_dir / rep / EVAL_SUBDIR, tsne=False)
         if video_top1 is None:
             video_top1 = report["models"]["video"]["top1"]
             first_run = Path(run.run_dir)

@@ -1,11 +1,22 @@
-"""The maivar command: sub-commands listed, config errors exit 2 naming the field."""
+"""The maivar command: sub-commands and flags, typed calls, config errors, quiet start-up."""
+
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
 
 import pytest
 
-from maivar_tf.cli import build_parser, main
+from maivar_tf.cli import build_parser, main, parse_args
+from maivar_tf.config import DEFAULT_CONFIG, ExperimentConfig
+from maivar_tf.console import VERBOSE_ENV
 
+REPO = Path(__file__).resolve().parents[1]
 COMMANDS = ("synth", "build", "extract", "train", "evaluate", "sweep", "export", "predict",
             "convert-weights", "demo")
+#: TensorFlow's native start-up lines (the oneDNN notice, absl's pre-init warning, CUDA probes).
+BANNER_MARKERS = ("onednn", "absl::initializelog", "cuda")
 
 
 def test_every_command_is_listed(capsys):
@@ -25,6 +36,11 @@ def test_bad_override_exits_2_naming_the_field(cmd, capsys):
     assert "allowed: auto, default, mirrored, multi_worker" in err
 
 
+def test_a_moved_key_names_its_new_place(capsys):
+    assert main(["train", "--set", "train.vmlp_epochs=3"]) == 2
+    assert "train.vmlp_epochs: moved to train.video.epochs" in capsys.readouterr().err
+
+
 def test_missing_config_file_is_one_line(capsys):
     assert main(["train", "--config", "does/not/exist.yaml"]) == 1
     assert "No such file or directory: 'does/not/exist.yaml'" in capsys.readouterr().err
@@ -37,3 +53,98 @@ def test_predict_arguments():
     assert args.saved_model == "export/x/1" and args.run_dir is None
     with pytest.raises(SystemExit):
         build_parser().parse_args(["predict", "a.mp4", "--run-dir", "r", "--saved-model", "s"])
+
+
+def test_verbose_before_or_after_the_command_and_unknown_flags(capsys):
+    assert parse_args(["--verbose", "train"]).verbose
+    assert parse_args(["train", "--verbose"]).verbose
+    assert not parse_args(["train"]).verbose
+    with pytest.raises(SystemExit):
+        parse_args(["train", "--bogus"])
+    assert "maivar train: error: unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_build_gets_the_config_resolved_once_and_the_extra_flags(monkeypatch, tmp_path):
+    calls = []
+    fake = types.SimpleNamespace(main=lambda argv: calls.append(argv) or 0)
+    monkeypatch.setitem(sys.modules, "beam.build_tfrecords", fake)
+    monkeypatch.chdir(REPO)  # holds the default config
+    assert main(["build", "--set", "data.num_shards=1", "--limit", "3"]) == 0
+    assert calls[-1] == ["--runner=DirectRunner", f"--config={DEFAULT_CONFIG}",
+                         "--set", "data.num_shards=1", "--limit", "3"]
+    monkeypatch.chdir(tmp_path)  # no default config here: the built-in defaults
+    assert main(["build"]) == 0
+    assert calls[-1] == ["--runner=DirectRunner"]
+
+
+def test_convert_weights_passes_every_argument_through(monkeypatch):
+    import maivar_tf.convert
+
+    seen = []
+    monkeypatch.setattr(maivar_tf.convert, "main", lambda argv: seen.append(argv) or 0)
+    monkeypatch.setenv(VERBOSE_ENV, "")  # restored after the test
+    assert main(["--verbose", "convert-weights", "a.pth", "b.weights.h5", "--layout", "tsn"]) == 0
+    assert seen == [["a.pth", "b.weights.h5", "--layout", "tsn"]]
+    assert os.environ[VERBOSE_ENV] == "1"
+
+
+def test_predict_and_export_call_typed_functions(monkeypatch, tmp_path):
+    import maivar_tf.predict
+    import maivar_tf.serving.export
+
+    got = {}
+    monkeypatch.setattr(maivar_tf.predict, "predict_command",
+                        lambda videos, **kw: got.update(predict=(videos, kw)) or 0)
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", "a.mp4", "--saved-model", "s/1", "--top-k", "3", "--json",
+                 "--set", "data.num_segments=4"]) == 0
+    assert got["predict"] == (["a.mp4"], {
+        "cfg_path": None, "overrides": ["data.num_segments=4"], "run_dir": None,
+        "saved_model": "s/1", "top_k": 3, "as_json": True})
+
+    def fake_export(cfg, run_dir, export_dir, *, model_name, version):
+        got["export"] = (cfg, run_dir, export_dir, model_name, version)
+        return Path(export_dir) / model_name / str(version)
+
+    monkeypatch.setattr(maivar_tf.serving.export, "export_run", fake_export)
+    assert main(["export", "--run-dir", "r", "--version", "7",
+                 "--set", "train.output_dir=elsewhere"]) == 0
+    cfg, run_dir, export_dir, model_name, version = got["export"]
+    assert isinstance(cfg, ExperimentConfig) and cfg.train.output_dir == "elsewhere"
+    assert (run_dir, export_dir, model_name, version) == (Path("r"), "export", cfg.name, 7)
+
+
+def _maivar(*argv: str, cwd: Path, verbose_env: str = "") -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("maivar")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "maivar_tf.cli"]
+    env = {**os.environ, VERBOSE_ENV: verbose_env, "PYTHONUNBUFFERED": "1"}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # a user's shell does not set it either
+    return subprocess.run(cmd + list(argv), cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def _banner_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines()
+            if any(m in line.lower() for m in BANNER_MARKERS)]
+
+
+@pytest.mark.slow
+def test_a_real_command_starts_quietly_and_verbose_shows_the_banner(tmp_path):
+    quiet = _maivar("evaluate", "--run-dir", str(tmp_path / "none"), cwd=tmp_path)
+    assert quiet.returncode == 1
+    assert _banner_lines(quiet.stderr) == [], quiet.stderr
+    assert quiet.stderr.splitlines() == [quiet.stderr.strip()]  # one line: the error
+    assert quiet.stderr.startswith("maivar: incomplete run in ")
+    loud = _maivar("--verbose", "evaluate", "--run-dir", str(tmp_path / "none"), cwd=tmp_path)
+    assert loud.returncode == 1
+    assert _banner_lines(loud.stderr), loud.stderr
+
+
+def test_progress_is_periodic_lines_when_not_a_terminal(tmp_path):
+    synth = ["data.synth.num_motions=1", "data.synth.num_sounds=1", "data.synth.seconds=0.5",
+             "data.synth.train_per_class=2", "data.synth.test_per_class=1"]
+    proc = _maivar("synth", "--out", str(tmp_path / "videos"),
+                   *[x for s in synth for x in ("--set", s)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr  # no carriage-return redraws in a log
+    assert [line for line in proc.stderr.splitlines() if "3/3 videos" in line], proc.stderr
