@@ -9,8 +9,9 @@ does not depend on them) — and times each stage per clip:
   resampling);
 * ``render``: the rest of the Beam job's per-video function (JPEG-encode the frames, render the
   audio-image with the TF renderer, PNG-encode it);
-* ``pipeline``: the evaluation input pipeline reading the record back (parse, JPEG/PNG decode,
-  centre crop), its per-call iterator set-up shared out over the files;
+* ``pipeline``: the shared decoder reading the records back in memory
+  (:func:`maivar_tf.data.decode.decode_examples`: parse, JPEG/PNG decode, centre crop), its
+  per-call set-up shared out over the files;
 * ``backbones``: BNInception + InceptionResNetV2;
 * ``head``: the fusion MLP, softmax and top-k.
 
@@ -55,21 +56,21 @@ class _Clock:
 
 def build_predictor(cfg):
     """A RunPredictor over full-size backbones and a fusion MLP built from the config."""
-    from maivar_tf.export import ServingModel
-    from maivar_tf.models.bn_inception import build_video_backbone
+    from maivar_tf.models.backbones import BackboneFeatures, build_backbone
     from maivar_tf.models.heads import build_fusion_mlp, build_video_mlp
-    from maivar_tf.models.inception_resnet_v2 import build_audio_backbone
     from maivar_tf.predict import RunPredictor
+    from maivar_tf.runs import ServableRun
 
     classes = tuple(f"class_{i:02d}" for i in range(8))
     vmlp = build_video_mlp(len(classes), cfg.data.num_segments, cfg.model)
-    fusion = build_fusion_mlp(vmlp, cfg.model)
-    model = ServingModel(
-        fusion=fusion,
-        video_backbone=build_video_backbone("none", image_size=cfg.data.crop_size),
-        audio_backbone=build_audio_backbone("none"), class_names=classes, cfg=cfg,
-        num_segments=cfg.data.num_segments, representation=cfg.model.representation)
-    return RunPredictor(model)
+    crop, size = cfg.data.crop_size, cfg.data.audio.image_size
+    run = ServableRun(
+        fusion=build_fusion_mlp(vmlp, cfg.model),
+        video=BackboneFeatures(build_backbone("video", "none", crop), (crop, crop, 3)),
+        audio=BackboneFeatures(build_backbone("audio", "none", size), (size, size, 3)),
+        class_names=classes, cfg=cfg, num_segments=cfg.data.num_segments,
+        representation=cfg.model.representation, ten_crop=cfg.extract.ten_crop)
+    return RunPredictor(run)
 
 
 def timed_clip_fn(records: dict):
@@ -120,8 +121,8 @@ class _TimedPredictor:
 def run_once(paths: list[str], predictor) -> dict[str, dict[str, tuple[float, float]]]:
     """One ``maivar predict`` call over ``paths``: per file ``{stage: (wall_ms, cpu_ms)}``.
 
-    The input pipeline's per-call cost (building the iterator) is shared out over the files,
-    in proportion to each file's pipeline wall time, as the CLI pays it once per call.
+    The decoder's per-call cost (building its dataset) is shared out over the files, in
+    proportion to each file's pipeline wall time, as the CLI pays it once per call.
     """
     import os.path
 
@@ -164,8 +165,8 @@ def main(argv=None) -> int:
     parser.add_argument("--clips", default=str(DEFAULT_CLIPS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--per-file", action="store_true",
-                        help="one `maivar predict` call per clip (each pays the input "
-                             "pipeline's iterator set-up) instead of one call for all")
+                        help="one `maivar predict` call per clip (each pays the decoder's "
+                             "set-up) instead of one call for all")
     parser.add_argument("--threads", type=int, default=0,
                         help="TF intra/inter-op threads (0: TF's default, all cores)")
     args = parser.parse_args(argv)
