@@ -1,8 +1,14 @@
-"""Backbones and heads.
+"""MAiVAR's models (Shaikh et al., 2024): the two backbones and the three heads.
 
-Importing this package registers the custom Keras objects (the fusion initializer among them), so
-``keras.saving.load_model("fusion.keras")`` works in a fresh process after ``import
-maivar_tf.models``.
+:mod:`~maivar_tf.models.bn_inception` (video, block table as a hyperparameter),
+:mod:`~maivar_tf.models.inception_resnet_v2` (audio-images), :mod:`~maivar_tf.models.heads`
+(VMLP, audio MLP, fusion MLP and Algorithm 1's initializer) and
+:mod:`~maivar_tf.models.weights` (weights by spec).
+
+Importing this package registers every custom Keras object (``BNInception``,
+``TSNPreprocessing``, ``CeilMaxPooling2D``, ``VideoWeightsInitializer``), so
+``keras.saving.load_model("fusion.keras")`` or a saved BNInception loads in a fresh process
+after ``import maivar_tf.models``.
 """
 
-from maivar_tf.models import heads  # noqa: F401  (registers VideoWeightsInitializer)
+from maivar_tf.models import bn_inception, heads  # noqa: F401  (registers the Keras objects)

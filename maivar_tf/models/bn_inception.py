@@ -2,7 +2,8 @@
 
 The network of Ioffe & Szegedy (2015, "Batch Normalization: Accelerating Deep Network Training
 by Reducing Internal Covariate Shift") in the Caffe-derived form used by Temporal Segment
-Networks (Wang et al., 2016) and therefore by MAiVAR's video stream: every ``conv1_7x7_s2``,
+Networks (Wang et al., 2016) and therefore by MAiVAR's video stream (Shaikh et al., 2024,
+"Multimodal fusion for audio-image and video action recognition"): every ``conv1_7x7_s2``,
 ``inception_3a_1x1`` ... ``inception_5b_pool_proj`` layer of the reference PyTorch ports
 (yjxiong/tsn-pytorch ``tf_model_zoo``, open-mmlab/mmaction v1, Cadene's ``pretrainedmodels``)
 exists here under the same name, so converted checkpoints load by name
