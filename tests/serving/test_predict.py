@@ -1,7 +1,9 @@
 """``maivar predict``: real clips -> top-5 classes, from a run or an export; broken files.
 
 Uses the session's tiny run and its export (:mod:`tests.serving.helpers`): stand-in
-backbones, a hidden-8 fusion MLP, K=2.
+backbones, a hidden-8 fusion MLP, K=2. Two real clips go through the whole path in the fast
+suite (centre and ten crops); the six clips, the export's predictions, the JSON output, broken
+files and the Beam/extraction parity are the slow (end-to-end) tests.
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ def test_predict_real_clips_both_crops(tiny, clip_paths, ten_crop):
     """The whole predict path, centre crop and TSN ten crops: predict = the module's graph."""
     import dataclasses
 
-    from maivar_tf.serving import as_numpy_outputs, serving_module
+    from maivar_tf.serving import as_numpy_outputs
 
     run = dataclasses.replace(tiny.run, ten_crop=ten_crop)
     paths = [str(p) for p in clip_paths[:2]]
@@ -130,15 +132,17 @@ def test_predict_real_clips_both_crops(tiny, clip_paths, ten_crop):
             assert clip.frames.shape[0] == K and min(clip.frames.shape[1:3]) == 256
         else:
             assert clip.frames.shape == (K, 224, 224, 3)
-    predictions, failures = predict_files(paths, RunPredictor(run), k=3)
+    predictor = RunPredictor(run)
+    predictions, failures = predict_files(paths, predictor, k=3)
     assert failures == [] and [p.file for p in predictions] == paths
-    module = serving_module(run)
     for clip, p in zip(prepared, predictions, strict=True):
-        want = as_numpy_outputs(module.serve_media(clip.frames[None], clip.audio_image[None]))
+        want = as_numpy_outputs(predictor.module.serve_media(clip.frames[None],
+                                                             clip.audio_image[None]))
         np.testing.assert_allclose(p.probabilities, want["probabilities"][0], atol=1e-6)
         assert len(p.classes) == 3
 
 
+@pytest.mark.slow
 def test_predict_every_real_clip_from_the_run(run_results, clip_paths):
     predictions, failures = run_results
     assert failures == []
@@ -154,6 +158,7 @@ def test_predict_every_real_clip_from_the_run(run_results, clip_paths):
     assert len({tuple(np.round(p.probabilities, 6)) for p in predictions}) == len(predictions)
 
 
+@pytest.mark.slow
 def test_saved_model_predictions_equal_the_run(tiny, exported, run_results, clip_paths):
     predictions, _ = run_results
     saved = SavedModelPredictor(exported.path.parent)  # the model folder: highest version
@@ -168,6 +173,7 @@ def test_saved_model_predictions_equal_the_run(tiny, exported, run_results, clip
         assert set(b.timings_ms) == {"prepare", "pipeline", "model"}
 
 
+@pytest.mark.slow
 def test_predict_json_with_saved_model(exported, run_results, clip_paths, capsys):
     paths = [str(p) for p in clip_paths]
     rc = predict_command(paths, saved_model=str(exported.path), as_json=True, top_k=3)
@@ -185,6 +191,7 @@ def test_predict_json_with_saved_model(exported, run_results, clip_paths, capsys
                                    atol=1e-5)
 
 
+@pytest.mark.slow
 def test_predict_broken_files_are_reported_and_the_rest_classified(
         tiny, cfg_path, clip_paths, tmp_path, capsys, monkeypatch):
     from tests.conftest import write_test_media

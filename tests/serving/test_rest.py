@@ -90,6 +90,7 @@ def request_body(signature: str, arrays: dict[str, np.ndarray], fmt: str) -> dic
     return json.loads(json.dumps(body))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["row", "columnar"])
 def test_rest_request_maps_onto_the_signatures(exported, fmt):
     rng = np.random.default_rng(5)
