@@ -1,4 +1,6 @@
 # `make demo` and `make test` work on a fresh machine: each creates .venv, installs, then runs.
+# Config values are overridden per run with `--set`, e.g.
+#   make demo DEMO_ARGS="--set train.video.epochs=30 --set extract.batch_size=8"
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -6,8 +8,9 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 CONFIG ?= configs/synthetic.yaml
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
-.PHONY: install demo test lint clean bench
+.PHONY: install demo test test-fast lint clean bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,15 +22,21 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/maivar demo --config $(CONFIG)
+	$(VENV)/bin/maivar demo --config $(CONFIG) $(DEMO_ARGS)
 
+# The whole suite, end-to-end tests included (what CI runs).
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Everything but the end-to-end (`slow`) tests.
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
 
 bench: install
+	$(PY) benchmarks/bench_render.py
 	$(PY) benchmarks/bench_build.py
 	$(PY) benchmarks/bench_extract.py
 	$(PY) benchmarks/bench_predict.py

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the child processes import TensorFlow
 sys.path.insert(0, str(REPO))
 
 TARGET_ONE_WORKER = 0.7
@@ -52,8 +52,9 @@ RUNS = {
 
 def _parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", default="configs/synthetic.yaml",
-                   help="experiment YAML for K, frame size and representations")
+    p.add_argument("--config", default=None,
+                   help="experiment YAML for K, frame size and representations (default: "
+                        "maivar_tf.config.resolve_config_path's)")
     p.add_argument("--work_dir", default="data/bench_build",
                    help="where the videos and the shards of each run go")
     p.add_argument("--per_class", type=int, default=13,
@@ -83,14 +84,18 @@ def _overrides(args) -> list[str]:
 
 
 def _config_path(args) -> str | None:
-    return args.config if Path(args.config).exists() else None
+    from maivar_tf.config import resolve_config_path
+
+    return resolve_config_path(args.config)
 
 
 def bare_child(args) -> int:
     """The bare loop in this (fresh) process; writes its timings to ``args.bare_child``."""
     t_start = time.perf_counter()
+    from maivar_tf.console import import_tensorflow_quietly, progress
+
+    import_tensorflow_quietly()
     import numpy as np
-    from tqdm import tqdm
 
     from maivar_tf.config import load_config
     from maivar_tf.data.annotations import read_annotations
@@ -103,7 +108,8 @@ def bare_child(args) -> int:
     render_audio_images(np.zeros(2 * cfg.audio.n_fft, np.float32), cfg.representations,
                         cfg.audio)  # the same one-off trace the Beam workers do
     t_loop = time.perf_counter()
-    for rec in tqdm(records, desc="bare clip_example_from_record", unit="video"):
+    for rec in progress(records, total=len(records), desc="bare clip_example_from_record",
+                        unit="video"):
         to_sequence_example(clip_example_from_record(rec, cfg)).SerializeToString()
     t_end = time.perf_counter()
     Path(args.bare_child).write_text(json.dumps({
@@ -160,7 +166,8 @@ def main(argv=None) -> int:
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}", flush=True)
     skip = set(filter(None, args.skip.split(",")))
     common = [f"--work_dir={args.work_dir}", f"--per_class={args.per_class}",
-              f"--num_segments={args.num_segments}", f"--config={args.config}"]
+              f"--num_segments={args.num_segments}",
+              *([f"--config={config_path}"] if config_path else [])]
     if args.representations:
         common.append(f"--representations={args.representations}")
     figures: dict[str, float] = {}

@@ -18,13 +18,15 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from maivar_tf.console import import_tensorflow_quietly  # noqa: E402
+
+import_tensorflow_quietly()  # before the renderers import TensorFlow: no start-up banner
 
 from maivar_tf.config import REPRESENTATIONS, AudioImageConfig  # noqa: E402
 from maivar_tf.data.audio_image import render_audio_images  # noqa: E402
