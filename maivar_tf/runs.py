@@ -20,9 +20,13 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from maivar_tf.artifacts import RUN_INFO, FeatureInfo, RunInfo
+
+if TYPE_CHECKING:  # pragma: no cover
+    from maivar_tf.config import ExperimentConfig
+    from maivar_tf.models.backbones import BackboneFeatures
 
 #: Algorithm 1's stages, in training order; each is saved as ``run_dir/<stage>.keras``.
 STAGES: tuple[str, ...] = ("audio_mlp", "vmlp", "fusion")
@@ -136,17 +140,17 @@ class ServableRun:
     """
 
     fusion: Any
-    video: Any
-    audio: Any
+    video: BackboneFeatures
+    audio: BackboneFeatures
     class_names: tuple[str, ...]
-    cfg: Any
+    cfg: ExperimentConfig
     num_segments: int
     representation: str
     ten_crop: bool = False
     provenance: Mapping[str, Any] = field(default_factory=dict)
 
 
-def run_config(cfg, info: RunInfo, run_dir: str | Path):
+def run_config(cfg: ExperimentConfig, info: RunInfo, run_dir: str | Path) -> ExperimentConfig:
     """The config the run was trained with (``run_info.json``), else ``cfg``.
 
     The preprocessing must be the training one, whatever ``--config`` says: a mismatch in
@@ -202,14 +206,14 @@ def load_backbones(features_dir: str | Path) -> tuple[Any, Any, dict[str, Any]]:
     return models["video"], models["audio"], provenance
 
 
-def _features_dir(cfg, run_cfg, info: RunInfo) -> Path:
+def _features_dir(cfg: ExperimentConfig, run_cfg: ExperimentConfig, info: RunInfo) -> Path:
     """The run's features folder: the recorded one, else the run's config's, else ``cfg``'s."""
     candidates = [Path(p) for p in (info.features_dir, run_cfg.data.features_dir,
                                     cfg.data.features_dir) if p]
     return next((p for p in candidates if FeatureInfo.exists(p)), candidates[0])
 
 
-def load_servable_run(cfg, run_dir: str | Path, *, features_dir: str | Path | None = None,
+def load_servable_run(cfg: ExperimentConfig, run_dir: str | Path, *, features_dir: str | Path | None = None,
                       backbones: tuple[Any, Any] | None = None) -> ServableRun:
     """A trained run with the backbones its features came from, ready to serve.
 

@@ -37,7 +37,7 @@ _VERSION_RE = re.compile(r"^\d+$")
 
 
 class ExportError(RunError):
-    """A run that cannot be exported as asked; the message says why and what to do."""
+    """A run that cannot be exported or served as asked; the message says why and what to do."""
 
 
 def next_version(model_dir: str | Path) -> int:
@@ -72,12 +72,18 @@ def serving_module(run: ServableRun, labels_file: str | None = None):
         run: the run to serve.
         labels_file: the labels file the class table reads (an export's asset); None builds
             the table from the class list (in-memory use).
+
+    Raises:
+        ExportError: the run's class names, fusion head and K do not fit together.
     """
     from maivar_tf.serving.module import ServingModule
 
-    return ServingModule(run.fusion, run.video, run.audio, run.class_names, run.cfg.data,
-                         representation=run.representation, num_segments=run.num_segments,
-                         ten_crop=run.ten_crop, labels_file=labels_file)
+    try:
+        return ServingModule(run.fusion, run.video, run.audio, run.class_names, run.cfg.data,
+                             representation=run.representation, num_segments=run.num_segments,
+                             ten_crop=run.ten_crop, labels_file=labels_file)
+    except ValueError as e:  # the run's parts do not fit together
+        raise ExportError(str(e)) from e
 
 
 def export_info(module, run: ServableRun, model_name: str, version: int) -> ExportInfo:

@@ -12,6 +12,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
+from maivar_tf import runs  # noqa: E402
 from maivar_tf.artifacts import FeatureInfo, RunInfo  # noqa: E402
 from maivar_tf.serving import (  # noqa: E402
     SIGNATURE_FEATURES,
@@ -61,10 +62,22 @@ def write_full_size_run(root):
 
 
 @pytest.mark.slow
-def test_full_size_export_serves_the_backbones_the_features_came_from(tmp_path):
+def test_full_size_export_serves_the_backbones_the_features_came_from(tmp_path, monkeypatch):
+    from maivar_tf.serving import export as export_module
+
     cfg, run_dir, features_dir, video_bb, audio_bb, fusion = write_full_size_run(tmp_path)
+    served = []
+
+    def load_servable_run(*args, **kwargs):  # what export_run exports, kept for a look
+        served.append(runs.load_servable_run(*args, **kwargs))
+        return served[-1]
+
+    monkeypatch.setattr(export_module, "load_servable_run", load_servable_run)
     path = export_run(cfg, run_dir, tmp_path / "export")
     assert path == tmp_path / "export" / MODEL_NAME / "1"
+    for saved, used in ((video_bb, served[0].video.model), (audio_bb, served[0].audio.model)):
+        a, b = saved.get_weights(), used.get_weights()
+        assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     info = read_export_info(path)
     assert info.provenance["video_backbone"].endswith("backbones/video.weights.h5")
     assert info.provenance["audio_backbone"].endswith("backbones/audio.weights.h5")

@@ -20,6 +20,7 @@ from maivar_tf.models.backbones import video_features  # noqa: E402
 from maivar_tf.serving import (  # noqa: E402
     SIGNATURE_FEATURES,
     SIGNATURE_MEDIA,
+    ExportError,
     ServingModule,
     as_numpy_outputs,
     serving_module,
@@ -46,6 +47,9 @@ def test_constructor_checks_the_run(tiny):
     with pytest.raises(ValueError, match="expected 'video_features' and 'audio_features'"):
         ServingModule(run.video.model, run.video, run.audio, CLASSES, run.cfg.data,
                       representation=REPRESENTATION)
+    # through the exporter's factory, the same errors are ExportErrors (one CLI line)
+    with pytest.raises(ExportError, match="takes 2 segments but num_segments is 3"):
+        serving_module(dataclasses.replace(run, num_segments=3))
 
 
 def test_module_describes_itself(module):
