@@ -172,10 +172,10 @@ def test_evaluate_models_writes_report_plots_and_exact_metrics(tmp_path):
     assert report["class_names"] == list(fs.class_names)
     # Metrics equal those computed from the models' own logits.
     logits = {
-        "video": models["video"].predict(fs.video, verbose=0),
-        "audio": models["audio"].predict(fs.audio, verbose=0),
-        "fusion": models["fusion"].predict(
-            {"video_features": fs.video, "audio_features": fs.audio}, verbose=0),
+        "video": np.asarray(models["video"](fs.video, training=False)),
+        "audio": np.asarray(models["audio"](fs.audio, training=False)),
+        "fusion": np.asarray(models["fusion"](
+            {"video_features": fs.video, "audio_features": fs.audio}, training=False)),
     }
     for name, lg in logits.items():
         m = report["models"][name]
@@ -200,7 +200,7 @@ def test_evaluate_arrays_is_exact_whatever_the_batch():
     fs = feature_set()
     fusion = heads(fs)["fusion"]
     x = {"video_features": fs.video, "audio_features": fs.audio}
-    logits = fusion.predict(x, verbose=0).astype(np.float64)
+    logits = np.asarray(fusion(x, training=False), np.float64)
     log_p = logits - logits.max(1, keepdims=True)
     log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
     for batch_size in (5, 1024):  # a last partial batch counts its rows once
