@@ -1,4 +1,9 @@
-"""Small file helpers shared by the package."""
+"""File helpers shared by the MAiVAR pipeline's stages (Shaikh et al. 2024).
+
+Contract: the JSON artefacts that hand one stage over to the next (``run_info.json``,
+``feature_info.json``, evaluation reports) are written atomically, so a reader (or a resumed
+run) never sees half a file, even when the writer is killed.
+"""
 
 from __future__ import annotations
 
