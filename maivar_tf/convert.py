@@ -12,15 +12,15 @@ cadene     ``<layer>.<param>``                   ``last_linear.*`` / ``fc.*`` (C
                                                  ``pretrainedmodels``, tsn ``tf_model_zoo``)
 ========== ==================================== ======================================
 
-MAiVAR (Shaikh et al., 2024) takes its video stream from such TSN BNInceptions.
-``<layer>`` is the reference layer name (``conv1_7x7_s2``, ``inception_3a_1x1_bn``, ...), which
-:class:`~maivar_tf.models.bn_inception.BNInception` uses verbatim; :func:`checkpoint_keys`
-lists them for a model. The command fills the reference network; a checkpoint of another block
-table converts with ``convert_checkpoint(..., model=BNInception(blocks=...))``. Convolution weights go from
-PyTorch's OIHW to Keras' HWIO, biases as they are, BatchNorm ``weight``/``bias``/
+MAiVAR (Shaikh et al., 2024) takes its video stream from such TSN BNInceptions. ``<layer>`` is the
+reference layer name (``conv1_7x7_s2``, ``inception_3a_1x1_bn``, ...), which
+:class:`~maivar_tf.models.bn_inception.BNInception` uses verbatim; :func:`checkpoint_keys` lists
+them for a model. The command fills the reference network; a checkpoint of another block table
+converts with ``convert_checkpoint(..., model=BNInception(blocks=...))``. Convolution weights go
+from PyTorch's OIHW to Keras' HWIO, biases as they are, BatchNorm ``weight``/``bias``/
 ``running_mean``/``running_var`` to ``gamma``/``beta``/``moving_mean``/``moving_variance``
-(``num_batches_tracked`` is ignored; Cadene's Caffe port stores BN tensors as ``[1, C]``,
-which is accepted). The layout is detected from the keys unless ``--layout`` names it.
+(``num_batches_tracked`` is ignored; Cadene's Caffe port stores BN tensors as ``[1, C]``, which is
+accepted). The layout is detected from the keys unless ``--layout`` names it.
 
 Every Keras weight without a source is reported as *unmatched*, every source key not used as
 *unused* (classifier heads are expected there). A checkpoint that leaves Keras weights

@@ -39,7 +39,7 @@ def tiny_audio_backbone(image_size: int = 299, dim: int = TINY_AUDIO_DIM, seed: 
 
 
 def tiny_bn_inception(image_size: int | None = None, seed: int = 0, **kwargs):
-    """A :class:`BNInception` with ``TINY_BLOCKS`` / ``TINY_STEM_FILTERS`` (``TINY_BN_INCEPTION_DIM``).
+    """A BNInception with ``TINY_BLOCKS`` / ``TINY_STEM_FILTERS`` (``TINY_BN_INCEPTION_DIM``-d).
 
     Args:
         image_size: the input side (default ``TINY_IMAGE_SIZE``, 32).

@@ -84,10 +84,10 @@ class VideoWeightsInitializer(keras.initializers.Initializer):
     or Glorot-uniform; for biases and the prediction layer ``extra_rows = 0`` and the weight is
     copied as is.
 
-    The source values are part of the config (``get_config`` stores them exactly, as base64
-    float32 bytes rather than a JSON list of floats, which is several times larger and slow to
-    parse), so a saved fusion model reloads with the same initializer and a config that says where its
-    first weights came from. The trained weights themselves are restored from the weights file.
+    The source values are part of the config (``get_config`` stores them exactly, as base64 float32
+    bytes rather than a JSON list of floats, which is several times larger and slow to parse), so a
+    saved fusion model reloads with the same initializer and a config that says where its first
+    weights came from. The trained weights themselves are restored from the weights file.
 
     Args:
         values: the VMLP weight: an array, a nested list, or the encoded dict ``get_config``

@@ -1,10 +1,10 @@
 """InceptionResNetV2, the audio-image backbone (a thin wrapper over ``keras.applications``).
 
-MAiVAR encodes every audio-image with an ImageNet InceptionResNetV2 (Szegedy et al., 2017,
-"Inception-v4, Inception-ResNet and the Impact of Residual Connections on Learning") without
-its classifier, average-pooled to a 1536-d feature. This module builds exactly
-``keras.applications.InceptionResNetV2(include_top=False, pooling="avg")`` on top of a
-preprocessing layer, so that
+MAiVAR (Shaikh et al., 2024) encodes every audio-image with an ImageNet InceptionResNetV2 (Szegedy
+et al., 2017, "Inception-v4, Inception-ResNet and the Impact of Residual Connections on Learning")
+without its classifier, average-pooled to a 1536-d feature. This module builds exactly
+``keras.applications.InceptionResNetV2(include_top=False, pooling="avg")`` on top of a preprocessing
+layer, so that
 
 * the model takes RGB audio-images with values in 0..255 (uint8 or float) and applies
   ``keras.applications.inception_resnet_v2.preprocess_input`` itself (``x / 127.5 - 1``, as a

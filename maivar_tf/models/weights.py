@@ -1,8 +1,8 @@
 """Backbone weights by spec: ``none``, ``imagenet`` or a file path.
 
-A config never holds weights, only a spec string (``model.video_weights``,
-``model.audio_weights``). This module turns the spec into something loadable and loads it
-with errors that name the backbone, the file and what would have been accepted.
+A config never holds weights, only a spec string (``model.video_weights``, ``model.audio_weights``,
+one per MAiVAR backbone; Shaikh et al., 2024). This module turns the spec into something loadable
+and loads it with errors that name the backbone, the file and what would have been accepted.
 
 Accepted files:
 
