@@ -1,8 +1,9 @@
 """One export with the full-size backbones, from the run folder and features folder on disk.
 
 BNInception and InceptionResNetV2 with random (``none``) weights are built and saved beside
-the features as ``maivar extract`` leaves them (:func:`maivar_tf.models.backbones.init_backbone`);
-:func:`maivar_tf.serving.export_run` must rebuild exactly those from ``feature_info.json``.
+the features as ``maivar extract`` leaves them
+(:func:`maivar_tf.models.backbones.init_backbone`); ``maivar export``
+(:func:`maivar_tf.serving.export_run`) must rebuild exactly those from ``feature_info.json``.
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from maivar_tf import runs  # noqa: E402
+import yaml  # noqa: E402
+
+from maivar_tf import cli, runs  # noqa: E402
 from maivar_tf.artifacts import FeatureInfo, RunInfo  # noqa: E402
 from maivar_tf.serving import (  # noqa: E402
     SIGNATURE_FEATURES,
     SIGNATURE_MEDIA,
     SIGNATURE_WAVEFORM,
     as_numpy_outputs,
-    export_run,
     read_export_info,
+    resolve_saved_model_dir,
 )
 from tests.serving.helpers import (  # noqa: E402
     CLASSES,
@@ -73,8 +76,13 @@ def test_full_size_export_serves_the_backbones_the_features_came_from(tmp_path, 
         return served[-1]
 
     monkeypatch.setattr(export_module, "load_servable_run", load_servable_run)
-    path = export_run(cfg, run_dir, tmp_path / "export")
+    cfg_path = tmp_path / "config.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg.to_dict()))
+    assert cli.main(["export", "--config", str(cfg_path), "--run-dir", str(run_dir),
+                     "--export-dir", str(tmp_path / "export")]) == 0  # export_run underneath
+    path = resolve_saved_model_dir(tmp_path / "export" / MODEL_NAME)
     assert path == tmp_path / "export" / MODEL_NAME / "1"
+    assert served[0].cfg == cfg
     for saved, used in ((video_bb, served[0].video.model), (audio_bb, served[0].audio.model)):
         a, b = saved.get_weights(), used.get_weights()
         assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))

@@ -174,9 +174,12 @@ def test_saved_model_predictions_equal_the_run(tiny, exported, run_results, clip
 
 
 @pytest.mark.slow
-def test_predict_json_with_saved_model(exported, run_results, clip_paths, capsys):
+def test_cli_predict_json_with_saved_model(exported, run_results, clip_paths, capsys):
+    from maivar_tf import cli
+
     paths = [str(p) for p in clip_paths]
-    rc = predict_command(paths, saved_model=str(exported.path), as_json=True, top_k=3)
+    rc = cli.main(["predict", *paths, "--saved-model", str(exported.path), "--json",
+                   "--top-k", "3"])
     out = capsys.readouterr()
     assert rc == 0, out.err
     doc = json.loads(out.out)
