@@ -1,5 +1,8 @@
 """A trained run on disk: its three heads, its run info and (for serving) its backbones.
 
+MAiVAR (Shaikh et al. 2024) trains three heads in turn (Algorithm 1) on frozen backbone
+features.
+
 ``maivar train`` (:func:`maivar_tf.training.run_algorithm1`) writes a run folder::
 
     run_info.json                  RunInfo: classes, K, feature widths, config, stages, metrics

@@ -1,9 +1,9 @@
 """``maivar export``: a trained run -> a versioned SavedModel for TF Serving, and reading it back.
 
 The exporter (Model Garden's ``export_base.export``) builds a
-:class:`~maivar_tf.serving.module.ServingModule` from a
-:class:`~maivar_tf.runs.ServableRun` (the fusion MLP of MAiVAR's Algorithm 1 and the backbones
-the run's features came from) with its class table read from the labels file it writes, and
+:class:`~maivar_tf.serving.module.ServingModule` from a :class:`~maivar_tf.runs.ServableRun`
+(the fusion MLP of MAiVAR's Algorithm 1, Shaikh et al. 2024, and the backbones the run's
+features came from) with its class table read from the labels file it writes, and
 writes the module's three signatures with :class:`keras.export.ExportArchive` (which keeps the
 input names) to ``EXPORT_DIR/<model_name>/<version>/``, the layout TF Serving watches::
 

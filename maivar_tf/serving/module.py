@@ -1,6 +1,6 @@
-"""The serving graph of a trained MAiVAR run: a ``tf.Module`` whose signatures are ``tf.function`` s.
+"""The serving graph of a MAiVAR run: a ``tf.Module`` whose signatures are ``tf.function`` s.
 
-MAiVAR (Shaikh et al. 2022) classifies a clip by fusing K TSN segment features of BNInception
+MAiVAR (Shaikh et al. 2024) classifies a clip by fusing K TSN segment features of BNInception
 with the InceptionResNetV2 features of an audio-image, through the fusion MLP of Algorithm 1.
 :class:`ServingModule` (Model Garden's ``ExportModule`` shape) holds that fusion head, one
 :class:`~maivar_tf.models.backbones.BackboneFeatures` per backbone (the very callables feature
