@@ -160,7 +160,8 @@ def run_once(paths: list[str], predictor) -> dict[str, dict[str, tuple[float, fl
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(REPO_ROOT / "configs" / "synthetic.yaml"))
+    parser.add_argument("--config", default=None,
+                        help="experiment YAML (default: maivar_tf.config.resolve_config_path's)")
     parser.add_argument("--set", action="append", default=[])
     parser.add_argument("--clips", default=str(DEFAULT_CLIPS))
     parser.add_argument("--repeats", type=int, default=3)
@@ -176,9 +177,9 @@ def main(argv=None) -> int:
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    from maivar_tf.config import load_config
+    from maivar_tf.config import load_config, resolve_config_path
 
-    cfg = load_config(args.config, args.set)
+    cfg = load_config(resolve_config_path(args.config), args.set)
     clips = sorted(p for p in Path(args.clips).iterdir()
                    if p.suffix.lower() in (".mp4", ".mkv", ".avi", ".webm", ".mov"))
     if not clips:
