@@ -136,6 +136,9 @@ def representation_sweep(cfg: ExperimentConfig, representations: Sequence[str] |
     reps = list(representations if representations is not None else cfg.data.representations)
     _check_representations(reps)
     features_dir = Path(features_dir or cfg.data.features_dir)
+    # the runs record (and serve with the backbones of) the features they were trained on
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data,
+                                                            features_dir=str(features_dir)))
     out_dir = Path(out_dir or Path(cfg.train.output_dir) / "sweep")
     out_dir.mkdir(parents=True, exist_ok=True)
     if extract_missing:

@@ -119,6 +119,8 @@ def test_sweep_with_fake_training_builds_table_and_extracts_missing_reps(tmp_pat
     _write_features(tmp_path / "features", train, test)  # has mfcc and chromagram only
     cfg = ExperimentConfig(name="fake", data=DataConfig(features_dir=str(tmp_path / "features")),
                            train=TrainConfig(output_dir=str(tmp_path / "run")))
+    elsewhere = ExperimentConfig(name="fake", data=DataConfig(features_dir="not/these"),
+                                 train=cfg.train)
     asked = []
     monkeypatch.setattr(features, "extract_features",
                         lambda cfg, **kw: asked.append(kw["representations"]))
@@ -126,11 +128,14 @@ def test_sweep_with_fake_training_builds_table_and_extracts_missing_reps(tmp_pat
 
     def fake_train(cfg, train_set, run_dir, vmlp_from):
         calls.append((train_set.representation, vmlp_from))
+        # the run records the features it trains on, also when they come from an argument
+        assert cfg.data.features_dir == str(tmp_path / "features")
         models = heads(train_set)
         return types.SimpleNamespace(audio_mlp=models["audio"], vmlp=models["video"],
                                      fusion=models["fusion"], run_dir=run_dir)
 
-    table = representation_sweep(cfg, ["chromagram", "mfcc"], train_fn=fake_train)
+    table = representation_sweep(elsewhere, ["chromagram", "mfcc"], train_fn=fake_train,
+                                 features_dir=tmp_path / "features")
     assert asked == []  # both representations are there: nothing extracted
     assert calls == [("chromagram", None), ("mfcc", tmp_path / "run" / "sweep" / "chromagram")]
     lines = table.strip().splitlines()
