@@ -178,6 +178,16 @@ def _assert_nontrivial(feats: np.ndarray, dim: int) -> None:
     assert 0.05 < feats.std() and np.abs(feats).max() < 50
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """PyTorch on one thread while this module runs: its OpenMP workers otherwise spin against
+    TensorFlow's and the other tests' processes for the machine's cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def reference():
     """The tiny-table reference: (torch model, RGB frames, float64-computed features)."""
