@@ -60,7 +60,7 @@ BLOCK_FIELDS: tuple[str, ...] = ("name", "n1x1", "n3x3_reduce", "n3x3", "double_
                                  "double_3x3", "pool", "pool_proj", "stride")
 POOL_TYPES: tuple[str, ...] = ("avg", "max")
 
-#: The reference network's blocks (Ioffe & Szegedy 2015, Table 1 in TSN's Caffe form); the
+#: The reference network's blocks (Ioffe & Szegedy 2015, in TSN's Caffe form); the
 #: comment is each block's output at the 224x224 input.
 REFERENCE_BLOCKS: tuple[tuple[str, int, int, int, int, int, str, int, int], ...] = (
     ("3a", 64, 64, 64, 64, 96, "avg", 32, 1),  # 28x28x256
