@@ -1,17 +1,17 @@
 """Per-clip latency of ``maivar predict`` on the real clips, split by stage.
 
 Runs the very code ``maivar predict --run-dir`` runs (:func:`maivar_tf.predict.predict_files`
-with a :class:`~maivar_tf.predict.RunPredictor`) with the full-size networks — BNInception over
-K frames, InceptionResNetV2 over one audio-image, and the fusion MLP (random weights: the cost
-does not depend on them) — and times each stage per clip:
+with a :class:`~maivar_tf.serving.predictors.RunPredictor`) with the full-size networks —
+BNInception over K frames, InceptionResNetV2 over one audio-image, and the fusion MLP (random
+weights: the cost does not depend on them) — and times each stage per clip:
 
 * ``decode``: :func:`maivar_tf.data.video.load_clip` (PyAV demux/decode of K frames + audio
   resampling);
 * ``render``: the rest of the Beam job's per-video function (JPEG-encode the frames, render the
   audio-image with the TF renderer, PNG-encode it);
-* ``pipeline``: the shared decoder reading the records back in memory
-  (:func:`maivar_tf.data.decode.decode_examples`: parse, JPEG/PNG decode, centre crop), its
-  per-call set-up shared out over the files;
+* ``pipeline``: the shared decoder reading the record back in memory
+  (:func:`maivar_tf.data.decode.decode_example`, traced once per predictor: parse, JPEG/PNG
+  decode, centre crop);
 * ``backbones``: BNInception + InceptionResNetV2;
 * ``head``: the fusion MLP, softmax and top-k.
 
@@ -58,8 +58,8 @@ def build_predictor(cfg):
     """A RunPredictor over full-size backbones and a fusion MLP built from the config."""
     from maivar_tf.models.backbones import BackboneFeatures, build_backbone
     from maivar_tf.models.heads import build_fusion_mlp, build_video_mlp
-    from maivar_tf.predict import RunPredictor
     from maivar_tf.runs import ServableRun
+    from maivar_tf.serving.predictors import RunPredictor
 
     classes = tuple(f"class_{i:02d}" for i in range(8))
     vmlp = build_video_mlp(len(classes), cfg.data.num_segments, cfg.model)
@@ -121,8 +121,8 @@ class _TimedPredictor:
 def run_once(paths: list[str], predictor) -> dict[str, dict[str, tuple[float, float]]]:
     """One ``maivar predict`` call over ``paths``: per file ``{stage: (wall_ms, cpu_ms)}``.
 
-    The decoder's per-call cost (building its dataset) is shared out over the files, in
-    proportion to each file's pipeline wall time, as the CLI pays it once per call.
+    The CPU time of the call not spent in a per-file stage (the decoder's) is shared out over
+    the files in proportion to each file's pipeline wall time.
     """
     import os.path
 
@@ -166,8 +166,7 @@ def main(argv=None) -> int:
     parser.add_argument("--clips", default=str(DEFAULT_CLIPS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--per-file", action="store_true",
-                        help="one `maivar predict` call per clip (each pays the decoder's "
-                             "set-up) instead of one call for all")
+                        help="one `maivar predict` call per clip instead of one call for all")
     parser.add_argument("--threads", type=int, default=0,
                         help="TF intra/inter-op threads (0: TF's default, all cores)")
     args = parser.parse_args(argv)

@@ -5,9 +5,10 @@ sees the features it was trained on:
 
 1. :func:`maivar_tf.data.clips.clip_example_from_record`, the Beam job's per-video function:
    the K TSN segment frames become JPEG and the run's audio-image is rendered to PNG;
-2. the record is serialised and decoded in memory by :func:`maivar_tf.data.decode.decode_examples`
+2. the record is serialised and decoded in memory by :func:`maivar_tf.data.decode.decode_example`
    (the decoder of the input pipeline and of extraction: centre crop, or whole frames when the
-   run's features average TSN's ten crops);
+   run's features average TSN's ten crops), traced once per predictor
+   (:class:`~maivar_tf.serving.predictors.ClipDecoder`);
 3. the backbones and the fusion MLP: in memory from a trained run (``--run-dir``, a
    :class:`~maivar_tf.serving.module.ServingModule` of :func:`maivar_tf.runs.load_servable_run`)
    or the ``serve_media`` signature of an exported SavedModel (``--saved-model``), which runs
@@ -163,7 +164,8 @@ def serialize_clips(paths: Sequence[str], data_cfg, *, progress: bool = False,
 
 
 def prepare_clips(paths: Sequence[str], cfg, representation: str, *, ten_crop: bool = False,
-                  progress: bool = False, clip_fn: Callable | None = None
+                  progress: bool = False, clip_fn: Callable | None = None,
+                  decoder=None
                   ) -> tuple[list[PreparedClip], list[Failure]]:
     """Decodes and renders each file exactly as the Beam job and the input pipeline do.
 
@@ -175,125 +177,33 @@ def prepare_clips(paths: Sequence[str], cfg, representation: str, *, ten_crop: b
         ten_crop: keep the frames whole (the model takes TSN's ten crops itself).
         progress: report progress over the files.
         clip_fn: see :func:`serialize_clips`.
+        decoder: the :class:`~maivar_tf.serving.predictors.ClipDecoder` of these settings
+            (default: a new one).
 
     Returns:
         ``(prepared clips in input order, failures)``.
     """
-    from maivar_tf.data.decode import decode_examples
-
     paths = [str(p) for p in paths]
     data_cfg = dataclasses.replace(cfg.data, representations=(representation,),
                                    store_waveform=False, video_root="")
     serialized, prepare_ms, failures = serialize_clips(paths, data_cfg, progress=progress,
                                                        clip_fn=clip_fn)
-    if not serialized:
-        return [], failures
-    t0 = time.perf_counter()
-    k = int(data_cfg.num_segments)
-    decoded = decode_examples(list(serialized.values()), representations=(representation,),
-                              crop_size=int(data_cfg.crop_size), num_segments=k,
-                              stored_segments=k, crop="none" if ten_crop else "center",
-                              image_size=int(data_cfg.audio.image_size))
-    pipeline_ms = 1000 * (time.perf_counter() - t0) / len(serialized)
-    prepared = [PreparedClip(paths[int(eid)], el["frames"], el["audio_images"][representation],
-                             {"prepare": prepare_ms[eid], "pipeline": pipeline_ms})
-                for eid, el in zip(serialized, decoded, strict=True)]
+    if decoder is None:
+        from maivar_tf.serving.predictors import ClipDecoder
+
+        decoder = ClipDecoder(data_cfg, representation, ten_crop)
+    prepared = []
+    for eid, record in serialized.items():
+        t0 = time.perf_counter()
+        frames, image = decoder(record)
+        prepared.append(PreparedClip(paths[int(eid)], frames, image, {
+            "prepare": prepare_ms[eid], "pipeline": 1000 * (time.perf_counter() - t0)}))
     return prepared, failures
-
-
-# ----------------------------------------------------------------------------- predictors
-
-
-class RunPredictor:
-    """A trained run in memory: backbones then head, timed separately.
-
-    Args:
-        run: the run's :class:`~maivar_tf.runs.ServableRun`.
-    """
-
-    def __init__(self, run):
-        from maivar_tf.serving.export import serving_module
-
-        self.module = serving_module(run)
-        self.cfg = run.cfg
-        self.class_names = tuple(run.class_names)
-        self.representation = run.representation
-        self.num_segments = int(run.num_segments)
-        self.ten_crop = bool(run.ten_crop)
-        self.source = {"run_dir": run.provenance.get("run_dir")}
-
-    def __call__(self, frames: np.ndarray, audio_image: np.ndarray
-                 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-        """One batch -> ``(outputs, {"backbones": ms, "head": ms})``."""
-        from maivar_tf.serving.checks import check_request
-        from maivar_tf.serving.module import SIGNATURE_MEDIA, as_numpy_outputs
-
-        specs = {s.name: s for s in self.module.input_signatures()[SIGNATURE_MEDIA]}
-        check_request({"frames": frames, "audio_image": audio_image}, specs, SIGNATURE_MEDIA)
-        t0 = time.perf_counter()
-        v, a = self.module.media_features(frames, audio_image)
-        v, a = v.numpy(), a.numpy()
-        t1 = time.perf_counter()
-        out = as_numpy_outputs(self.module.serving_default(v, a))
-        t2 = time.perf_counter()
-        return out, {"backbones": 1000 * (t1 - t0), "head": 1000 * (t2 - t1)}
-
-
-class SavedModelPredictor:
-    """An exported SavedModel's ``serve_media`` signature.
-
-    Args:
-        path: the version folder (or the model folder: its highest version).
-
-    Raises:
-        FileNotFoundError: no SavedModel or no export record at ``path``.
-        ExportError: the SavedModel has no ``serve_media`` signature.
-    """
-
-    def __init__(self, path: str | Path):
-        import tensorflow as tf
-
-        from maivar_tf.config import config_from_json_dict
-        from maivar_tf.serving.export import (
-            ExportError,
-            read_export_info,
-            resolve_saved_model_dir,
-        )
-        from maivar_tf.serving.module import SIGNATURE_MEDIA
-
-        self.path = resolve_saved_model_dir(path)
-        info = read_export_info(self.path)
-        self.cfg = config_from_json_dict(info.config)
-        self.class_names = tuple(info.class_names)
-        self.representation = info.representation
-        self.num_segments = int(info.num_segments)
-        self.ten_crop = bool(info.ten_crop)
-        self.loaded = tf.saved_model.load(str(self.path))
-        if SIGNATURE_MEDIA not in self.loaded.signatures:
-            raise ExportError(f"{self.path} has no {SIGNATURE_MEDIA!r} signature; it has "
-                              f"{', '.join(self.loaded.signatures)}")
-        self.signature = self.loaded.signatures[SIGNATURE_MEDIA]
-        self.source = {"saved_model": str(self.path)}
-
-    def __call__(self, frames: np.ndarray, audio_image: np.ndarray
-                 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-        """One batch -> ``(outputs, {"model": ms})``."""
-        import tensorflow as tf
-
-        from maivar_tf.serving.checks import check_request
-        from maivar_tf.serving.module import SIGNATURE_MEDIA, as_numpy_outputs
-
-        inputs = {"frames": frames, "audio_image": audio_image}
-        check_request(inputs, dict(self.signature.structured_input_signature[1]),
-                      SIGNATURE_MEDIA)
-        t0 = time.perf_counter()
-        out = as_numpy_outputs(self.signature(**{k: tf.constant(v) for k, v in inputs.items()}))
-        return out, {"model": 1000 * (time.perf_counter() - t0)}
 
 
 def load_predictor(*, run_dir: str | Path | None = None, saved_model: str | Path | None = None,
                    cfg=None):
-    """A :class:`SavedModelPredictor` (``saved_model``) or a :class:`RunPredictor`.
+    """A :class:`~maivar_tf.serving.predictors.SavedModelPredictor` or ``RunPredictor``.
 
     Args:
         run_dir: the trained run (default ``cfg.train.output_dir``).
@@ -302,6 +212,8 @@ def load_predictor(*, run_dir: str | Path | None = None, saved_model: str | Path
             :func:`maivar_tf.config.resolve_config_path`); the run's own config wins for the
             preprocessing. Not used for a SavedModel, which records its own.
     """
+    from maivar_tf.serving.predictors import RunPredictor, SavedModelPredictor
+
     if saved_model:
         return SavedModelPredictor(saved_model)
     from maivar_tf.config import load_config, resolve_config_path
@@ -327,7 +239,8 @@ def predict_files(paths: Sequence[str], predictor, *, k: int = 5, progress: bool
 
     Args:
         paths: video files.
-        predictor: a :class:`RunPredictor` or :class:`SavedModelPredictor`.
+        predictor: a :mod:`maivar_tf.serving.predictors` predictor (its ``decoder`` decodes
+            the records).
         k: how many classes to name per file (at most the number of classes).
         progress: report progress.
         clip_fn: see :func:`serialize_clips`.
@@ -339,7 +252,7 @@ def predict_files(paths: Sequence[str], predictor, *, k: int = 5, progress: bool
     k = max(1, min(int(k), len(predictor.class_names)))
     prepared, failures = prepare_clips(paths, predictor.cfg, predictor.representation,
                                        ten_crop=predictor.ten_crop, progress=progress,
-                                       clip_fn=clip_fn)
+                                       clip_fn=clip_fn, decoder=predictor.decoder)
     predictions = []
     for clip in progress_bar(prepared, total=len(prepared), desc="classify", unit="video",
                              enabled=progress and len(prepared) > 1):

@@ -4,7 +4,9 @@
   ``tf.function`` s are the SavedModel signatures (and what ``maivar predict --run-dir`` runs);
 * :mod:`maivar_tf.serving.checks`: the in-graph and Python checks of a request;
 * :mod:`maivar_tf.serving.export`: the versioned SavedModel writer (``maivar export``) and
-  reading an export back.
+  reading an export back;
+* :mod:`maivar_tf.serving.predictors`: what ``maivar predict`` classifies with (a record
+  decoder plus the module in memory, or an export's ``serve_media``).
 
 Loading the run itself (heads, backbones, run info) is :mod:`maivar_tf.runs`.
 """

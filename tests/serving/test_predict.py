@@ -19,8 +19,6 @@ from maivar_tf import runs  # noqa: E402
 from maivar_tf.predict import (  # noqa: E402
     Failure,
     Prediction,
-    RunPredictor,
-    SavedModelPredictor,
     format_text,
     message_without_path,
     predict_command,
@@ -28,6 +26,7 @@ from maivar_tf.predict import (  # noqa: E402
     prepare_clips,
     top_k,
 )
+from maivar_tf.serving.predictors import RunPredictor, SavedModelPredictor  # noqa: E402
 from tests.serving.helpers import CLASSES, REPRESENTATION, K  # noqa: E402
 
 

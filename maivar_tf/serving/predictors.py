@@ -1,0 +1,131 @@
+"""What ``maivar predict`` classifies with: a record decoder and a model, in memory or exported.
+
+A predictor takes one batch of decoded media (uint8 frames ``[B, K, H, W, 3]`` and
+audio-images ``[B, S, S, 3]``) to the signature outputs of
+:mod:`maivar_tf.serving.module`, checking the request first
+(:func:`maivar_tf.serving.checks.check_request`), and holds the :class:`ClipDecoder` that
+turns a clip's serialised record (the Beam job's ``SequenceExample``) into that media with the
+preprocessing the model was trained with:
+
+* :class:`RunPredictor`: a trained run's :class:`~maivar_tf.serving.module.ServingModule`,
+  its backbones and its head called (and timed) separately;
+* :class:`SavedModelPredictor`: an export's ``serve_media`` signature, the same graph.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from maivar_tf.config import config_from_json_dict
+from maivar_tf.data.decode import decode_example
+from maivar_tf.serving.checks import check_request
+from maivar_tf.serving.export import (
+    ExportError,
+    read_export_info,
+    resolve_saved_model_dir,
+    serving_module,
+)
+from maivar_tf.serving.module import SIGNATURE_MEDIA, as_numpy_outputs
+
+
+class ClipDecoder:
+    """Serialised clip records -> the frames and audio-image the model takes.
+
+    :func:`maivar_tf.data.decode.decode_example` (the decoder of the input pipeline and of
+    extraction) for one model's settings, traced once per decoder: a predictor holds one, so
+    repeated predictions in one process pay for decoding only.
+
+    Args:
+        data_cfg: the data section the model was trained with (K, crop size, image size).
+        representation: the audio-image the model takes.
+        ten_crop: keep the frames whole (the model takes TSN's ten crops itself).
+    """
+
+    def __init__(self, data_cfg, representation: str, ten_crop: bool = False):
+        k = int(data_cfg.num_segments)
+        self.representation = representation
+        decode = functools.partial(
+            decode_example, representations=(representation,), crop_size=int(data_cfg.crop_size),
+            num_segments=k, stored_segments=k, crop="none" if ten_crop else "center",
+            image_size=int(data_cfg.audio.image_size))
+        self.decode = tf.function(decode, input_signature=[tf.TensorSpec([], tf.string)],
+                                  autograph=False)
+
+    def __call__(self, serialized: bytes) -> tuple[np.ndarray, np.ndarray]:
+        """One record -> ``(frames uint8 [K, c, c, 3] or [K, H, W, 3], audio_image [S, S, 3])``."""
+        out = self.decode(serialized)
+        return out["frames"].numpy(), out["audio_images"][self.representation].numpy()
+
+
+class RunPredictor:
+    """A trained run in memory: backbones then head, timed separately.
+
+    Args:
+        run: the run's :class:`~maivar_tf.runs.ServableRun`.
+    """
+
+    def __init__(self, run):
+        self.module = serving_module(run)
+        self.cfg = run.cfg
+        self.class_names = tuple(run.class_names)
+        self.representation = run.representation
+        self.num_segments = int(run.num_segments)
+        self.ten_crop = bool(run.ten_crop)
+        self.decoder = ClipDecoder(self.cfg.data, self.representation, self.ten_crop)
+        self.source = {"run_dir": run.provenance.get("run_dir")}
+
+    def __call__(self, frames: np.ndarray, audio_image: np.ndarray
+                 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """One batch -> ``(outputs, {"backbones": ms, "head": ms})``."""
+        specs = {s.name: s for s in self.module.input_signatures()[SIGNATURE_MEDIA]}
+        check_request({"frames": frames, "audio_image": audio_image}, specs, SIGNATURE_MEDIA)
+        t0 = time.perf_counter()
+        v, a = self.module.media_features(frames, audio_image)
+        v, a = v.numpy(), a.numpy()
+        t1 = time.perf_counter()
+        out = as_numpy_outputs(self.module.serving_default(v, a))
+        t2 = time.perf_counter()
+        return out, {"backbones": 1000 * (t1 - t0), "head": 1000 * (t2 - t1)}
+
+
+class SavedModelPredictor:
+    """An exported SavedModel's ``serve_media`` signature.
+
+    Args:
+        path: the version folder (or the model folder: its highest version).
+
+    Raises:
+        FileNotFoundError: no SavedModel or no export record at ``path``.
+        ExportError: the SavedModel has no ``serve_media`` signature.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = resolve_saved_model_dir(path)
+        info = read_export_info(self.path)
+        self.cfg = config_from_json_dict(info.config)
+        self.class_names = tuple(info.class_names)
+        self.representation = info.representation
+        self.num_segments = int(info.num_segments)
+        self.ten_crop = bool(info.ten_crop)
+        self.loaded = tf.saved_model.load(str(self.path))
+        if SIGNATURE_MEDIA not in self.loaded.signatures:
+            raise ExportError(f"{self.path} has no {SIGNATURE_MEDIA!r} signature; it has "
+                              f"{', '.join(self.loaded.signatures)}")
+        self.signature = self.loaded.signatures[SIGNATURE_MEDIA]
+        self.decoder = ClipDecoder(self.cfg.data, self.representation, self.ten_crop)
+        self.source = {"saved_model": str(self.path)}
+
+    def __call__(self, frames: np.ndarray, audio_image: np.ndarray
+                 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """One batch -> ``(outputs, {"model": ms})``."""
+        inputs = {"frames": frames, "audio_image": audio_image}
+        check_request(inputs, dict(self.signature.structured_input_signature[1]),
+                      SIGNATURE_MEDIA)
+        t0 = time.perf_counter()
+        out = as_numpy_outputs(self.signature(**{k: tf.constant(v) for k, v in inputs.items()}))
+        return out, {"model": 1000 * (time.perf_counter() - t0)}
