@@ -216,7 +216,8 @@ def _features_dir(cfg: ExperimentConfig, run_cfg: ExperimentConfig, info: RunInf
     return next((p for p in candidates if FeatureInfo.exists(p)), candidates[0])
 
 
-def load_servable_run(cfg: ExperimentConfig, run_dir: str | Path, *, features_dir: str | Path | None = None,
+def load_servable_run(cfg: ExperimentConfig, run_dir: str | Path, *,
+                      features_dir: str | Path | None = None,
                       backbones: tuple[Any, Any] | None = None) -> ServableRun:
     """A trained run with the backbones its features came from, ready to serve.
 
