@@ -112,17 +112,15 @@ def _make_video(cfg: SynthConfig, v: _Video, dest: str) -> str:
 
 
 def _run(jobs: list[tuple[_Video, Path]], cfg: SynthConfig, workers: int, progress: bool) -> None:
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    from maivar_tf.console import progress as progress_bar
 
-        bar = tqdm(total=len(jobs), desc="synth videos", unit="video")
+    bar = progress_bar(total=len(jobs), desc="synth videos", unit="video",
+                       enabled=progress and bool(jobs))
     try:
         if workers <= 1 or len(jobs) < 2 * workers:  # too few videos to pay for the start-up
             for v, dest in jobs:
                 _make_video(cfg, v, str(dest))
-                if bar is not None:
-                    bar.update()
+                bar.update()
             return
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -133,11 +131,9 @@ def _run(jobs: list[tuple[_Video, Path]], cfg: SynthConfig, workers: int, progre
             futures = [pool.submit(_make_video, cfg, v, str(dest)) for v, dest in jobs]
             for fut in as_completed(futures):
                 fut.result()
-                if bar is not None:
-                    bar.update()
+                bar.update()
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
 
 
 def generate_dataset(out_dir: str | os.PathLike, cfg: SynthConfig, progress: bool = True,
@@ -154,7 +150,7 @@ def generate_dataset(out_dir: str | os.PathLike, cfg: SynthConfig, progress: boo
     Args:
         out_dir: the dataset folder (created if needed).
         cfg: the dataset config.
-        progress: show a tqdm progress bar.
+        progress: report progress (:func:`maivar_tf.console.progress`).
         workers: processes rendering and encoding in parallel (None: up to 2, the CPU count
             permitting). The output does not depend on it. Workers are spawned, so a script
             calling this with ``workers > 1`` needs the usual ``if __name__ == "__main__":``
