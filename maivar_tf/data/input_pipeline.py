@@ -2,75 +2,39 @@
 
 The stages read as a sentence::
 
-    files(<split>-*-of-*.tfrecord, sorted) -> interleave(TFRecordDataset)
-      -> parse (schema.parse_sequence_example) -> decode JPEG frames
-      -> center crop (eval) | multi-scale random crop + flip (training, TSN style)
-      -> decode PNG audio-images -> batch (per replica) -> prefetch(AUTOTUNE)
+    files(<split>-*-of-*.tfrecord, sorted) -> [shard by input pipeline] -> [shuffle files]
+      -> interleave(TFRecordDataset) -> [shuffle examples] -> [repeat]
+      -> decode_example (parse, JPEG frames, crop, PNG audio-images)
+      -> batch (per replica) -> prefetch(AUTOTUNE)
 
-Everything is deterministic unless ``training=True``. The shards' ``dataset_info.json`` is read
-first: shards written under another :data:`~maivar_tf.data.schema.SCHEMA_VERSION` are refused,
-as are representations or a K the shards do not hold.
+Decoding is :func:`maivar_tf.data.decode.decode_example`, the one decoder that extraction and
+``maivar predict`` use too: centre crops for evaluation, TSN's multi-scale random crops and
+flips in training (Shaikh et al. 2024, Sec. 3.3, after Wang et al. 2016). Everything is
+deterministic unless ``training=True``. The shards' ``dataset_info.json`` is read first
+(:class:`~maivar_tf.artifacts.DatasetInfo`): shards written under another
+:data:`~maivar_tf.data.schema.SCHEMA_VERSION` are refused, as are representations, a K or a
+crop size the shards cannot provide (:class:`ShardLayout`).
 
 Example:
-    >>> ds = make_dataset("data/tfrecords", "test", cfg.data, batch_size=8)
-    >>> batch = next(iter(ds))
-    >>> batch["frames"].shape, batch["audio_images"]["chromagram"].shape
+    >>> ds = make_dataset("data/tfrecords", "test", cfg.data, batch_size=8)  # doctest: +SKIP
+    >>> batch = next(iter(ds))                                                # doctest: +SKIP
+    >>> batch["frames"].shape, batch["audio_images"]["chromagram"].shape      # doctest: +SKIP
     (TensorShape([8, 8, 224, 224, 3]), TensorShape([8, 299, 299, 3]))
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import os
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import tensorflow as tf
 
+from maivar_tf.artifacts import DatasetInfo
 from maivar_tf.config import DataConfig
 from maivar_tf.data import schema
-
-DATASET_INFO = "dataset_info.json"
-#: TSN's multi-scale crop: crop sides as fractions of the shorter frame side.
-TRAIN_CROP_SCALES = (1.0, 0.875, 0.75, 0.66)
-#: TSN's ``max_distort``: height and width scales differ by at most this many steps.
-TRAIN_MAX_DISTORT = 1
-
-
-class SchemaVersionError(ValueError):
-    """The shards were written under a schema version this code does not read."""
-
-
-def read_dataset_info(data_dir: str | os.PathLike) -> dict[str, Any]:
-    """Reads ``<data_dir>/dataset_info.json`` written by ``beam/build_tfrecords.py``.
-
-    Args:
-        data_dir: the folder holding the shards.
-
-    Raises:
-        FileNotFoundError: there is no ``dataset_info.json`` (the shards were never built).
-    """
-    path = os.path.join(os.fspath(data_dir), DATASET_INFO)
-    if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(
-            f"{path} does not exist; build the shards first with "
-            "`python -m beam.build_tfrecords` (or `maivar build`)")
-    with tf.io.gfile.GFile(path, "r") as f:
-        return json.load(f)
-
-
-def check_schema_version(info: dict[str, Any], data_dir: str | os.PathLike) -> None:
-    """Raises :class:`SchemaVersionError` unless ``info`` has this code's schema version."""
-    version = info.get("schema_version")
-    if version != schema.SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"{os.fspath(data_dir)}: the shards use TFRecord schema version {version!r}, this "
-            f"code reads version {schema.SCHEMA_VERSION}; rebuild them with "
-            "`python -m beam.build_tfrecords`")
-
-
-def _stored_data_config(info: dict[str, Any]) -> dict[str, Any]:
-    return dict(info.get("config", {}).get("data", {}))
+from maivar_tf.data.decode import decode_example
 
 
 def shard_files(data_dir: str | os.PathLike, split: str) -> list[str]:
@@ -89,67 +53,133 @@ def shard_files(data_dir: str | os.PathLike, split: str) -> list[str]:
     return files
 
 
-def segment_subset(stored: int, wanted: int) -> list[int]:
-    """Indices of ``wanted`` frames evenly spread over ``stored`` (each segment's centre)."""
-    return [int((i + 0.5) * stored / wanted) for i in range(wanted)]
+@dataclass(frozen=True)
+class ShardLayout:
+    """What the shards of one folder hold, from their ``dataset_info.json``.
+
+    Args:
+        data_dir: the folder (named in error messages).
+        representations: the audio-images stored.
+        num_segments: frames stored per clip.
+        frame_short_side: the frames' shorter side.
+        image_size: the audio-images' side.
+    """
+
+    data_dir: str
+    representations: tuple[str, ...]
+    num_segments: int
+    frame_short_side: int
+    image_size: int
+
+    @classmethod
+    def read(cls, data_dir: str | os.PathLike, cfg: DataConfig) -> ShardLayout:
+        """Reads ``dataset_info.json`` (values it lacks come from ``cfg``).
+
+        Raises:
+            FileNotFoundError: there is no ``dataset_info.json``.
+            SchemaVersionError: the shards were written under another schema version.
+        """
+        info = DatasetInfo.read(data_dir)
+        info.check_schema(data_dir, schema.SCHEMA_VERSION)
+        stored = info.data_config
+        return cls(data_dir=os.fspath(data_dir),
+                   representations=tuple(stored.get("representations", ())),
+                   num_segments=int(stored.get("num_segments", cfg.num_segments)),
+                   frame_short_side=int(stored.get("frame_short_side", cfg.frame_short_side)),
+                   image_size=int(stored.get("audio", {}).get("image_size",
+                                                              cfg.audio.image_size)))
+
+    def check(self, representations: Sequence[str], num_segments: int,
+              crop_size: int | None) -> None:
+        """Raises ValueError unless the shards hold these representations, K and crop size."""
+        missing = [r for r in representations if r not in self.representations]
+        if missing:
+            raise ValueError(f"representations {missing} are not in the shards of "
+                             f"{self.data_dir}; allowed: "
+                             f"{', '.join(self.representations) or 'none'}")
+        if num_segments > self.num_segments:
+            raise ValueError(f"num_segments: {num_segments} frames per clip asked, the shards of "
+                             f"{self.data_dir} hold {self.num_segments}; allowed: "
+                             f"1..{self.num_segments} (or rebuild with "
+                             f"--num_segments={num_segments})")
+        if crop_size is not None and crop_size > self.frame_short_side:
+            raise ValueError(f"crop_size: {crop_size} > the shards' frame_short_side "
+                             f"{self.frame_short_side}; allowed: crop_size <= "
+                             f"{self.frame_short_side}")
+
+    def decoder(self, representations: Sequence[str], num_segments: int, crop_size: int, *,
+                crop: str = "center", include_frames: bool = True) -> Callable:
+        """:func:`decode_example` bound to these shards (checked first, see :meth:`check`).
+
+        Returns:
+            ``decode(serialized, seed=None) -> dict`` of tensors.
+        """
+        reps = tuple(representations)
+        self.check(reps, num_segments, crop_size if include_frames else None)
+        return functools.partial(
+            decode_example, representations=reps, crop_size=int(crop_size),
+            num_segments=int(num_segments), stored_segments=self.num_segments, crop=crop,
+            image_size=self.image_size, include_frames=include_frames)
 
 
 # ----------------------------------------------------------------------------- stages
 
 
-def center_crop(frames: tf.Tensor, crop: int) -> tf.Tensor:
-    """uint8 [..., H, W, 3] -> the centre ``crop`` x ``crop`` window of every frame.
+def _records(files: Sequence[str], *, training: bool, input_context, seed: int | None,
+             shuffle_buffer: int, repeat: bool) -> tf.data.Dataset:
+    """Serialized examples of ``files``: sharded, shuffled (training) and repeated as asked.
 
-    Offsets are ``(H - crop) // 2`` and ``(W - crop) // 2``; any leading dimensions (K, or
-    B and K) are kept, so extraction and the serving signatures crop exactly as training does.
-
-    The frames are decoded whole first: ``decode_and_crop_jpeg`` differs from decoding then
-    cropping by a level or two at the window edge (chroma upsampling), and the crop must equal
-    what ``maivar predict`` computes from the same pixels.
+    Several input pipelines take disjoint files when there are enough of them, disjoint
+    records of the interleaved stream otherwise; either way before any shuffle.
     """
-    shape = tf.shape(frames)
-    off_y = (shape[-3] - crop) // 2
-    off_x = (shape[-2] - crop) // 2
-    return frames[..., off_y:off_y + crop, off_x:off_x + crop, :]
+    num_pipelines = input_context.num_input_pipelines if input_context else 1
+    pipeline_id = input_context.input_pipeline_id if input_context else 0
+    shard_by_file = num_pipelines > 1 and len(files) >= num_pipelines
+    ds = tf.data.Dataset.from_tensor_slices(list(files))  # sorted: a deterministic file order
+    if shard_by_file:
+        ds = ds.shard(num_pipelines, pipeline_id)
+    if training:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    if num_pipelines > 1 and not shard_by_file:
+        ds = ds.shard(num_pipelines, pipeline_id)
+    if training:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    return ds.repeat() if repeat else ds
 
 
-def _decode_frames(encoded: tf.Tensor) -> tf.Tensor:
-    """[K] JPEG strings -> uint8 [K, H, W, 3]."""
-    return tf.map_fn(lambda b: tf.io.decode_jpeg(b, channels=3), encoded,
-                     fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+def _decoded(records: tf.data.Dataset, decode: Callable, *, random_crops: bool,
+             seed: int | None, deterministic: bool) -> tf.data.Dataset:
+    """Maps ``decode``; random crops draw one stateless seed per example from ``seed``."""
+    if random_crops:
+        seeds = tf.data.Dataset.random(seed=seed).batch(2)
+        return tf.data.Dataset.zip((records, seeds)).map(
+            lambda s, sd: decode(s, seed=sd), num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=deterministic)
+    return records.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
 
 
-def random_crop_and_flip(frames: tf.Tensor, crop: int, seed: tf.Tensor) -> tf.Tensor:
-    """TSN training augmentation, the same for every frame of one clip.
+def pipeline_options(*, deterministic: bool = True) -> tf.data.Options:
+    """The options of every pipeline over the shards: the order asked for, no autotuning.
 
-    A crop whose height and width are each one of :data:`TRAIN_CROP_SCALES` times the shorter
-    side (differing by at most :data:`TRAIN_MAX_DISTORT` steps), at a random position, resized
-    to ``crop`` x ``crop``; then a horizontal flip with probability 1/2.
-
-    Args:
-        frames: uint8 [K, H, W, 3].
-        crop: the output side.
-        seed: int64 [2], a stateless random seed.
+    Destroying an iterator whose autotuning model thread runs waits for that thread's next
+    wake-up, which backs off towards a minute as the iterator ages: every pipeline that ended
+    (an input shard in extraction, an epoch) stalled for up to that long. Without the model
+    thread, ``AUTOTUNE`` parallelism is the number of schedulable cores and ``prefetch`` keeps
+    its own buffer tuning, which keeps the backbones fed on CPU.
     """
-    seeds = tf.random.experimental.stateless_split(seed, num=5)
-    shape = tf.shape(frames)
-    h, w = shape[1], shape[2]
-    short = tf.cast(tf.minimum(h, w), tf.float32)
-    scales = tf.constant(TRAIN_CROP_SCALES, tf.float32)
-    n = len(TRAIN_CROP_SCALES)
-    i = tf.random.stateless_uniform([], seeds[0], 0, n, dtype=tf.int32)
-    d = tf.random.stateless_uniform([], seeds[1], -TRAIN_MAX_DISTORT, TRAIN_MAX_DISTORT + 1,
-                                    dtype=tf.int32)
-    j = tf.clip_by_value(i + d, 0, n - 1)
-    ch = tf.minimum(tf.cast(tf.round(scales[i] * short), tf.int32), h)
-    cw = tf.minimum(tf.cast(tf.round(scales[j] * short), tf.int32), w)
-    y = tf.random.stateless_uniform([], seeds[2], 0, h - ch + 1, dtype=tf.int32)
-    x = tf.random.stateless_uniform([], seeds[3], 0, w - cw + 1, dtype=tf.int32)
-    cropped = frames[:, y:y + ch, x:x + cw, :]
-    resized = tf.image.resize(cropped, [crop, crop], method="bilinear", antialias=True)
-    out = tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
-    flip = tf.random.stateless_uniform([], seeds[4]) < 0.5
-    return tf.cond(flip, lambda: tf.reverse(out, axis=[2]), lambda: out)
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    options.autotune.enabled = False
+    return options
+
+
+def _batched(ds: tf.data.Dataset, batch_size: int, *, drop_remainder: bool,
+             deterministic: bool) -> tf.data.Dataset:
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    return ds.with_options(pipeline_options(deterministic=deterministic)).prefetch(
+        tf.data.AUTOTUNE)
 
 
 # ----------------------------------------------------------------------------- dataset
@@ -193,81 +223,17 @@ def make_dataset(data_dir: str | os.PathLike, split: str, cfg: DataConfig, *, ba
         SchemaVersionError: the shards were written under another schema version.
         ValueError: a representation, K or crop size the shards cannot provide.
     """
-    info = read_dataset_info(data_dir)
-    check_schema_version(info, data_dir)
-    stored = _stored_data_config(info)
-    stored_reps = tuple(stored.get("representations", ()))
-    reps = tuple(cfg.representations if representations is None else representations)
-    missing = [r for r in reps if r not in stored_reps]
-    if missing:
-        raise ValueError(f"representations {missing} are not in the shards of {data_dir}; "
-                         f"allowed: {', '.join(stored_reps) or 'none'}")
-    stored_k = int(stored.get("num_segments", cfg.num_segments))
-    k = int(num_segments or cfg.num_segments)
-    if k > stored_k:
-        raise ValueError(f"num_segments: {k} frames per clip asked, the shards of {data_dir} "
-                         f"hold {stored_k}; allowed: 1..{stored_k} (or rebuild with "
-                         f"--num_segments={k})")
-    crop = int(cfg.crop_size)
-    stored_short = int(stored.get("frame_short_side", cfg.frame_short_side))
-    if include_frames and crop > stored_short:
-        raise ValueError(f"crop_size: {crop} > the shards' frame_short_side {stored_short}; "
-                         f"allowed: crop_size <= {stored_short}")
-    image_size = int(stored.get("audio", {}).get("image_size", cfg.audio.image_size))
-    frame_index = None if k == stored_k else tf.constant(segment_subset(stored_k, k), tf.int32)
-    augment = training and cfg.train_augment
-    deterministic = not training
-
+    augment = training and cfg.train_augment and include_frames
+    decode = ShardLayout.read(data_dir, cfg).decoder(
+        cfg.representations if representations is None else representations,
+        int(num_segments or cfg.num_segments), int(cfg.crop_size),
+        crop="random" if augment else "center", include_frames=include_frames)
     files = shard_files(data_dir, split)
-    num_pipelines = input_context.num_input_pipelines if input_context else 1
-    pipeline_id = input_context.input_pipeline_id if input_context else 0
-    per_replica_batch = (input_context.get_per_replica_batch_size(batch_size)
-                         if input_context else batch_size)
-    shard_by_file = num_pipelines > 1 and len(files) >= num_pipelines
-
-    def parse(serialized):
-        return schema.parse_sequence_example(serialized, reps)
-
-    def decode(parsed, aug_seed=None):
-        out = {"label": parsed[schema.LABEL_INDEX], "example_id": parsed[schema.EXAMPLE_ID]}
-        if include_frames:
-            encoded = parsed[schema.IMAGE_ENCODED]
-            if frame_index is not None:
-                encoded = tf.gather(encoded, frame_index)
-            if augment:
-                frames = random_crop_and_flip(_decode_frames(encoded), crop, aug_seed)
-            else:
-                frames = center_crop(_decode_frames(encoded), crop)
-            out["frames"] = tf.ensure_shape(frames, [k, crop, crop, 3])
-        if reps:
-            out["audio_images"] = {
-                rep: tf.ensure_shape(
-                    tf.io.decode_png(parsed[schema.audio_image_key(rep)][0], channels=3),
-                    [image_size, image_size, 3])
-                for rep in reps}
-        return out
-
-    ds = tf.data.Dataset.from_tensor_slices(files)  # sorted: a deterministic file order
-    if shard_by_file:  # before any shuffle, so the pipelines' file sets stay disjoint
-        ds = ds.shard(num_pipelines, pipeline_id)
-    if training:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
-                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    if num_pipelines > 1 and not shard_by_file:
-        ds = ds.shard(num_pipelines, pipeline_id)
-    if training:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    if augment and include_frames:
-        seeds = tf.data.Dataset.random(seed=seed).batch(2)
-        ds = tf.data.Dataset.zip((ds, seeds)).map(
-            decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    else:
-        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    ds = ds.batch(per_replica_batch, drop_remainder=drop_remainder)
-    options = tf.data.Options()
-    options.deterministic = deterministic
-    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+    records = _records(files, training=training, input_context=input_context, seed=seed,
+                       shuffle_buffer=shuffle_buffer, repeat=repeat)
+    decoded = _decoded(records, decode, random_crops=augment, seed=seed,
+                       deterministic=not training)
+    per_replica = (input_context.get_per_replica_batch_size(batch_size) if input_context
+                   else batch_size)
+    return _batched(decoded, per_replica, drop_remainder=drop_remainder,
+                    deterministic=not training)

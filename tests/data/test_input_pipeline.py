@@ -14,15 +14,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from maivar_tf.artifacts import DATASET_INFO, DatasetInfo, SchemaVersionError
 from maivar_tf.config import AudioImageConfig, DataConfig, ExperimentConfig
 from maivar_tf.data import schema
-from maivar_tf.data.input_pipeline import (
-    SchemaVersionError,
-    make_dataset,
-    random_crop_and_flip,
-    read_dataset_info,
-    segment_subset,
-)
+from maivar_tf.data.decode import segment_subset
+from maivar_tf.data.input_pipeline import ShardLayout, make_dataset
 
 K = 4
 SHORT = 40
@@ -69,7 +65,7 @@ def _write(data_dir, clips, split: str, num_shards: int, cfg: DataConfig,
     info = {"schema_version": schema_version,
             "config": ExperimentConfig(data=cfg).to_dict(),
             "class_names": ["class0", "class1", "class2"]}
-    with open(os.path.join(data_dir, "dataset_info.json"), "w") as f:
+    with open(os.path.join(data_dir, DATASET_INFO), "w") as f:
         json.dump(info, f)
 
 
@@ -177,23 +173,6 @@ def test_training_augments_with_crops_and_flips(shards):
     assert next(iter(plain))["frames"].shape == (6, K, CROP, CROP, 3)
 
 
-def test_random_crop_and_flip_is_consistent_across_frames_and_flips():
-    frames = np.repeat(np.arange(48, dtype=np.uint8)[None, None, :, None], 40, axis=1)
-    frames = np.repeat(np.repeat(frames, K, axis=0), 3, axis=3)  # [K, 40, 48, 3], x ramp
-    flips = 0
-    for s in range(20):
-        out = random_crop_and_flip(tf.constant(frames), CROP, tf.constant([s, 7], tf.int64))
-        out = out.numpy()
-        assert out.shape == (K, CROP, CROP, 3)
-        for t in range(1, K):  # the same crop for every segment
-            np.testing.assert_array_equal(out[t], out[0])
-        row = out[0, CROP // 2, :, 0].astype(int)
-        flips += int(row[0] > row[-1])
-        again = random_crop_and_flip(tf.constant(frames), CROP, tf.constant([s, 7], tf.int64))
-        np.testing.assert_array_equal(out, again.numpy())  # stateless: same seed, same crop
-    assert 0 < flips < 20
-
-
 def test_num_segments_picks_evenly_spread_frames(shards):
     data_dir, clips = shards
     assert segment_subset(8, 4) == [1, 3, 5, 7]
@@ -221,6 +200,20 @@ def test_refuses_what_the_shards_cannot_provide(shards, tmp_path):
     rng = np.random.default_rng(1)
     _write(old, [_clip(0, "test", rng)[0]], "test", 1, _cfg(),
            schema_version=schema.SCHEMA_VERSION + 1)
-    assert read_dataset_info(old)["schema_version"] == schema.SCHEMA_VERSION + 1
+    assert DatasetInfo.read(old).schema_version == schema.SCHEMA_VERSION + 1
     with pytest.raises(SchemaVersionError, match=f"schema version {schema.SCHEMA_VERSION + 1}"):
         make_dataset(old, "test", _cfg(), batch_size=2)
+    with pytest.raises(ValueError, match=f"crop_size: {SHORT + 8} > the shards' "
+                                         f"frame_short_side {SHORT}"):
+        ShardLayout.read(data_dir, _cfg()).check((), K, SHORT + 8)
+
+
+def test_layout_comes_from_dataset_info_and_pipelines_do_not_autotune(shards):
+    data_dir, _ = shards
+    layout = ShardLayout.read(data_dir, DataConfig())  # the stored values, not the defaults
+    assert (layout.representations, layout.num_segments, layout.frame_short_side,
+            layout.image_size) == (REPS, K, SHORT, IMG)
+    ds = make_dataset(data_dir, "test", _cfg(), batch_size=2)
+    # No autotuning model thread: its teardown stalls every pipeline that ends.
+    assert ds.options().autotune.enabled is False
+    assert ds.options().deterministic is True
