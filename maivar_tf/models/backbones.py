@@ -1,0 +1,239 @@
+"""Backbone features: frames and audio-images -> feature vectors, one traced function each.
+
+MAiVAR (Shaikh et al. 2024, Sec. 3.3-3.4) feeds its heads frozen features: BNInception (TSN)
+turns each of the K segment frames into a vector, InceptionResNetV2 each audio-image.
+:class:`BackboneFeatures` wraps a backbone in one ``tf.function`` per input shape (unknown
+batch), and :func:`video_features` takes the centre crop, or TSN's ten crops averaged
+(Wang et al. 2016), through :mod:`maivar_tf.ops`. Feature extraction, the serving module and
+``maivar predict`` all go through these two, so a clip gets the same features everywhere.
+
+Backbones are built from their weights spec (``none``, ``imagenet`` or a file) by
+:func:`build_backbone`. Features from randomly initialised (``none``) backbones are only
+meaningful with the very weights they came from: :func:`init_backbone` seeds them and saves
+them once under ``<features_dir>/backbones/<kind>.weights.h5`` (recorded in the
+:class:`~maivar_tf.artifacts.BackboneSpec`), and :func:`restore_backbone` rebuilds a backbone
+from its spec for serving.
+
+Example:
+    >>> fn = BackboneFeatures(build_backbone("video", "none", 224), (224, 224, 3))
+    >>> video_features(fn, frames, crop_size=224).shape   # frames uint8 [B, K, H, W, 3]
+    TensorShape([B, K, 1024])
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from maivar_tf import ops
+from maivar_tf.artifacts import BACKBONES_SUBDIR, BackboneSpec, backbone_weights_name
+from maivar_tf.models.bn_inception import build_video_backbone
+from maivar_tf.models.inception_resnet_v2 import IMAGE_SIZE as AUDIO_IMAGE_SIZE
+from maivar_tf.models.inception_resnet_v2 import build_audio_backbone
+from maivar_tf.models.weights import WeightsError
+
+#: The two backbones, by kind, and the architecture name their specs record.
+ARCHITECTURES = {"video": "bn_inception", "audio": "inception_resnet_v2"}
+#: Images per backbone call when a caller bounds memory (ten crops of a large K, say).
+MAX_IMAGES_PER_CALL = 256
+#: Prefix of the architecture recorded for a model handed in by code.
+INJECTED = "injected"
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in ARCHITECTURES:
+        raise ValueError(f"backbone kind {kind!r}; allowed: {', '.join(ARCHITECTURES)}")
+
+
+def output_dim(model: keras.Model, image_shape: Sequence[int]) -> int:
+    """The feature width ``D`` of a backbone ``[B, *image_shape] -> [B, D]``.
+
+    Raises:
+        ValueError: the backbone does not output one vector per image.
+    """
+    try:
+        shape = model.output_shape
+    except (AttributeError, ValueError, RuntimeError):
+        shape = None
+    if not shape or isinstance(shape, list) or shape[-1] is None:
+        shape = model.compute_output_shape((1, *image_shape))
+    if len(shape) != 2:
+        raise ValueError(f"backbone {model.name!r} must output [B, D] features; its output "
+                         f"shape is {shape}")
+    return int(shape[-1])
+
+
+class BackboneFeatures(tf.Module):
+    """A backbone as one traced function: images ``[N, H, W, 3]`` -> float32 ``[N, D]``.
+
+    The batch dimension of the trace is unknown, so every batch size (a smaller last batch
+    too) reuses it; it can be called eagerly or from inside another ``tf.function`` (a
+    serving signature). Holding the model as an attribute makes its variables part of any
+    ``tf.Module`` that holds this object.
+
+    Args:
+        model: a backbone taking RGB 0..255 images and returning ``[N, D]``.
+        image_shape: ``(H, W, 3)``, the input shape the function is traced for.
+    """
+
+    def __init__(self, model: keras.Model, image_shape: Sequence[int]):
+        super().__init__(name="backbone_features")
+        self.model = model
+        self.image_shape = tuple(int(d) for d in image_shape)
+        self.dim = output_dim(model, self.image_shape)
+        self.features = tf.function(
+            self._features, input_signature=[tf.TensorSpec([None, *self.image_shape],
+                                                           tf.float32)], autograph=False)
+
+    def _features(self, images):
+        return tf.cast(self.model(images, training=False), tf.float32)
+
+    def __call__(self, images, max_images: int | None = None) -> tf.Tensor:
+        """Features of ``images`` (uint8 or float, 0..255), float32 ``[N, D]``.
+
+        Args:
+            images: ``[N, H, W, 3]``.
+            max_images: when ``N`` is known and larger, call the backbone on chunks of this
+                many images (bounds memory; the features are the same).
+        """
+        images = tf.convert_to_tensor(images)
+        n = images.shape[0]
+        if max_images is None or n is None or n <= max_images:
+            return self.features(tf.cast(images, tf.float32))
+        return tf.concat([self.features(tf.cast(images[i:i + max_images], tf.float32))
+                          for i in range(0, n, max_images)], axis=0)
+
+
+def video_features(fn: BackboneFeatures, frames, crop_size: int, ten_crop: bool = False,
+                   max_images: int | None = None) -> tf.Tensor:
+    """Segment features of clips: uint8 ``[B, K, H, W, 3]`` -> float32 ``[B, K, D]``.
+
+    The video backbone sees the centre ``crop_size`` square of every frame
+    (:func:`maivar_tf.ops.center_crop`), or TSN's ten crops (:func:`maivar_tf.ops.ten_crop`)
+    whose features are averaged. Frames that already are ``crop_size`` squares are their own
+    centre crop.
+
+    Args:
+        fn: the video backbone's :class:`BackboneFeatures`.
+        frames: uint8 ``[B, K, H, W, 3]`` with ``H, W >= crop_size``.
+        crop_size: the crop side.
+        ten_crop: average over the ten crops instead of the centre one.
+        max_images: see :meth:`BackboneFeatures.__call__`.
+    """
+    frames = tf.convert_to_tensor(frames)
+    k = frames.shape[1] if frames.shape[1] is not None else tf.shape(frames)[1]
+    c = int(crop_size)
+    crops = ops.ten_crop(frames, c) if ten_crop else ops.center_crop(frames, c)
+    feats = fn(tf.reshape(crops, [-1, c, c, 3]), max_images=max_images)
+    if not ten_crop:
+        return tf.reshape(feats, [-1, k, fn.dim])
+    return tf.reduce_mean(tf.reshape(feats, [10, -1, k, fn.dim]), axis=0)
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def build_backbone(kind: str, weights: str = "none", image_size: int | None = None,
+                   **hyperparameters) -> keras.Model:
+    """Builds the ``video`` (BNInception) or ``audio`` (InceptionResNetV2) backbone.
+
+    Args:
+        kind: ``video`` or ``audio``.
+        weights: ``none``, ``imagenet`` (audio only) or a weights file.
+        image_size: the square input side (video: the crop size; audio: 299 only).
+        **hyperparameters: passed to the builder (e.g. BNInception's ``blocks``).
+
+    Raises:
+        ValueError: an unknown kind or an audio image size the backbone does not take.
+        WeightsError, FileNotFoundError: see the builders.
+    """
+    _check_kind(kind)
+    if kind == "video":
+        size = {} if image_size is None else {"image_size": int(image_size)}
+        return build_video_backbone(weights, **size, **hyperparameters)
+    if image_size is not None and int(image_size) != AUDIO_IMAGE_SIZE:
+        raise ValueError(f"audio image_size: {image_size}; allowed: {AUDIO_IMAGE_SIZE} "
+                         "(InceptionResNetV2's input side)")
+    return build_audio_backbone(weights, **hyperparameters)
+
+
+def backbone_spec(kind: str, weights: str, image_size: int,
+                  saved_weights: str | None = None) -> BackboneSpec:
+    """The :class:`BackboneSpec` of a backbone :func:`build_backbone` made."""
+    _check_kind(kind)
+    return BackboneSpec.describe(ARCHITECTURES[kind], weights, image_size, saved_weights)
+
+
+def injected_spec(model: keras.Model, image_size: int) -> BackboneSpec:
+    """The spec of a backbone handed in by code (told apart by its model name only)."""
+    return BackboneSpec(f"{INJECTED}:{model.name}", INJECTED, int(image_size))
+
+
+def saved_weights_path(kind: str) -> str:
+    """Where :func:`init_backbone` saves random weights, relative to the features folder."""
+    return f"{BACKBONES_SUBDIR}/{backbone_weights_name(kind)}"
+
+
+def init_backbone(kind: str, weights: str, image_size: int, features_dir: str | os.PathLike,
+                  *, seed: int, **hyperparameters) -> tuple[keras.Model, BackboneSpec]:
+    """The backbone a feature extraction uses, and its spec.
+
+    Random (``none``) weights are drawn after ``keras.utils.set_random_seed(seed)`` and saved
+    atomically under ``features_dir`` (:func:`saved_weights_path`); when that file exists (a
+    resumed extraction) it is loaded instead, so every shard of a folder comes from the same
+    weights and serving can rebuild them.
+
+    Args:
+        kind: ``video`` or ``audio``.
+        weights: the config's weights spec.
+        image_size: the input side.
+        features_dir: the extraction's output folder.
+        seed: the seed of random weights.
+        **hyperparameters: see :func:`build_backbone`.
+    """
+    if weights != "none":
+        model = build_backbone(kind, weights, image_size, **hyperparameters)
+        return model, backbone_spec(kind, weights, image_size)
+    rel = saved_weights_path(kind)
+    path = Path(features_dir) / rel
+    if path.is_file():
+        model = build_backbone(kind, str(path), image_size, **hyperparameters)
+    else:
+        keras.utils.set_random_seed(seed)
+        model = build_backbone(kind, "none", image_size, **hyperparameters)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{kind}.tmp-{os.getpid()}.weights.h5")
+        model.save_weights(tmp)
+        os.replace(tmp, path)
+    return model, backbone_spec(kind, "none", image_size, saved_weights=rel)
+
+
+def restore_backbone(spec: BackboneSpec, kind: str, features_dir: str | os.PathLike,
+                     **hyperparameters) -> keras.Model:
+    """Rebuilds the backbone a set of features came from (for serving and predict).
+
+    Loads :meth:`BackboneSpec.weights_to_load`: the weights saved beside the features, an
+    unchanged weights file, or ImageNet.
+
+    Raises:
+        WeightsError: the backbone was handed in by code, or its weights are gone (random
+            weights that were never saved, or a weights file that changed).
+    """
+    _check_kind(kind)
+    if spec.architecture != ARCHITECTURES[kind]:
+        raise WeightsError(f"the {kind} backbone of the features in {os.fspath(features_dir)} "
+                           f"is {spec.architecture!r}, not {ARCHITECTURES[kind]!r}: it cannot "
+                           "be rebuilt from the features folder")
+    weights = spec.weights_to_load(features_dir)
+    if weights is None:
+        raise WeightsError(
+            f"cannot recover the {kind} backbone the features in {os.fspath(features_dir)} "
+            f"were extracted with (weights {spec.weights!r}, saved copy "
+            f"{spec.saved_weights or 'none'}): randomly initialised ('none') weights must be "
+            "saved at extraction time and a weights file must be unchanged; re-run `maivar "
+            "extract` into a fresh data.features_dir and retrain")
+    return build_backbone(kind, weights, spec.image_size, **hyperparameters)
