@@ -1,0 +1,375 @@
+"""The extraction run (``maivar extract``): TFRecords -> frozen backbone features -> shards.
+
+The paper (Shaikh et al. 2024, Sec. 3.3-3.4) trains its heads on frozen features: BNInception
+(TSN) turns each of the K segment frames into a 1024-d vector and InceptionResNetV2 each
+audio-image into a 1536-d vector. :func:`extract_features` computes both once, decoding the
+TFRecords with :func:`maivar_tf.data.decode.decode_example` and running the backbones through
+:mod:`maivar_tf.models.backbones` (the same code as serving), and writes the shards
+:mod:`maivar_tf.features.shards` reads.
+
+One output shard per input shard (``SSSSS`` is the input shard's index). Each output is written
+under a temporary name and renamed when complete, so an interrupted run leaves no half-written
+shard under a final name; a re-run skips every output that already exists (and computes only
+the missing representations of a shard). ``feature_info.json`` records a fingerprint of
+everything the values depend on (backbones, K, crops, the TFRecords' ``dataset_info.json``): a
+folder made with other settings is refused. Extraction is deterministic: no shuffling, no random
+crops (the centre crop, or TSN's ten crops with ``extract.ten_crop``).
+
+Example:
+    >>> cfg = load_config("configs/synthetic.yaml")                     # doctest: +SKIP
+    >>> extract_features(cfg, representations=["chromagram"])           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from maivar_tf.artifacts import (
+    FEATURES_VERSION,
+    ArtifactError,
+    BackboneSpec,
+    DatasetInfo,
+    FeatureInfo,
+    SplitFeatures,
+)
+from maivar_tf.config import REPRESENTATIONS, ExperimentConfig
+from maivar_tf.console import progress as progress_bar
+from maivar_tf.data import schema
+from maivar_tf.features.shards import (
+    FEATURE_KEYS,
+    FeatureError,
+    audio_shard_name,
+    feature_example,
+    video_shard_name,
+)
+
+logger = logging.getLogger(__name__)
+
+_INPUT_SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{5})-of-(?P<total>\d{5})"
+                             r"\.tfrecord$")
+_TMP_MARK = ".tmp-"
+
+
+def input_shards(data_dir: str | os.PathLike, split: str) -> list[Path]:
+    """The split's TFRecord shards in the order ``make_dataset`` reads them (empty if none)."""
+    from maivar_tf.data.input_pipeline import shard_files
+
+    try:
+        return [Path(f) for f in shard_files(data_dir, split)]
+    except FileNotFoundError:
+        return []
+
+
+def shard_index(path: Path, position: int) -> int:
+    """The ``SSSSS`` of ``<split>-SSSSS-of-NNNNN.tfrecord`` (its position when unnamed so)."""
+    m = _INPUT_SHARD_RE.match(path.name)
+    return int(m.group("index")) if m else position
+
+
+def extraction_fingerprint(cfg: ExperimentConfig, dataset_info: DatasetInfo,
+                           video: BackboneSpec, audio: BackboneSpec) -> str:
+    """A hash of everything the feature values depend on (stale shards are refused)."""
+    payload = {
+        "features_version": FEATURES_VERSION,
+        "video": video.fingerprint(),
+        "audio": audio.fingerprint(),
+        "num_segments": cfg.data.num_segments,
+        "crop_size": cfg.data.crop_size,
+        "ten_crop": cfg.extract.ten_crop,
+        "dataset_info": dataset_info.to_json(),
+    }
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- the job
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every input shard of one run is extracted with."""
+
+    out_dir: Path
+    representations: tuple[str, ...]
+    video: Any  # BackboneFeatures
+    audio: Any  # BackboneFeatures
+    layout: Any  # ShardLayout of the input folder
+    num_segments: int
+    crop_size: int
+    ten_crop: bool
+    batch_size: int
+
+
+def _backbone_features(cfg: ExperimentConfig, out_dir: Path, injected: Mapping[str, Any]):
+    """``{kind: (BackboneFeatures, BackboneSpec)}``: injected models, else the configured ones.
+
+    An injected model may be a Keras model or a ready :class:`BackboneFeatures` (whose trace is
+    then reused across runs).
+    """
+    from maivar_tf.models.backbones import BackboneFeatures, init_backbone, injected_spec
+
+    sizes = {"video": int(cfg.data.crop_size), "audio": int(cfg.data.audio.image_size)}
+    weights = {"video": cfg.model.video_weights, "audio": cfg.model.audio_weights}
+    seeds = {"video": cfg.train.seed, "audio": cfg.train.seed + 1}
+    out = {}
+    for kind, size in sizes.items():
+        given = injected.get(kind)
+        if isinstance(given, BackboneFeatures):
+            out[kind] = (given, injected_spec(given.model, size))
+            continue
+        if given is not None:
+            model, spec = given, injected_spec(given, size)
+        else:
+            model, spec = init_backbone(kind, weights[kind], size, out_dir, seed=seeds[kind])
+        try:
+            out[kind] = (BackboneFeatures(model, (size, size, 3)), spec)
+        except ValueError as e:
+            raise FeatureError(str(e)) from e
+    return out
+
+
+def _start_feature_info(out_dir: Path, info: FeatureInfo) -> FeatureInfo:
+    """Writes ``info`` (keeping the splits already extracted) or refuses a stale folder.
+
+    The fingerprint is recorded before any shard is written.
+
+    Raises:
+        FeatureError: the folder holds features made with other settings, or feature shards
+            without a ``feature_info.json``.
+    """
+    if FeatureInfo.exists(out_dir):
+        try:
+            old = FeatureInfo.read(out_dir)
+        except ArtifactError:
+            old = None
+        if old is None or old.fingerprint != info.fingerprint:
+            raise FeatureError(
+                f"{out_dir} holds features made with other settings (weights, K, crops or "
+                f"TFRecords: fingerprint {old.fingerprint if old else 'of an older layout'} != "
+                f"{info.fingerprint}); delete it or set data.features_dir to another folder")
+        info = dataclasses.replace(info, splits=dict(old.splits))
+    elif any(out_dir.glob("*.tfrecord")):
+        raise FeatureError(f"{out_dir} holds feature shards but no {FeatureInfo.FILE}; delete "
+                           "them or set data.features_dir to another folder")
+    info.write(out_dir)
+    return info
+
+
+def _check_request(cfg: ExperimentConfig, data_dir: Path, splits: Sequence[str],
+                   representations: Sequence[str] | None) -> tuple[list[str], dict]:
+    """The representations to extract and every split's input shards, checked."""
+    reps = list(cfg.data.representations if representations is None else representations)
+    for r in reps:
+        if r not in cfg.data.representations:
+            raise FeatureError(f"representation {r!r} is not in the TFRecords; allowed: "
+                               f"{', '.join(cfg.data.representations)} (data.representations)")
+    if not splits:
+        raise FeatureError("no splits to extract; allowed: train, test, val")
+    shards = {s: input_shards(data_dir, s) for s in splits}
+    for s, found in shards.items():
+        if not found:
+            raise FeatureError(f"no {s}-SSSSS-of-NNNNN.tfrecord shards in {data_dir}; run "
+                               "`maivar build` first (or check data.output_dir)")
+    return reps, shards
+
+
+def _shard_layout(cfg: ExperimentConfig, data_dir: Path, reps: Sequence[str]):
+    """The input folder's :class:`ShardLayout`, checked against K, the crop and ``reps``."""
+    from maivar_tf.data.input_pipeline import ShardLayout
+
+    layout = ShardLayout.read(data_dir, cfg.data)
+    try:
+        layout.check(reps, int(cfg.data.num_segments), int(cfg.data.crop_size))
+    except ValueError as e:
+        raise FeatureError(f"data.{e}") from e
+    return layout
+
+
+def extract_features(cfg: ExperimentConfig, *, splits: Sequence[str] = ("train", "test"),
+                     representations: Sequence[str] | None = None, progress: bool = True,
+                     video_backbone=None, audio_backbone=None,
+                     data_dir: str | Path | None = None,
+                     features_dir: str | Path | None = None) -> Path:
+    """Runs the frozen backbones over the TFRecords and writes feature shards.
+
+    Args:
+        cfg: the experiment; reads ``cfg.data.output_dir`` (TFRecords), writes
+            ``cfg.data.features_dir``; ``cfg.model.video_weights``/``audio_weights`` pick the
+            backbone weights, ``cfg.extract.ten_crop`` TSN ten-crop averaging and
+            ``cfg.extract.batch_size`` the videos per batch.
+        splits: which splits to extract.
+        representations: audio-images to extract (default: ``cfg.data.representations``).
+        progress: report progress per split (:func:`maivar_tf.console.progress`).
+        video_backbone: a Keras model ``[B,crop,crop,3] (0..255 RGB) -> [B,Dv]`` or a
+            :class:`~maivar_tf.models.backbones.BackboneFeatures` of one; default: BNInception
+            with ``cfg.model.video_weights``. Tests inject tiny ones.
+        audio_backbone: the same for ``[B,S,S,3] -> [B,Da]``; default InceptionResNetV2.
+        data_dir: overrides ``cfg.data.output_dir``.
+        features_dir: overrides ``cfg.data.features_dir``.
+
+    Returns:
+        The features folder.
+
+    Raises:
+        FeatureError: no input shards for a split, a K or representation the shards lack, or
+            existing shards made with other settings (delete the folder or pick another one).
+    """
+    data_dir = Path(data_dir or cfg.data.output_dir)
+    out_dir = Path(features_dir or cfg.data.features_dir)
+    reps, shards = _check_request(cfg, data_dir, splits, representations)
+    dataset_info = DatasetInfo.read(data_dir)
+    layout = _shard_layout(cfg, data_dir, reps)
+    backbones = _backbone_features(cfg, out_dir, {"video": video_backbone,
+                                                  "audio": audio_backbone})
+    (video, video_spec), (audio, audio_spec) = backbones["video"], backbones["audio"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    info = _start_feature_info(out_dir, FeatureInfo(
+        fingerprint=extraction_fingerprint(cfg, dataset_info, video_spec, audio_spec),
+        num_segments=cfg.data.num_segments, video_dim=video.dim, audio_dim=audio.dim,
+        crop_size=cfg.data.crop_size, ten_crop=cfg.extract.ten_crop,
+        video_backbone=video_spec, audio_backbone=audio_spec,
+        class_names=tuple(dataset_info.class_names), config=cfg.to_dict(),
+        tfrecords_schema_version=dataset_info.schema_version, keys=dict(FEATURE_KEYS)))
+    job = _Job(out_dir=out_dir, representations=tuple(reps), video=video, audio=audio,
+               layout=layout, num_segments=int(cfg.data.num_segments),
+               crop_size=int(cfg.data.crop_size),
+               ten_crop=bool(cfg.extract.ten_crop), batch_size=int(cfg.extract.batch_size))
+    for split in splits:
+        total = (dataset_info.counts.get(split) or {}).get("total")
+        with progress_bar(total=total, desc=f"extract {split}", unit="video",
+                          enabled=progress) as bar:
+            done = _extract_split(job, split, shards[split], bar)
+        previous = info.splits.get(split)
+        done = dataclasses.replace(done, representations=tuple(sorted(
+            set(previous.representations if previous else ()) | set(done.representations),
+            key=REPRESENTATIONS.index)))
+        info = dataclasses.replace(info, splits={**info.splits, split: done})
+        info.write(out_dir)
+    return out_dir
+
+
+# ----------------------------------------------------------------------------- per shard
+
+
+def _extract_split(job: _Job, split: str, files: Sequence[Path], bar) -> SplitFeatures:
+    """Extracts every input shard of ``split`` (skipping finished outputs)."""
+    count = 0
+    for position, shard in enumerate(files):
+        index = shard_index(shard, position)
+        video_name = video_shard_name(split, index)
+        audio_names = {r: audio_shard_name(r, split, index) for r in job.representations}
+        _remove_stale_temps(job.out_dir, [video_name, *audio_names.values()])
+        todo_video = not (job.out_dir / video_name).exists()
+        todo = {r: n for r, n in audio_names.items() if not (job.out_dir / n).exists()}
+        if not todo_video and not todo:
+            n = _count_records(job.out_dir / video_name)
+            bar.update(n)
+        else:
+            n = _extract_shard(job, shard, video_name if todo_video else None, todo, bar)
+        count += n
+    return SplitFeatures(count=count, num_shards=len(files),
+                         representations=job.representations)
+
+
+def _shard_dataset(job: _Job, shard: Path, frames: bool, reps: Sequence[str]):
+    """One input shard decoded in file order, only the parts still to extract: batches of
+    clips (single clips for ten crops, whose whole frames may differ in size between clips)."""
+    import tensorflow as tf
+
+    from maivar_tf.data.input_pipeline import pipeline_options
+
+    decode = job.layout.decoder(reps, job.num_segments, job.crop_size,
+                                crop="none" if job.ten_crop else "center", include_frames=frames)
+    batch = 1 if (frames and job.ten_crop) else job.batch_size
+    ds = tf.data.TFRecordDataset(str(shard)).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch).with_options(pipeline_options()).prefetch(tf.data.AUTOTUNE)
+
+
+def _extract_shard(job: _Job, shard: Path, video_name: str | None, audio_names: dict[str, str],
+                   bar) -> int:
+    """Extracts one input shard into temp files and renames them when all are complete.
+
+    Returns:
+        The number of examples in the shard.
+
+    Raises:
+        FeatureError: the pipeline yielded other examples than the shard holds.
+    """
+    import tensorflow as tf
+
+    from maivar_tf.models.backbones import MAX_IMAGES_PER_CALL, video_features
+
+    expected = _shard_ids(shard)
+    names = ([video_name] if video_name else []) + list(audio_names.values())
+    tmps = {name: job.out_dir / f".{name}{_TMP_MARK}{os.getpid()}" for name in names}
+    writers = {name: tf.io.TFRecordWriter(str(path)) for name, path in tmps.items()}
+    seen: list[bytes] = []
+    try:
+        for batch in _shard_dataset(job, shard, video_name is not None, list(audio_names)):
+            ids, labels = batch["example_id"].numpy(), batch["label"].numpy()
+            rows: dict[str, tuple[np.ndarray, bool]] = {}
+            if video_name is not None:
+                rows[video_name] = (video_features(
+                    job.video, batch["frames"], job.crop_size, job.ten_crop,
+                    max_images=MAX_IMAGES_PER_CALL).numpy(), True)
+            for rep, name in audio_names.items():
+                rows[name] = (job.audio(batch["audio_images"][rep],
+                                        max_images=MAX_IMAGES_PER_CALL).numpy(), False)
+            for name, (feats, is_video) in rows.items():
+                for i, label, row in zip(ids, labels, feats, strict=True):
+                    writers[name].write(feature_example(i, label, row, video=is_video))
+            seen.extend(ids.tolist())
+            bar.update(len(ids))
+        if seen != expected:
+            raise FeatureError(
+                f"{shard}: the input pipeline yielded {len(seen)} examples, the shard holds "
+                f"{len(expected)} (or in another order); refusing to write its features")
+    except BaseException:
+        for w in writers.values():
+            w.close()
+        for path in tmps.values():
+            path.unlink(missing_ok=True)
+        raise
+    for w in writers.values():
+        w.close()
+    for name, path in tmps.items():
+        os.replace(path, job.out_dir / name)
+    return len(expected)
+
+
+def _shard_ids(shard: Path) -> list[bytes]:
+    """The example ids of one input shard, in file order (context-only parse, no decoding)."""
+    import tensorflow as tf
+
+    spec = {schema.EXAMPLE_ID: tf.io.FixedLenFeature([], tf.string)}
+
+    def parse(s):
+        ctx, _ = tf.io.parse_single_sequence_example(s, context_features=spec)
+        return ctx[schema.EXAMPLE_ID]
+
+    return list(tf.data.TFRecordDataset(str(shard)).map(parse).as_numpy_iterator())
+
+
+def _count_records(path: Path) -> int:
+    import tensorflow as tf
+
+    return int(tf.data.TFRecordDataset(str(path)).reduce(np.int64(0), lambda n, _: n + 1))
+
+
+def _remove_stale_temps(out_dir: Path, names: Sequence[str]) -> None:
+    for name in names:
+        for leftover in glob.glob(str(out_dir / f".{name}{_TMP_MARK}*")):
+            logger.info("removing leftover temporary file %s", leftover)
+            os.remove(leftover)

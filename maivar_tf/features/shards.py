@@ -1,0 +1,324 @@
+"""Feature shards: their file names, their ``tf.train.Example`` codec, and reading one split.
+
+The paper's heads (Shaikh et al. 2024, Sec. 3.4) train on frozen backbone features. They live
+in ``features_dir`` as::
+
+    video-<split>-SSSSS.tfrecord          {example/id, clip/label/index,
+                                           video/features (K*D floats), video/num_segments}
+    audio-<REP>-<split>-SSSSS.tfrecord    {example/id, clip/label/index, audio/features (D)}
+    feature_info.json                     a FeatureInfo (maivar_tf.artifacts)
+
+:func:`load_features` reads one split back as a :class:`FeatureSet`, joining video and audio
+**by example id, never by row position** (:func:`pair_by_id`): the authors' public
+concatenated-feature classifier scored near chance, most likely because its two feature files
+were not aligned row by row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from maivar_tf.artifacts import ArtifactError, FeatureInfo
+from maivar_tf.config import REPRESENTATIONS
+
+# Feature-shard keys (tf.train.Example).
+ID_KEY = "example/id"
+LABEL_KEY = "clip/label/index"
+VIDEO_FEATURES_KEY = "video/features"
+VIDEO_SEGMENTS_KEY = "video/num_segments"
+AUDIO_FEATURES_KEY = "audio/features"
+#: The keys, as ``FeatureInfo.keys`` records them.
+FEATURE_KEYS = {"id": ID_KEY, "label": LABEL_KEY, "video": VIDEO_FEATURES_KEY,
+                "num_segments": VIDEO_SEGMENTS_KEY, "audio": AUDIO_FEATURES_KEY}
+
+
+class FeatureError(RuntimeError):
+    """Feature shards that are missing, stale, inconsistent or cannot be paired."""
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """One split's features, video and audio paired by example id and sorted by id.
+
+    Args:
+        ids: example ids, ``str`` ``[N]``, sorted.
+        video: BNInception segment features, float32 ``[N, K, Dv]``.
+        audio: InceptionResNetV2 audio-image features, float32 ``[N, Da]``.
+        labels: class indices, int64 ``[N]``.
+        class_names: the class list the labels index.
+        representation: which audio-image the audio features come from.
+    """
+
+    ids: np.ndarray
+    video: np.ndarray
+    audio: np.ndarray
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    representation: str
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        for name in ("video", "audio", "labels"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"FeatureSet.{name} has {len(getattr(self, name))} rows; "
+                                 f"expected {n} (one per id)")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (``len(class_names)``)."""
+        return len(self.class_names)
+
+    @property
+    def num_segments(self) -> int:
+        """K, the segments per video."""
+        return int(self.video.shape[1])
+
+    def subset(self, index: np.ndarray | Sequence[int]) -> FeatureSet:
+        """The rows at ``index`` (e.g. a validation split), keeping the class list."""
+        index = np.asarray(index)
+        return dataclasses.replace(self, ids=self.ids[index], video=self.video[index],
+                                   audio=self.audio[index], labels=self.labels[index])
+
+
+# ----------------------------------------------------------------------------- file names
+
+
+def video_shard_name(split: str, index: int) -> str:
+    """File name of the video feature shard made from input shard ``index`` of ``split``."""
+    return f"video-{split}-{index:05d}.tfrecord"
+
+
+def audio_shard_name(representation: str, split: str, index: int) -> str:
+    """File name of one representation's audio feature shard for input shard ``index``."""
+    return f"audio-{representation.upper()}-{split}-{index:05d}.tfrecord"
+
+
+def _shard_files(features_dir: Path, split: str, representation: str | None) -> list[Path]:
+    """The split's video shards (``representation`` None) or audio shards, sorted."""
+    digits = "[0-9]" * 5
+    prefix = "video" if representation is None else f"audio-{representation.upper()}"
+    return sorted(features_dir.glob(f"{prefix}-{split}-{digits}.tfrecord"))
+
+
+# ----------------------------------------------------------------------------- codec
+
+
+def _to_bytes(s: str | bytes) -> bytes:
+    return s if isinstance(s, bytes) else str(s).encode()
+
+
+def feature_example(example_id: str | bytes, label: int, features: np.ndarray, *,
+                    video: bool) -> bytes:
+    """One serialized feature ``tf.train.Example``: id, label and the flattened features.
+
+    Args:
+        example_id: the clip's ``example/id``.
+        label: its class index.
+        features: float32 ``[K, D]`` segment features (``video``) or ``[D]`` audio features.
+        video: which of the two kinds ``features`` is.
+    """
+    import tensorflow as tf
+
+    def ints(v: int):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v)]))
+
+    features = np.asarray(features, np.float32)
+    feature = {
+        ID_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[_to_bytes(example_id)])),
+        LABEL_KEY: ints(label),
+        VIDEO_FEATURES_KEY if video else AUDIO_FEATURES_KEY: tf.train.Feature(
+            float_list=tf.train.FloatList(value=features.reshape(-1))),
+    }
+    if video:
+        feature[VIDEO_SEGMENTS_KEY] = ints(features.shape[0])
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def _write_shard(path: str | Path, ids, labels, rows, video: bool) -> None:
+    import tensorflow as tf
+
+    with tf.io.TFRecordWriter(str(path)) as w:
+        for i, label, row in zip(ids, labels, rows, strict=True):
+            w.write(feature_example(i, label, row, video=video))
+
+
+def write_video_shard(path: str | Path, ids: Sequence[str], labels: Sequence[int],
+                      video: np.ndarray) -> None:
+    """Writes a video feature shard (``video`` float32 ``[N, K, D]``) in the given row order."""
+    _write_shard(path, ids, labels, video, video=True)
+
+
+def write_audio_shard(path: str | Path, ids: Sequence[str], labels: Sequence[int],
+                      audio: np.ndarray) -> None:
+    """Writes an audio feature shard (``audio`` float32 ``[N, D]``) in the given row order."""
+    _write_shard(path, ids, labels, audio, video=False)
+
+
+def _read_columns(files: Sequence[Path], key: str, width: int) -> dict[str, np.ndarray]:
+    """``{"ids", "labels", "features" [N, width]}`` of every Example in ``files``, in order."""
+    import tensorflow as tf
+
+    spec = {ID_KEY: tf.io.FixedLenFeature([], tf.string),
+            LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+            key: tf.io.FixedLenFeature([width], tf.float32)}
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in spec}
+    if files:
+        ds = tf.data.TFRecordDataset([str(f) for f in files]).batch(1024)
+        for batch in ds.map(lambda s: tf.io.parse_example(s, spec)).as_numpy_iterator():
+            for k, v in batch.items():
+                cols[k].append(v)
+    joined = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in cols.items()}
+    return {"ids": joined[ID_KEY].astype(str), "labels": joined[LABEL_KEY].astype(np.int64),
+            "features": joined[key].astype(np.float32).reshape(-1, width)}
+
+
+def read_video_shards(files: Sequence[Path], num_segments: int, dim: int
+                      ) -> dict[str, np.ndarray]:
+    """``{"ids", "labels", "video" [N,K,D]}`` from video feature shards, in file order."""
+    cols = _read_columns(files, VIDEO_FEATURES_KEY, num_segments * dim)
+    return {"ids": cols["ids"], "labels": cols["labels"],
+            "video": cols["features"].reshape(-1, num_segments, dim)}
+
+
+def read_audio_shards(files: Sequence[Path], dim: int) -> dict[str, np.ndarray]:
+    """``{"ids", "labels", "audio" [N,D]}`` from audio feature shards, in file order."""
+    cols = _read_columns(files, AUDIO_FEATURES_KEY, dim)
+    return {"ids": cols["ids"], "labels": cols["labels"], "audio": cols["features"]}
+
+
+# ----------------------------------------------------------------------------- pairing
+
+
+def _index_by_id(ids: np.ndarray, what: str) -> dict[str, int]:
+    index: dict[str, int] = {}
+    dups = []
+    for row, i in enumerate(ids.tolist()):
+        if i in index:
+            dups.append(i)
+        index[i] = row
+    if dups:
+        raise FeatureError(f"{what}: {len(dups)} duplicated example id(s), e.g. "
+                           f"{', '.join(map(repr, dups[:5]))}; every example id must be unique")
+    return index
+
+
+def _unpaired_message(only_video: list[str], only_audio: list[str], where: str) -> str:
+    parts = []
+    if only_video:
+        parts.append(f"{len(only_video)} video id(s) without audio features, e.g. "
+                     f"{', '.join(map(repr, only_video[:5]))}")
+    if only_audio:
+        parts.append(f"{len(only_audio)} audio id(s) without video features, e.g. "
+                     f"{', '.join(map(repr, only_audio[:5]))}")
+    return (f"cannot pair video and audio features ({where}): " + "; ".join(parts)
+            + ". Re-run `maivar extract` for this representation.")
+
+
+def pair_by_id(video: dict[str, np.ndarray], audio: dict[str, np.ndarray], *,
+               split: str = "?", representation: str = "?") -> dict[str, np.ndarray]:
+    """Joins video and audio feature columns on example id; rows come out sorted by id.
+
+    Args:
+        video: ``{"ids", "labels", "video"}`` (any row order).
+        audio: ``{"ids", "labels", "audio"}`` (any row order).
+        split, representation: named in error messages.
+
+    Returns:
+        ``{"ids", "labels", "video", "audio"}`` sorted by id.
+
+    Raises:
+        FeatureError: an id without its partner (a few are listed), duplicated ids, or a label
+            that differs between the two sides.
+    """
+    where = f"split {split!r}, representation {representation!r}"
+    vi = _index_by_id(video["ids"], f"video features ({where})")
+    ai = _index_by_id(audio["ids"], f"audio features ({where})")
+    only_v, only_a = sorted(set(vi) - set(ai)), sorted(set(ai) - set(vi))
+    if only_v or only_a:
+        raise FeatureError(_unpaired_message(only_v, only_a, where))
+    ids = sorted(vi)
+    v_rows = np.array([vi[i] for i in ids], dtype=np.int64)
+    a_rows = np.array([ai[i] for i in ids], dtype=np.int64)
+    v_labels, a_labels = video["labels"][v_rows], audio["labels"][a_rows]
+    bad = np.flatnonzero(v_labels != a_labels)
+    if len(bad):
+        eg = ", ".join(f"{ids[b]!r} (video {v_labels[b]}, audio {a_labels[b]})" for b in bad[:5])
+        raise FeatureError(f"labels differ between video and audio features ({where}) for "
+                           f"{len(bad)} id(s), e.g. {eg}")
+    return {"ids": np.array(ids, dtype=str), "labels": v_labels.astype(np.int64),
+            "video": video["video"][v_rows], "audio": audio["audio"][a_rows]}
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def read_feature_info(features_dir: str | os.PathLike) -> FeatureInfo:
+    """The folder's :class:`~maivar_tf.artifacts.FeatureInfo`.
+
+    Raises:
+        FeatureError: there is none (run ``maivar extract`` first), or it is unreadable or of
+            an older layout (re-extract).
+    """
+    try:
+        return FeatureInfo.read(features_dir)
+    except FileNotFoundError as e:
+        raise FeatureError(f"{e} (features_dir {os.fspath(features_dir)!r})") from e
+    except ArtifactError as e:
+        raise FeatureError(f"{e}; re-run `maivar extract` into a fresh data.features_dir") from e
+
+
+def _check_extracted(info: FeatureInfo, features_dir: Path, split: str,
+                     representation: str) -> None:
+    if representation not in REPRESENTATIONS:
+        raise FeatureError(f"unknown representation {representation!r}; allowed: "
+                           f"{', '.join(REPRESENTATIONS)}")
+    if split not in info.splits:
+        raise FeatureError(f"no {split!r} features in {features_dir}; extracted splits: "
+                           f"{', '.join(info.splits) or 'none'}")
+    done = info.splits[split].representations
+    if representation not in done:
+        raise FeatureError(
+            f"no {representation!r} audio features for split {split!r} in {features_dir}; "
+            f"extracted: {', '.join(done) or 'none'}. "
+            f"Run `maivar extract --representations {representation}`.")
+
+
+def load_features(features_dir: str | os.PathLike, split: str,
+                  representation: str) -> FeatureSet:
+    """Loads one split's video and audio features, joined by example id (never by position).
+
+    Args:
+        features_dir: the folder :func:`~maivar_tf.features.extract_features` wrote.
+        split: ``train``, ``test`` or ``val``.
+        representation: the audio-image whose audio features to pair with the video features.
+
+    Returns:
+        A :class:`FeatureSet` sorted by example id.
+
+    Raises:
+        FeatureError: no features for that split/representation, or ids that do not pair.
+    """
+    features_dir = Path(features_dir)
+    info = read_feature_info(features_dir)
+    _check_extracted(info, features_dir, split, representation)
+    video = read_video_shards(_shard_files(features_dir, split, None), info.num_segments,
+                              info.video_dim)
+    audio = read_audio_shards(_shard_files(features_dir, split, representation),
+                              info.audio_dim)
+    paired = pair_by_id(video, audio, split=split, representation=representation)
+    expected = info.splits[split].count
+    if len(paired["ids"]) != int(expected):
+        raise FeatureError(f"{features_dir}: {len(paired['ids'])} {split!r} examples paired, "
+                           f"{FeatureInfo.FILE} says {expected}; re-run `maivar extract`")
+    return FeatureSet(ids=paired["ids"], video=paired["video"], audio=paired["audio"],
+                      labels=paired["labels"], class_names=tuple(info.class_names),
+                      representation=representation)
