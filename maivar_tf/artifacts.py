@@ -351,7 +351,27 @@ class FeatureInfo(_Record):
 
 
 @dataclass(frozen=True)
-class RunInfo(_Record):
+class _ClassifierRecord(_Record):
+    """What a trained classifier takes and names, shared by runs and exports.
+
+    Args:
+        class_names: the classes the logits index, in logit order.
+        representation: the audio-image the audio features come from.
+        num_segments: K, the frames (segment features) per video.
+    """
+
+    class_names: tuple[str, ...]
+    representation: str
+    num_segments: int
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.class_names)
+
+
+@dataclass(frozen=True)
+class RunInfo(_ClassifierRecord):
     """``run_info.json``: what a trained run is and how it was trained.
 
     Args:
@@ -373,9 +393,6 @@ class RunInfo(_Record):
     FILE: ClassVar[str] = RUN_INFO
     MISSING_HINT: ClassVar[str] = "train the run first (`maivar train`) or pass --run-dir"
 
-    class_names: tuple[str, ...]
-    representation: str
-    num_segments: int
     video_feature_dim: int
     audio_feature_dim: int
     config: Mapping[str, Any]
@@ -390,17 +407,12 @@ class RunInfo(_Record):
     stages: Mapping[str, Any] = field(default_factory=dict)
     metrics: Mapping[str, Any] = field(default_factory=dict)
 
-    @property
-    def num_classes(self) -> int:
-        """Number of classes."""
-        return len(self.class_names)
-
 
 # ----------------------------------------------------------------------------- exports
 
 
 @dataclass(frozen=True)
-class ExportInfo(_Record):
+class ExportInfo(_ClassifierRecord):
     """``assets.extra/maivar_export.json``: what an exported SavedModel serves.
 
     Args:
@@ -422,9 +434,6 @@ class ExportInfo(_Record):
 
     model_name: str
     version: int
-    class_names: tuple[str, ...]
-    num_segments: int
-    representation: str
     ten_crop: bool
     top_k: int
     signatures: Mapping[str, Any]

@@ -16,6 +16,10 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from maivar_tf.console import import_tensorflow_quietly  # noqa: E402
+
+import_tensorflow_quietly()  # the test log starts without TensorFlow's native banner
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLIPS_DIR = REPO_ROOT / ".." / "shared" / "testdata" / "clips"
 #: The six test clips (see ``SOURCES.tsv`` beside them for origin and codecs).
