@@ -12,18 +12,11 @@ Example:
     ((192, 8, 1024), (192, 1536))
 """
 
-from maivar_tf.features.extract import extract_features, extraction_fingerprint
+from maivar_tf.features.extract import extract_features
 from maivar_tf.features.shards import (
-    AUDIO_FEATURES_KEY,
-    FEATURE_KEYS,
-    ID_KEY,
-    LABEL_KEY,
-    VIDEO_FEATURES_KEY,
-    VIDEO_SEGMENTS_KEY,
     FeatureError,
     FeatureSet,
     audio_shard_name,
-    feature_example,
     load_features,
     pair_by_id,
     read_audio_shards,
@@ -35,9 +28,11 @@ from maivar_tf.features.shards import (
 )
 
 __all__ = [
-    "AUDIO_FEATURES_KEY", "FEATURE_KEYS", "ID_KEY", "LABEL_KEY", "VIDEO_FEATURES_KEY",
-    "VIDEO_SEGMENTS_KEY", "FeatureError", "FeatureSet", "audio_shard_name", "extract_features",
-    "extraction_fingerprint", "feature_example", "load_features", "pair_by_id",
-    "read_audio_shards", "read_feature_info", "read_video_shards", "video_shard_name",
-    "write_audio_shard", "write_video_shard",
+    # the run, and reading its output back
+    "extract_features", "load_features", "read_feature_info", "FeatureSet", "FeatureError",
+    # pairing by example id
+    "pair_by_id",
+    # the shard files and their codec
+    "video_shard_name", "audio_shard_name", "write_video_shard", "write_audio_shard",
+    "read_video_shards", "read_audio_shards",
 ]

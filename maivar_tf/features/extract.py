@@ -32,7 +32,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -54,6 +54,10 @@ from maivar_tf.features.shards import (
     feature_example,
     video_shard_name,
 )
+
+if TYPE_CHECKING:  # the run imports TensorFlow and Keras only when it starts
+    from maivar_tf.data.input_pipeline import ShardLayout
+    from maivar_tf.models.backbones import BackboneFeatures
 
 logger = logging.getLogger(__name__)
 
@@ -103,16 +107,17 @@ class _Job:
 
     out_dir: Path
     representations: tuple[str, ...]
-    video: Any  # BackboneFeatures
-    audio: Any  # BackboneFeatures
-    layout: Any  # ShardLayout of the input folder
+    video: BackboneFeatures
+    audio: BackboneFeatures
+    layout: ShardLayout
     num_segments: int
     crop_size: int
     ten_crop: bool
     batch_size: int
 
 
-def _backbone_features(cfg: ExperimentConfig, out_dir: Path, injected: Mapping[str, Any]):
+def _backbone_features(cfg: ExperimentConfig, out_dir: Path, injected: Mapping[str, Any]
+                       ) -> dict[str, tuple[BackboneFeatures, BackboneSpec]]:
     """``{kind: (BackboneFeatures, BackboneSpec)}``: injected models, else the configured ones.
 
     An injected model may be a Keras model or a ready :class:`BackboneFeatures` (whose trace is
@@ -127,6 +132,9 @@ def _backbone_features(cfg: ExperimentConfig, out_dir: Path, injected: Mapping[s
     for kind, size in sizes.items():
         given = injected.get(kind)
         if isinstance(given, BackboneFeatures):
+            if given.image_shape != (size, size, 3):
+                raise FeatureError(f"the injected {kind} backbone takes {given.image_shape}; "
+                                   f"the config asks for {(size, size, 3)}")
             out[kind] = (given, injected_spec(given.model, size))
             continue
         if given is not None:
@@ -185,7 +193,7 @@ def _check_request(cfg: ExperimentConfig, data_dir: Path, splits: Sequence[str],
     return reps, shards
 
 
-def _shard_layout(cfg: ExperimentConfig, data_dir: Path, reps: Sequence[str]):
+def _shard_layout(cfg: ExperimentConfig, data_dir: Path, reps: Sequence[str]) -> ShardLayout:
     """The input folder's :class:`ShardLayout`, checked against K, the crop and ``reps``."""
     from maivar_tf.data.input_pipeline import ShardLayout
 

@@ -147,7 +147,7 @@ def test_extraction_is_deterministic(tiny, extracted, backbones, tmp_path):
     assert FeatureInfo.read(again).fingerprint == FeatureInfo.read(extracted).fingerprint
 
 
-def test_unknown_representation_missing_tfrecords_and_k(tiny, traced, tmp_path):
+def test_unknown_representation_missing_tfrecords_and_k(tiny, traced, backbones, tmp_path):
     cfg, _ = tiny
     with pytest.raises(FeatureError, match="not in the TFRecords"):
         extract(cfg, traced, representations=["waveplot"])
@@ -158,6 +158,10 @@ def test_unknown_representation_missing_tfrecords_and_k(tiny, traced, tmp_path):
     empty = make_config(tmp_path)
     with pytest.raises(FeatureError, match="no train-SSSSS-of-NNNNN.tfrecord shards"):
         extract(empty, traced)
+    small = BackboneFeatures(backbones[0], (32, 32, 3))
+    with pytest.raises(FeatureError, match=r"takes \(32, 32, 3\); the config asks for "
+                                           r"\(224, 224, 3\)"):
+        extract(cfg, (small, traced[1]), features_dir=tmp_path / "small")
     more = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_segments=K + 1))
     with pytest.raises(FeatureError, match=f"data.num_segments: {K + 1} .* hold {K}"):
         extract(more, traced, features_dir=tmp_path / "k")
