@@ -31,19 +31,26 @@ _AUTO_NAMED = re.compile(
 )
 
 
-def _keras2_name(name: str) -> str:
-    """Keras 3 numbers unnamed layers conv2d, conv2d_1, ...; Keras 2 conv2d_1, conv2d_2, ..."""
-    m = _AUTO_NAMED.fullmatch(name)
-    if not m:
-        return name
-    base = "input" if m.group(1) == "input_layer" else m.group(1)
-    return f"{base}_{int(m.group(2) or 0) + 1}"
+def keras2_names(model: keras.Model) -> list[str]:
+    """The layer names Keras 2 gave ``model`` in a fresh session: unnamed layers numbered
+    ``conv2d_1, conv2d_2, ...`` in build order (whatever Keras 3's process-wide counters say)."""
+    counts: dict[str, int] = {}
+    names = []
+    for layer in model.layers:
+        m = _AUTO_NAMED.fullmatch(layer.name)
+        if not m:
+            names.append(layer.name)
+            continue
+        base = "input" if m.group(1) == "input_layer" else m.group(1)
+        counts[base] = counts.get(base, 0) + 1
+        names.append(f"{base}_{counts[base]}")
+    return names
 
 
 def write_keras2_weights_h5(model: keras.Model, path) -> None:
     """Writes ``model``'s weights the way Keras 2 ``save_weights('x.h5')`` did."""
     with h5py.File(path, "w") as f:
-        names = [_keras2_name(layer.name) for layer in model.layers]
+        names = keras2_names(model)
         # Keras 2 stored name lists as fixed-length byte arrays (np.asarray of bytes).
         f.attrs["layer_names"] = np.asarray([n.encode("utf8") for n in names])
         f.attrs["backend"] = b"tensorflow"
