@@ -103,3 +103,10 @@ def test_random_crop_and_flip_is_consistent_across_frames_and_flips():
                                          tf.constant([s, 7], tf.int64))
         np.testing.assert_array_equal(out, again.numpy())  # stateless: same seed, same crop
     assert 0 < flips < 20
+
+
+@pytest.mark.parametrize("op", [ops.center_crop, ops.ten_crop])
+def test_crops_refuse_frames_smaller_than_the_crop(op):
+    frames = np.zeros((2, 20, 30, 3), np.uint8)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="must be at least 24x24 pixels"):
+        op(frames, 24)

@@ -77,12 +77,25 @@ def resize_short_side(frames, short_side: int, pixel_aspect=1.0) -> tf.Tensor:
                    lambda: _resize_images(frames, tf.stack([new_h, new_w])))
 
 
+def _at_least_crop(frames: tf.Tensor, crop: int, what: str) -> tf.Tensor:
+    """``frames`` after an assertion that H and W are at least ``crop``."""
+    shape = tf.shape(frames)
+    ok = tf.logical_and(shape[-3] >= crop, shape[-2] >= crop)
+    check = tf.debugging.Assert(ok, [f"{what}: frames must be at least {crop}x{crop} pixels; "
+                                     "got shape", shape], summarize=8)
+    with tf.control_dependencies([check]):
+        return tf.identity(frames)
+
+
 def center_crop(frames, crop: int) -> tf.Tensor:
     """The centre ``crop`` x ``crop`` window of every frame of uint8 ``[..., H, W, 3]``.
 
     Offsets are ``(H - crop) // 2`` and ``(W - crop) // 2``; leading dimensions are kept.
+
+    Raises:
+        tf.errors.InvalidArgumentError: a frame is smaller than the crop.
     """
-    frames = tf.convert_to_tensor(frames)
+    frames = _at_least_crop(tf.convert_to_tensor(frames), crop, "center_crop")
     shape = tf.shape(frames)
     off_y = (shape[-3] - crop) // 2
     off_x = (shape[-2] - crop) // 2
@@ -95,8 +108,11 @@ def ten_crop(frames, crop: int) -> tf.Tensor:
     Returns:
         ``[10, ..., crop, crop, C]`` in the order top-left, top-right, bottom-left,
         bottom-right, centre, then those five flipped left-right.
+
+    Raises:
+        tf.errors.InvalidArgumentError: a frame is smaller than the crop.
     """
-    frames = tf.convert_to_tensor(frames)
+    frames = _at_least_crop(tf.convert_to_tensor(frames), crop, "ten_crop")
     shape = tf.shape(frames)
     h, w, c = shape[-3], shape[-2], crop
     offsets = [(0, 0), (0, w - c), (h - c, 0), (h - c, w - c), ((h - c) // 2, (w - c) // 2)]
