@@ -29,7 +29,7 @@ from typing import Any
 import apache_beam
 from apache_beam.metrics import Metrics
 
-from maivar_tf.artifacts import FAILED_PREFIX
+from maivar_tf.artifacts import FAILED_PREFIX, SHARD_TEMPLATE, shard_glob
 from maivar_tf.config import DataConfig
 from maivar_tf.data.annotations import VideoRecord
 from maivar_tf.data.clips import clip_example_from_record, resolve_video_path
@@ -41,10 +41,8 @@ LOGGER = logging.getLogger("beam.build_tfrecords")
 
 #: Tag of the dead-letter output of :class:`ProcessVideoDoFn`.
 FAILED_TAG = "failed"
-#: Beam shard name template: ``train-00000-of-00002.tfrecord``.
-SHARD_TEMPLATE = "-SSSSS-of-NNNNN"
 #: Glob of every shard file this job writes (any split).
-SHARD_GLOB = "*-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9].tfrecord"
+SHARD_GLOB = shard_glob()
 #: Glob of every dead-letter file this job writes (prefix :data:`artifacts.FAILED_PREFIX`).
 FAILED_GLOB = f"{FAILED_PREFIX}-*.jsonl"
 #: Namespace of the ``videos_ok`` and ``failed_<reason>`` counters.

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,13 @@ LABELS_ASSET = "labels.txt"
 BACKBONES_SUBDIR = "backbones"
 #: Prefix of the Beam job's dead-letter files (``failed-SSSSS-of-NNNNN.jsonl``).
 FAILED_PREFIX = "failed"
+#: Beam's shard-name template of every TFRecord shard and dead-letter file (``-00000-of-00002``).
+SHARD_TEMPLATE = "-SSSSS-of-NNNNN"
+#: The suffix of TFRecord shards.
+TFRECORD_SUFFIX = ".tfrecord"
+#: A TFRecord shard's file name: ``<split>-<index>-of-<total>.tfrecord``, five digits each.
+SHARD_NAME_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{5})-of-(?P<total>\d{5})"
+                           r"\.tfrecord$")
 #: Version of the feature-shard layout and ``feature_info.json`` (2: typed backbone specs).
 FEATURES_VERSION = 2
 
@@ -51,6 +59,12 @@ class ArtifactError(ValueError):
 
 class SchemaVersionError(ValueError):
     """TFRecord shards written under a schema version this code does not read."""
+
+
+def shard_glob(split: str = "*") -> str:
+    """Glob of the TFRecord shards of ``split`` (every split by default), as the job names them."""
+    digits = "[0-9]" * 5
+    return f"{split}-{digits}-of-{digits}{TFRECORD_SUFFIX}"
 
 
 def backbone_weights_name(kind: str) -> str:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-from maivar_tf.artifacts import DatasetInfo
+from maivar_tf.artifacts import DatasetInfo, shard_glob
 from maivar_tf.config import DataConfig
 from maivar_tf.data import schema
 from maivar_tf.data.decode import decode_example
@@ -43,11 +43,11 @@ def shard_files(data_dir: str | os.PathLike, split: str) -> list[str]:
     Raises:
         FileNotFoundError: no shard of ``split`` exists (naming the splits that do).
     """
-    pattern = os.path.join(os.fspath(data_dir), f"{split}-*-of-*.tfrecord")
+    pattern = os.path.join(os.fspath(data_dir), shard_glob(split))
     files = sorted(tf.io.gfile.glob(pattern))
     if not files:
         have = sorted({os.path.basename(p).rsplit("-", 3)[0] for p in tf.io.gfile.glob(
-            os.path.join(os.fspath(data_dir), "*-*-of-*.tfrecord"))})
+            os.path.join(os.fspath(data_dir), shard_glob()))})
         raise FileNotFoundError(
             f"no shards match {pattern}; splits present: {', '.join(have) or 'none'}")
     return files

@@ -28,7 +28,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ import numpy as np
 
 from maivar_tf.artifacts import (
     FEATURES_VERSION,
+    SHARD_NAME_RE,
     ArtifactError,
     BackboneSpec,
     DatasetInfo,
@@ -61,8 +61,6 @@ if TYPE_CHECKING:  # the run imports TensorFlow and Keras only when it starts
 
 logger = logging.getLogger(__name__)
 
-_INPUT_SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{5})-of-(?P<total>\d{5})"
-                             r"\.tfrecord$")
 _TMP_MARK = ".tmp-"
 
 
@@ -78,7 +76,7 @@ def input_shards(data_dir: str | os.PathLike, split: str) -> list[Path]:
 
 def shard_index(path: Path, position: int) -> int:
     """The ``SSSSS`` of ``<split>-SSSSS-of-NNNNN.tfrecord`` (its position when unnamed so)."""
-    m = _INPUT_SHARD_RE.match(path.name)
+    m = SHARD_NAME_RE.match(path.name)
     return int(m.group("index")) if m else position
 
 
