@@ -388,10 +388,7 @@ class _ClassifierRecord(_Record):
 class RunInfo(_ClassifierRecord):
     """``run_info.json``: what a trained run is and how it was trained.
 
-    Args:
-        class_names: the classes the heads' logits index.
-        representation: the audio-image the audio features come from.
-        num_segments: K.
+    Args (after those of the classifier record: class_names, representation, num_segments):
         video_feature_dim, audio_feature_dim: the feature widths the heads take.
         config: the experiment config the run was trained with.
         features_dir: the features folder the run was trained on (its backbones serve it).
@@ -429,11 +426,8 @@ class RunInfo(_ClassifierRecord):
 class ExportInfo(_ClassifierRecord):
     """``assets.extra/maivar_export.json``: what an exported SavedModel serves.
 
-    Args:
+    Args (after those of the classifier record: class_names, representation, num_segments):
         model_name, version: where TF Serving finds it (``<model_name>/<version>``).
-        class_names: the classes, in logit order.
-        num_segments: K frames per request.
-        representation: the audio-image the model takes.
         ten_crop: whether frames go through TSN's ten crops.
         top_k: how many classes ``top_classes`` names.
         signatures: per signature, its inputs ``[{"name", "dtype", "shape"}]``.
