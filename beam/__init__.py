@@ -10,3 +10,7 @@ Run it with ``python -m beam.build_tfrecords``. Modules, one job each:
 
 This package is named ``beam``; inside it Apache Beam is always imported as ``apache_beam``.
 """
+
+from maivar_tf.console import quiet_known_warnings
+
+quiet_known_warnings()  # before any module here imports apache_beam

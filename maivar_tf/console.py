@@ -58,6 +58,24 @@ def import_tensorflow_quietly():
     return tf
 
 
+#: Start-up warnings of libraries that say nothing about this project's work (Beam warns at
+#: import that the optional Google Cloud clients are not installed).
+KNOWN_NOISE = ("apitools not found, and bigquery client libraries are not available",)
+
+
+def _not_noise(record) -> bool:
+    return not any(text in record.getMessage() for text in KNOWN_NOISE)
+
+
+def quiet_known_warnings() -> None:
+    """Drops :data:`KNOWN_NOISE` warnings from the root logger (unless :func:`verbose`)."""
+    import logging
+
+    root = logging.getLogger()
+    if not verbose() and _not_noise not in root.filters:
+        root.addFilter(_not_noise)
+
+
 class _LogLines:
     """A tqdm-like counter printing ``desc: n/total unit (rate/s)`` every few seconds."""
 
