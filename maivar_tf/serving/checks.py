@@ -3,10 +3,12 @@
 TF Serving passes a request to a signature after checking only the dtypes and ranks its
 ``TensorSpec`` s declare, and a SavedModel's fixed dimensions are not enforced for every
 client. Each signature of :class:`maivar_tf.serving.module.ServingModule` therefore asserts its
-inputs' shapes, batch sizes and sample rates before any computation, so a bad request fails
-with ``<signature>: input <name> must be <dtype> [<shape>]; got shape [...]`` rather than deep
-inside a backbone. :func:`check_request` is the same contract in Python, for callers that hold
-NumPy arrays (``maivar predict``).
+inputs' shapes, batch sizes, sample rates and (float inputs) finiteness before any
+computation, so a bad request fails with ``<signature>: input <name> must be <dtype> [<shape>];
+got shape [...]`` or ``<signature>: input <name> has non-finite values (NaN or Inf)`` rather
+than deep inside a backbone, or with a confident answer computed from NaN. :func:`check_request`
+is the same contract in Python, for callers that hold NumPy arrays (``maivar predict`` and its
+predictors); its messages start with the input's name (``frames must be uint8 ...``).
 """
 
 from __future__ import annotations
@@ -70,6 +72,20 @@ def check_frame_area(frames: tf.Tensor, signature: str) -> tf.Tensor:
     return _after([check], frames)[0]
 
 
+def check_finite(x: tf.Tensor, signature: str, name: str) -> tf.Tensor:
+    """``x`` (float) after asserting that every value is finite (no NaN, +Inf or -Inf).
+
+    A NaN or Inf input would otherwise give finite, confident probabilities (the fusion
+    head's batch normalisation and the audio renderer's clipping swallow it).
+    """
+    bad = tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(x)), tf.int64))
+    check = tf.debugging.Assert(
+        tf.equal(bad, 0),
+        [f"{signature}: input {name} has non-finite values (NaN or Inf); non-finite values:",
+         bad, "of", tf.size(x, out_type=tf.int64)], name=f"check_finite_{name}")
+    return _after([check], x)[0]
+
+
 def check_waveform(waveform: tf.Tensor, sample_rate: tf.Tensor, *, expected_rate: int,
                    min_samples: int, signature: str) -> tf.Tensor:
     """``waveform`` after asserting every ``sample_rate`` and the waveform's length.
@@ -96,33 +112,44 @@ def check_request(inputs: Mapping[str, Any], specs: Mapping[str, tf.TensorSpec],
                   signature: str) -> None:
     """Python-side check of a request against a signature's ``tf.TensorSpec`` s.
 
+    Every message starts with the input's name: ``frames must be uint8 [?, 2, ?, ?, 3]
+    (serve_media); got float32``.
+
     Args:
         inputs: input name -> array (with the batch axis).
         specs: input name -> ``tf.TensorSpec`` (``concrete_fn.structured_input_signature[1]``).
         signature: the signature's name, for messages.
 
     Raises:
-        ValueError: a missing or unknown input, a wrong dtype, rank or dimension, or inputs
-            with different batch sizes; the message names the input, what it got and what the
-            signature allows.
+        ValueError: a missing or unknown input, a wrong dtype, rank or dimension, non-finite
+            values (NaN or Inf) in a float input, or inputs with different batch sizes; the
+            message names the input, what it got and what the signature allows.
     """
-    missing = sorted(set(specs) - set(inputs))
-    unknown = sorted(set(inputs) - set(specs))
-    if missing or unknown:
-        raise ValueError(f"{signature}: inputs {sorted(inputs)} do not match the signature's "
-                         f"{sorted(specs)} (missing {missing}, unknown {unknown})")
+    takes = ", ".join(specs)
+    for name in specs:
+        if name not in inputs:
+            raise ValueError(f"{name} is missing from the request; {signature} takes {takes}")
+    for name in inputs:
+        if name not in specs:
+            raise ValueError(f"{name} is not an input of {signature}; it takes {takes}")
     batch = {}
     for name, spec in specs.items():
         a = np.asarray(inputs[name])
         want = list(spec.shape)
         want_str = "[" + ", ".join("?" if d is None else str(d) for d in want) + "]"
         if a.dtype != spec.dtype.as_numpy_dtype:
-            raise ValueError(f"{signature}: input {name!r} must be {spec.dtype.name} "
-                             f"{want_str}; got {a.dtype}")
+            raise ValueError(f"{name} must be {spec.dtype.name} {want_str} ({signature}); "
+                             f"got {a.dtype}")
         if a.ndim != len(want) or any(w is not None and w != g
                                       for w, g in zip(want, a.shape, strict=False)):
-            raise ValueError(f"{signature}: input {name!r} must have shape {want_str}; got "
+            raise ValueError(f"{name} must have shape {want_str} ({signature}); got "
                              f"{list(a.shape)}")
+        if spec.dtype.is_floating and not np.isfinite(a).all():
+            raise ValueError(f"{name} has non-finite values (NaN or Inf) ({signature}): "
+                             f"{int(np.size(a) - np.isfinite(a).sum())} of {a.size}")
         batch[name] = a.shape[0] if a.ndim else None
-    if len(set(batch.values())) > 1:
-        raise ValueError(f"{signature}: inputs have different batch sizes {batch}")
+    first = next(iter(batch), None)
+    for name, size in batch.items():
+        if size != batch[first]:
+            raise ValueError(f"{name} has batch size {size} but {first} has {batch[first]} "
+                             f"({signature}); every input needs the same batch size")

@@ -25,7 +25,9 @@ Frames go through :mod:`maivar_tf.ops` exactly as at decoding and extraction: sh
 ``data.frame_short_side`` (:func:`~maivar_tf.ops.resize_short_side`, the same pixels when it
 already is), then the centre crop of ``data.crop_size`` (frames that already are such squares,
 what the input pipeline yields, are taken as they are) or TSN's ten crops. Inputs are checked
-in the graph before any computation (:mod:`maivar_tf.serving.checks`).
+in the graph before any computation (:mod:`maivar_tf.serving.checks`): shapes, batch sizes,
+sample rates, and that the float inputs (``video_features``, ``audio_features``,
+``waveform``) hold no NaN or Inf.
 
 The class names are a lookup table: built from a labels file (the SavedModel asset the
 exporter wrote, :mod:`maivar_tf.serving.export`) or, in memory, from the list itself.
@@ -261,6 +263,8 @@ class ServingModule(tf.Module):
         a = checks.check_shape(audio_features, [None, self.audio_dim], sig, AUDIO_INPUT,
                                "float32")
         v, a = checks.check_batch(sig, video_features=v, audio_features=a)
+        v = checks.check_finite(v, sig, VIDEO_INPUT)
+        a = checks.check_finite(a, sig, AUDIO_INPUT)
         return self.outputs(self.logits(v, a))
 
     def _media_features(self, frames, audio_image):
@@ -278,6 +282,7 @@ class ServingModule(tf.Module):
         w = checks.check_shape(waveform, [None, None], sig, "waveform", "float32")
         r = checks.check_shape(sample_rate, [None], sig, "sample_rate", "int32")
         f, w, r = checks.check_batch(sig, frames=f, waveform=w, sample_rate=r)
+        w = checks.check_finite(w, sig, "waveform")
         w = checks.check_waveform(w, r, expected_rate=self.sample_rate,
                                   min_samples=int(self.data.audio.n_fft), signature=sig)
         f = checks.check_frame_area(f, sig)

@@ -232,14 +232,15 @@ def test_python_side_input_check():
     ok = {"frames": np.zeros((1, K, 8, 8, 3), np.uint8),
           "audio_image": np.zeros((1, 299, 299, 3), np.uint8)}
     check_request(ok, specs, "serve_media")
-    with pytest.raises(ValueError, match=r"'frames' must be uint8 .*got float32"):
+    with pytest.raises(ValueError, match=r"^frames must be uint8 .*got float32"):
         check_request({**ok, "frames": ok["frames"].astype(np.float32)}, specs, "serve_media")
-    with pytest.raises(ValueError, match=r"'frames' must have shape \[\?, 2, \?, \?, 3\]; got"):
+    with pytest.raises(ValueError,
+                       match=r"^frames must have shape \[\?, 2, \?, \?, 3\] \(serve_media\); got"):
         check_request({**ok, "frames": np.zeros((1, 3, 8, 8, 3), np.uint8)}, specs,
                       "serve_media")
-    with pytest.raises(ValueError, match="missing"):
+    with pytest.raises(ValueError, match="^audio_image is missing"):
         check_request({"frames": ok["frames"]}, specs, "serve_media")
-    with pytest.raises(ValueError, match="different batch sizes"):
+    with pytest.raises(ValueError, match="^audio_image has batch size 2 but frames has 1"):
         check_request({**ok, "audio_image": np.zeros((2, 299, 299, 3), np.uint8)}, specs,
                       "serve_media")
 
