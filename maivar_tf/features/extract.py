@@ -311,7 +311,8 @@ def _extract_shard(job: _Job, shard: Path, video_name: str | None, audio_names: 
         The number of examples in the shard.
 
     Raises:
-        FeatureError: the pipeline yielded other examples than the shard holds.
+        FeatureError: the pipeline yielded other examples than the shard holds, or a
+            backbone gave non-finite features (:func:`check_finite_features`).
     """
     import tensorflow as tf
 
@@ -334,6 +335,7 @@ def _extract_shard(job: _Job, shard: Path, video_name: str | None, audio_names: 
                 rows[name] = (job.audio(batch["audio_images"][rep],
                                         max_images=MAX_IMAGES_PER_CALL).numpy(), False)
             for name, (feats, is_video) in rows.items():
+                check_finite_features(shard, name, ids, feats)
                 for i, label, row in zip(ids, labels, feats, strict=True):
                     writers[name].write(feature_example(i, label, row, video=is_video))
             seen.extend(ids.tolist())
@@ -353,6 +355,25 @@ def _extract_shard(job: _Job, shard: Path, video_name: str | None, audio_names: 
     for name, path in tmps.items():
         os.replace(path, job.out_dir / name)
     return len(expected)
+
+
+def check_finite_features(shard: Path, name: str, ids: Sequence[bytes], feats: np.ndarray
+                          ) -> None:
+    """Raises FeatureError naming the examples whose features hold a NaN or an Inf.
+
+    Args:
+        shard: the input shard (for the message).
+        name: the feature shard being written (which backbone, which representation).
+        ids: the batch's example ids.
+        feats: the backbone's features of the batch, one row per id.
+    """
+    bad = ~np.isfinite(feats.reshape(len(feats), -1)).all(axis=1)
+    if bad.any():
+        named = [i.decode() if isinstance(i, bytes) else str(i) for i in np.asarray(ids)[bad]]
+        raise FeatureError(
+            f"{shard}: non-finite features (NaN or Inf) for {len(named)} example(s) in {name}, "
+            f"example id {', '.join(named[:5])}{' ...' if len(named) > 5 else ''}; "
+            "refusing to write its features (check the backbone weights and the inputs)")
 
 
 def _shard_ids(shard: Path) -> list[bytes]:

@@ -237,3 +237,22 @@ def test_real_backbones_on_two_videos(tmp_path):
     assert first.keys() == second.keys() and first
     for name, value in first.items():
         np.testing.assert_array_equal(value, second[name], err_msg=name)
+
+
+def test_non_finite_backbone_features_are_refused_naming_the_example(tiny, backbones, traced,
+                                                                     tmp_path):
+    """A backbone that gives NaN (broken weights) stops extraction; nothing is written."""
+    cfg, _ = tiny
+    frames = keras.Input((224, 224, 3))
+    nan_video = keras.Model(frames, keras.layers.Rescaling(float("nan"))(backbones[0](frames)))
+    out = tmp_path / "nan"
+    first = LAYOUT["train"][0][:cfg.extract.batch_size]  # the first batch fails
+    assert len(first) == 2
+    with pytest.raises(FeatureError) as err:
+        extract(cfg, (nan_video, traced[1]), features_dir=out)
+    message = str(err.value)
+    assert message.startswith(f"{Path(cfg.data.output_dir) / 'train-00000-of-00002.tfrecord'}: "
+                              f"non-finite features (NaN or Inf) for {len(first)} example(s) "
+                              f"in {video_shard_name('train', 0)}, example id "
+                              f"{', '.join(first)}; refusing to write its features")
+    assert list(out.glob("*.tfrecord")) == [] and list(out.glob(".*")) == []
