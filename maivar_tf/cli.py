@@ -11,7 +11,8 @@ Contracts:
 * The config is ``--config`` or, without it, the default of
   :func:`maivar_tf.config.resolve_config_path`, resolved once here and handed on (also to the
   Beam job and predict); ``--set section.key=value`` overrides are validated like the YAML. An
-  invalid config exits 2 with one line naming the field, before TensorFlow is imported.
+  invalid config exits 2 with one line naming the field (or, for YAML that cannot be read, the
+  file or ``--set`` item, line and column), before TensorFlow is imported.
 * TensorFlow is imported through :func:`maivar_tf.console.import_tensorflow_quietly`, so a
   normal run prints no oneDNN / CUDA / absl start-up lines; ``--verbose`` (before or after the
   command) shows them.
@@ -170,6 +171,11 @@ def _cmd_synth(args, cfg, cfg_path) -> int:
 
 
 def _cmd_build(args, cfg, cfg_path) -> int:
+    from maivar_tf.config.loading import read_config_tree
+
+    # unreadable YAML fails here like in every command; the job validates the values (its
+    # own flags may complete them)
+    read_config_tree(cfg_path, args.set)
     return _build_tfrecords(cfg_path, args.set, args.passthrough)
 
 

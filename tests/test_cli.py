@@ -11,6 +11,7 @@ import pytest
 from maivar_tf.cli import build_parser, main, parse_args
 from maivar_tf.config import DEFAULT_CONFIG, ExperimentConfig
 from maivar_tf.console import VERBOSE_ENV
+from tests.test_config import BAD_YAML_KINDS, bad_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = ("synth", "build", "extract", "train", "evaluate", "sweep", "export", "predict",
@@ -44,6 +45,30 @@ def test_a_moved_key_names_its_new_place(capsys):
 def test_missing_config_file_is_one_line(capsys):
     assert main(["train", "--config", "does/not/exist.yaml"]) == 1
     assert "No such file or directory: 'does/not/exist.yaml'" in capsys.readouterr().err
+
+
+#: Every command that reads the config, with the arguments it needs besides.
+CONFIG_COMMANDS = (["train"], ["extract"], ["evaluate"], ["export"], ["sweep"], ["synth"],
+                   ["demo"], ["build"], ["predict", "clip.mp4"])
+
+
+@pytest.mark.parametrize("kind", BAD_YAML_KINDS)
+@pytest.mark.parametrize("command", CONFIG_COMMANDS, ids=lambda c: c[0])
+def test_unreadable_yaml_is_one_line_with_line_and_column(command, kind, capsys, tmp_path):
+    flags, message, marker = bad_yaml(tmp_path, kind)
+    assert main([*command, *flags]) == 2  # returned: no exception, so no traceback
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [f"maivar: invalid config: {message}"]
+    assert captured.out == ""
+    assert not marker.exists()
+
+
+def test_unreadable_yaml_in_a_real_process_is_one_line(tmp_path):
+    flags, message, marker = bad_yaml(tmp_path, "set-tag")
+    proc = _maivar("train", *flags, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [f"maivar: invalid config: {message}"]
+    assert not marker.exists()
 
 
 def test_predict_arguments():

@@ -1,9 +1,11 @@
 """Config loading: every shipped YAML loads, bad keys/values fail naming the field, old flat
-keys name their new section, partial sections keep their defaults, one default config file."""
+keys name their new section, partial sections keep their defaults, one default config file;
+YAML syntax errors and Python tags (never run) are one-line errors with line and column."""
 
 from pathlib import Path
 
 import pytest
+import yaml
 
 from maivar_tf.config import (
     DEFAULT_CONFIG,
@@ -107,6 +109,75 @@ def test_yaml_top_level_must_be_mapping(tmp_path):
     p.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_config(p)
+
+
+#: The ways a config's YAML can be unreadable: in the file or in a ``--set`` value.
+BAD_YAML_KINDS = ("file-syntax", "file-tag", "set-syntax", "set-tag")
+_TAG_REFUSED = ("could not determine a constructor for the tag 'tag:yaml.org,2002:python/"
+                "object/apply:os.system' (a config holds plain values; Python tags are refused,"
+                " never run)")
+
+
+def bad_yaml(tmp_path: Path, kind: str) -> tuple[list[str], str, Path]:
+    """A bad config of ``kind`` (one of :data:`BAD_YAML_KINDS`).
+
+    Returns:
+        ``(flags, message, marker)``: the ``--config``/``--set`` flags that give it, the
+        one-line message expected after ``invalid config: ``, and the file the Python tag
+        would create if it were run.
+    """
+    marker = tmp_path / "tag-was-run"
+    tag = f'!!python/object/apply:os.system ["touch {marker}"]'
+    path = tmp_path / f"{kind}.yaml"
+    if kind == "file-syntax":
+        path.write_text("name: tiny\ntrain:\n  video: {epochs: [1, 2}\n")
+        return ["--config", str(path)], (
+            f"{path} line 3 column 24: expected ',' or ']', but got '}}' (while parsing a flow "
+            "sequence started at line 3 column 19)"), marker
+    if kind == "file-tag":
+        path.write_text(f"train:\n  strategy: auto\nname: {tag}\n")
+        return ["--config", str(path)], f"{path} line 3 column 7: {_TAG_REFUSED}", marker
+    if kind == "set-syntax":
+        return ["--set", "train.video.epochs=["], (
+            "--set train.video.epochs=[: line 1 column 2: expected the node content, but found "
+            "'<stream end>' (while parsing a flow node started at line 1 column 2)"), marker
+    assert kind == "set-tag", kind
+    return ["--set", f"name={tag}"], f"--set name={tag}: line 1 column 1: {_TAG_REFUSED}", marker
+
+
+def _load(flags: list[str]) -> ExperimentConfig:
+    """``load_config`` with the ``--config``/``--set`` flags of :func:`bad_yaml`."""
+    path = flags[1] if flags[0] == "--config" else None
+    return load_config(path, overrides=[flags[1]] if flags[0] == "--set" else [])
+
+
+@pytest.mark.parametrize("kind", BAD_YAML_KINDS)
+def test_unreadable_yaml_is_a_config_error_with_line_and_column(kind, tmp_path):
+    flags, message, marker = bad_yaml(tmp_path, kind)
+    with pytest.raises(ConfigError) as e:
+        _load(flags)
+    assert str(e.value) == message
+    assert e.value.__cause__ is None and e.value.__suppress_context__  # no chained traceback
+    assert not marker.exists()
+
+
+def test_the_python_tag_would_run_if_it_were_not_refused(tmp_path):
+    # the control for the tests above: the same tag under PyYAML's unsafe loader runs
+    flags, _, marker = bad_yaml(tmp_path, "file-tag")
+    yaml.unsafe_load(Path(flags[1]).read_text())
+    assert marker.exists()
+
+
+def test_a_control_character_or_non_utf8_file_names_where(tmp_path):
+    p = tmp_path / "ctrl.yaml"
+    p.write_text('name: tiny\ndata: {dataset: "ab\x01"}\n')
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(e.value) == f"{p} line 2 column 20: special characters are not allowed"
+    p.write_bytes(b"name: \xff\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(e.value) == f"{p}: not UTF-8 text (byte 7: invalid start byte)"
 
 
 #: Every flat key of the layout before stage sections, and where it lives now.

@@ -5,6 +5,9 @@ and the keys that are allowed; a key of the old flat layout (``train.vmlp_epochs
 ``model.ten_crop``...) fails naming its new place. A section given in part keeps the defaults
 of the fields it leaves out (so ``train.fusion: {epochs: 5}`` keeps the fusion learning rate).
 CLI overrides use dotted paths (``train.video.epochs=3``) and go through the same validation.
+YAML is read with ``yaml.safe_load`` only (a ``!!python/...`` tag is refused, never run); a
+syntax error or a refused tag is a :class:`ConfigError` naming the file (or the ``--set`` item),
+the 1-based line and column, and the problem.
 
 Example:
     >>> cfg = load_config("configs/synthetic.yaml", overrides=["train.video.epochs=2"])
@@ -154,6 +157,40 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def _line_column(text: str, index: int) -> str:
+    """``line L column C`` (1-based) of character ``index`` of ``text``."""
+    line, line_start = text.count("\n", 0, index) + 1, text.rfind("\n", 0, index) + 1
+    return f"line {line} column {index - line_start + 1}"
+
+
+def _yaml_problem(e: yaml.YAMLError, text: str) -> str:
+    """One line: ``line L column C: <problem>`` (1-based), plus where the construct began."""
+    if isinstance(e, yaml.reader.ReaderError):  # a control character
+        return f"{_line_column(text, e.position)}: {e.reason}"
+    if not isinstance(e, yaml.MarkedYAMLError) or (e.problem_mark or e.context_mark) is None:
+        return "- " + " ".join(str(e).split())
+    problem = str(e.problem or e.context)
+    if "tag:yaml.org,2002:python/" in problem:
+        problem += " (a config holds plain values; Python tags are refused, never run)"
+    elif e.context and e.problem and e.context_mark is not None:
+        problem += (f" ({e.context} started at {_line_column(text, e.context_mark.index)})")
+    mark = e.problem_mark or e.context_mark
+    return f"{_line_column(text, mark.index)}: {problem}"
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load(text)``, or a one-line :class:`ConfigError` naming ``source``.
+
+    Args:
+        text: the YAML.
+        source: what it came from, for the message (a file, ``--set key=value``).
+    """
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source} {_yaml_problem(e, text)}") from None
+
+
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     node = tree
@@ -170,8 +207,31 @@ def apply_overrides(tree: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected section.key=value")
         key, raw = item.split("=", 1)
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw else "")
+        _set_dotted(tree, key.strip(), parse_yaml(raw, f"--set {item}:") if raw else "")
     return tree
+
+
+def read_config_tree(path: str | Path | None = None,
+                     overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The YAML file plus dotted overrides as a plain dict tree, not yet validated.
+
+    Raises:
+        ConfigError: the file or an override is not YAML (naming the line and column), or
+            the file is not a mapping.
+        FileNotFoundError: the file does not exist.
+    """
+    tree: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {e.start + 1}: {e.reason})"
+                              ) from None
+        loaded = parse_yaml(text, str(path))
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        tree = loaded or {}
+    return apply_overrides(tree, overrides)
 
 
 def load_config(path: str | Path | None = None,
@@ -183,18 +243,11 @@ def load_config(path: str | Path | None = None,
         overrides: ``section.key=value`` strings applied after the file.
 
     Raises:
-        ConfigError: naming the first bad key or value and what is allowed.
+        ConfigError: naming the first bad key or value and what is allowed, or where the
+            YAML cannot be read (file or ``--set`` item, line, column).
         FileNotFoundError: the file does not exist.
     """
-    tree: dict[str, Any] = {}
-    if path is not None:
-        text = Path(path).read_text()
-        loaded = yaml.safe_load(text)
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
-        tree = loaded or {}
-    tree = apply_overrides(tree, overrides)
-    return from_dict(ExperimentConfig, tree)
+    return from_dict(ExperimentConfig, read_config_tree(path, overrides))
 
 
 def config_from_json_dict(data: Mapping[str, Any]) -> ExperimentConfig:
