@@ -155,6 +155,12 @@ class DataConfig:
         annotations: the annotation folder (UCF101 ``ucfTrainTestlist``) or CSV file;
             empty means ``video_root`` for UCF-style and synthetic data.
         split: the UCF101 train/test split number (1-3).
+        class_list: a class-list file (one class name a line; blank lines and ``#`` comments
+            skipped); label indices follow it, and a record whose label is not in it is an
+            ``unknown_label`` dead letter. Empty: the shipped list of ``ucf51`` and
+            ``kinetics_sounds`` (``maivar_tf/resources``), ``classInd.txt`` for ``ucf101`` and
+            ``synthetic``, the sorted labels of a ``csv``. The file is read (and a missing
+            one refused naming this field) when the annotations are read.
         output_dir: where TFRecord shards, ``dataset_info.json`` and ``failed-*.jsonl`` go.
         features_dir: where ``maivar extract`` writes feature shards and ``feature_info.json``.
         num_shards: shards per split (0 lets the runner choose).
@@ -171,6 +177,7 @@ class DataConfig:
     video_root: str = "data/videos"
     annotations: str = ""
     split: int = 1
+    class_list: str = ""
     output_dir: str = "data/tfrecords"
     features_dir: str = "data/features"
     num_shards: int = 2
@@ -188,6 +195,9 @@ class DataConfig:
         s = "data"
         _check_choice(s, "dataset", self.dataset, DATASETS)
         _check_choice(s, "split", self.split, (1, 2, 3))
+        if not isinstance(self.class_list, str):
+            raise ConfigError(f"{s}.class_list: invalid value {self.class_list!r}; allowed: a "
+                              "path to a class-list file, or '' for the dataset's default")
         _check_positive(s, "num_shards", self.num_shards, allow_zero=True)
         for name in ("num_segments", "frame_short_side", "crop_size"):
             _check_positive(s, name, getattr(self, name))
@@ -206,6 +216,24 @@ class DataConfig:
             _check_choice(s, "representations", r, REPRESENTATIONS)
         if len(set(reps)) != len(reps):
             raise ConfigError(f"{s}.representations: duplicates in {list(reps)}")
+
+    def read_class_list(self) -> tuple[str, ...] | None:
+        """The names in the ``class_list`` file, or None when it is empty (the default).
+
+        Not checked in ``__post_init__``: a config stored with a run or an export is read back
+        on machines that need not hold the file. The Beam job reads it first of all.
+
+        Raises:
+            ConfigError: naming ``data.class_list``: a missing file, no name, or a duplicate.
+        """
+        if not self.class_list:
+            return None
+        from maivar_tf.resources import read_class_list_file
+
+        try:
+            return read_class_list_file(self.class_list)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"data.class_list: {e}") from e
 
 
 @dataclass(frozen=True)

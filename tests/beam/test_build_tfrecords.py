@@ -20,7 +20,15 @@ import beam.build_tfrecords as job
 from beam import transforms
 from maivar_tf.config import DataConfig
 from maivar_tf.data import schema
-from tests.beam.jobdata import BAD_REASONS, REPS, K, base_argv, dead_letters, parse_dir
+from tests.beam.jobdata import (
+    BAD_REASONS,
+    CLIPS,
+    REPS,
+    K,
+    base_argv,
+    dead_letters,
+    parse_dir,
+)
 
 # ----------------------------------------------------------------------------- config errors
 
@@ -32,6 +40,7 @@ from tests.beam.jobdata import BAD_REASONS, REPS, K, base_argv, dead_letters, pa
     (["--set", "data.jpeg_quality=101"], "data.jpeg_quality"),
     (["--set", "data.no_such_key=1"], "no_such_key"),
     (["--config=/nonexistent/config.yaml"], "config.yaml"),
+    (["--set", "data.class_list=/nonexistent/classes.txt"], "data.class_list"),
 ])
 def test_invalid_config_exits_2_naming_the_field(argv, field, capsys, tmp_path):
     rc = job.main([*argv, f"--output_dir={tmp_path / 'out'}"])
@@ -52,6 +61,29 @@ def test_flags_become_config_overrides(tmp_path):
     assert (cfg.num_shards, cfg.num_segments, cfg.split, cfg.jpeg_quality) == (3, 5, 2, 80)
     assert cfg.representations == ("mfcc", "chromagram")
     assert beam_args == ["--direct_num_workers=2", "--num_workers=3", "--data=x"]
+
+
+def test_job_with_a_class_list_dead_letters_other_labels(job_inputs, tmp_path):
+    """data.class_list on a generic CSV: a label outside it is an unknown_label dead letter."""
+    root, _, _ = job_inputs
+    stray = root / "bad" / "unknown_label.mp4"
+    csv_path = tmp_path / "a.csv"
+    csv_path.write_text(f"path,label,split\n{CLIPS[0].name},vas,train\n"
+                        f"{stray},zzz_not_a_class,train\n")
+    classes = tmp_path / "classes.txt"
+    classes.write_text("# two classes\nucf101\nvas\n")
+    out = tmp_path / "out"
+    assert job.main(base_argv(csv_path, out, "--num_shards=1", "--set",
+                              f"data.class_list={classes}")) == 0
+    letters = dead_letters(out)
+    assert [(d["input"], d["reason"], d["label"]) for d in letters] == [
+        (str(stray), "unknown_label", "zzz_not_a_class")]
+    info = json.loads((out / "dataset_info.json").read_text())
+    assert info["class_names"] == ["ucf101", "vas"]
+    assert info["config"]["data"]["class_list"] == str(classes)
+    assert info["counts"]["train"]["per_class"] == {"ucf101": 0, "vas": 1}
+    got = parse_dir(out)
+    assert [ex["label"] for ex in got.values()] == ["vas"]
 
 
 # ----------------------------------------------------------------------------- the whole job

@@ -316,3 +316,71 @@ def test_read_annotations_dispatch(ucf_dir, tmp_path):
     assert ann.class_names == KINETICS_SOUNDS_CLASSES and len(ann.records) == 5
     with pytest.raises(ValueError, match="data.annotations"):
         read_annotations(DataConfig(dataset="csv"))
+
+
+# ----------------------------------------------------------------------------- data.class_list
+
+
+def _generic_with_stray_label(tmp_path: Path) -> Path:
+    return _write(tmp_path / "g.csv", "path,label,split\n"
+                  "clips/a.mp4,cat,train\n"
+                  "clips/b.mp4,dog,test\n"
+                  "clips/z.mp4,zzz_not_a_class,train\n"
+                  "clips/c.mp4,cow,val\n")
+
+
+def test_generic_csv_with_a_class_list(tmp_path):
+    csv_path = _generic_with_stray_label(tmp_path)
+    # '#' comments and blank lines are skipped; indices follow the list, not the sort order
+    lst = _write(tmp_path / "classes.txt", "# my classes\ndog\n\ncow\ncat  \nbird\n")
+    cfg = DataConfig(dataset="csv", annotations=str(csv_path), class_list=str(lst))
+    ann = read_annotations(cfg)
+    assert ann.class_names == ("dog", "cow", "cat", "bird")
+    got = {r.path: (r.label_index, r.label_string) for r in ann.records}
+    assert got == {"clips/a.mp4": (2, "cat"), "clips/b.mp4": (0, "dog"),
+                   "clips/z.mp4": (-1, "zzz_not_a_class"), "clips/c.mp4": (1, "cow")}
+    # without a list the stray label is a class of its own, as before
+    derived = read_annotations(DataConfig(dataset="csv", annotations=str(csv_path)))
+    assert derived.class_names == ("cat", "cow", "dog", "zzz_not_a_class")
+    assert all(r.label_index >= 0 for r in derived.records)
+
+
+def test_class_list_errors_name_the_field(tmp_path):
+    from maivar_tf.config import ConfigError
+
+    csv_path = _generic_with_stray_label(tmp_path)
+    missing = DataConfig(dataset="csv", annotations=str(csv_path),
+                         class_list=str(tmp_path / "nope.txt"))
+    with pytest.raises(ConfigError, match=r"data.class_list: .*nope.txt: class-list file not "
+                                          r"found"):
+        read_annotations(missing)
+    dup = _write(tmp_path / "dup.txt", "cat\ndog\n# x\ncat\n")
+    with pytest.raises(ConfigError, match=r"data.class_list: .*dup.txt:4: duplicate class "
+                                          r"name 'cat' \(first at line 1\)"):
+        read_annotations(DataConfig(dataset="csv", annotations=str(csv_path),
+                                    class_list=str(dup)))
+    empty = _write(tmp_path / "empty.txt", "# nothing\n\n")
+    with pytest.raises(ConfigError, match=r"data.class_list: .*empty.txt: no class names"):
+        read_annotations(DataConfig(dataset="csv", annotations=str(csv_path),
+                                    class_list=str(empty)))
+    with pytest.raises(ConfigError, match=r"data.class_list: invalid value 3"):
+        DataConfig(class_list=3)
+
+
+def test_kinetics_sounds_27_class_list_restricts_to_those(tmp_path):
+    csv_path = _kinetics_csv(tmp_path)
+    # a 27-class list (the paper's count): the 31 shipped ones less tap dancing, tapping
+    # guitar, tapping pen and tickling
+    paper = KINETICS_SOUNDS_CLASSES[:27]
+    assert "tickling" not in paper and len(paper) == 27
+    lst = _write(tmp_path / "ks27.txt", "# 27 classes\n" + "\n".join(paper) + "\n")
+    default = read_annotations(DataConfig(dataset="kinetics_sounds", annotations=str(csv_path),
+                                          video_root=str(tmp_path / "none")))
+    assert default.class_names == KINETICS_SOUNDS_CLASSES  # the shipped 31 stay the default
+    assert "tickling" in {r.label_string for r in default.records}
+    ann = read_annotations(DataConfig(dataset="kinetics_sounds", annotations=str(csv_path),
+                                      video_root=str(tmp_path / "none"), class_list=str(lst)))
+    assert ann.class_names == paper
+    labels = [(r.label_string, r.label_index) for r in ann.records]
+    assert labels == [("playing bagpipes", paper.index("playing bagpipes"))] * 2 + [
+        ("bowling", paper.index("bowling")), ("", -1)]

@@ -33,6 +33,7 @@ __all__ = [
     "UCF51_CLASSES",
     "Annotations",
     "VideoRecord",
+    "default_class_list",
     "make_example_id",
     "read_annotations",
     "read_generic_csv",
@@ -42,34 +43,49 @@ __all__ = [
 ]
 
 
+def default_class_list(dataset: str) -> tuple[str, ...] | None:
+    """The class list a dataset uses when ``data.class_list`` is empty.
+
+    ``ucf51`` and ``kinetics_sounds``: the shipped lists (:data:`UCF51_CLASSES`, the 31-class
+    :data:`KINETICS_SOUNDS_CLASSES`); ``ucf101`` and ``synthetic``: None (``classInd.txt``);
+    ``csv``: None (the sorted labels of the CSV).
+    """
+    return {"ucf51": UCF51_CLASSES, "kinetics_sounds": KINETICS_SOUNDS_CLASSES}.get(dataset)
+
+
 def read_annotations(cfg) -> Annotations:
     """Reads the annotations a :class:`~maivar_tf.config.DataConfig` names.
 
     ``synthetic``, ``ucf101`` and ``ucf51`` read UCF101-style lists from ``cfg.annotations``
     (empty: ``cfg.video_root``); ``kinetics_sounds`` reads the Kinetics CSV ``cfg.annotations``
-    restricted to :data:`KINETICS_SOUNDS_CLASSES`; ``csv`` reads a generic CSV.
+    restricted to its class list; ``csv`` reads a generic CSV. The class list is
+    ``cfg.class_list`` when set, else :func:`default_class_list`. For the subsets (UCF
+    classes in ``classInd.txt``, Kinetics-Sounds) records of the dataset's other classes are
+    left out; in a ``csv`` every label outside the list is an ``unknown_label`` record.
 
     Args:
         cfg: a ``DataConfig``.
 
     Returns:
         The dataset's :class:`Annotations`.
+
+    Raises:
+        ConfigError: ``data.class_list`` names a missing file, an empty list or duplicates.
     """
     ds = cfg.dataset
+    classes = cfg.read_class_list()
+    if classes is None:
+        classes = default_class_list(ds)
     ann_dir = cfg.annotations or cfg.video_root
-    if ds == "synthetic":
-        return read_ucf101(ann_dir, 1, cfg.video_root)
-    if ds == "ucf101":
-        return read_ucf101(ann_dir, cfg.split, cfg.video_root)
-    if ds == "ucf51":
-        return read_ucf51(ann_dir, cfg.split, cfg.video_root)
+    if ds in ("synthetic", "ucf101", "ucf51"):
+        split = 1 if ds == "synthetic" else cfg.split
+        return read_ucf101(ann_dir, split, cfg.video_root, classes=classes)
     if ds in ("kinetics_sounds", "csv"):
         if not cfg.annotations:
             raise ValueError(f"data.annotations: empty; dataset {ds!r} needs the path of its "
                              "annotation CSV")
         if ds == "csv":
-            return read_generic_csv(cfg.annotations)
-        return read_kinetics_csv(cfg.annotations, cfg.video_root,
-                                 classes=KINETICS_SOUNDS_CLASSES)
+            return read_generic_csv(cfg.annotations, classes=classes)
+        return read_kinetics_csv(cfg.annotations, cfg.video_root, classes=classes)
     raise ValueError(f"data.dataset: invalid value {ds!r}; allowed: synthetic, ucf101, ucf51, "
                      "kinetics_sounds, csv")

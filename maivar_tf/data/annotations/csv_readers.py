@@ -264,14 +264,19 @@ def read_kinetics_csv(csv_path: str | os.PathLike, video_root: str | os.PathLike
     return Annotations(class_names=class_names, records=tuple(records))
 
 
-def read_generic_csv(csv_path: str | os.PathLike) -> Annotations:
+def read_generic_csv(csv_path: str | os.PathLike,
+                     classes: Sequence[str] | None = None) -> Annotations:
     """Reads a CSV with columns ``path,label,split`` (optional ``start_s,end_s``).
 
-    Paths are relative to ``DataConfig.video_root`` (absolute paths are allowed). The class
-    list is the sorted set of non-empty labels; rows with an empty label get ``label_index=-1``.
+    Paths are relative to ``DataConfig.video_root`` (absolute paths are allowed). Without
+    ``classes`` the class list is the sorted set of non-empty labels; rows with an empty label
+    get ``label_index=-1``.
 
     Args:
         csv_path: the CSV file with a header row.
+        classes: the class list (``data.class_list``), matched exactly; label indices follow
+            its order and a row whose label is not in it gets ``label_index=-1`` (the Beam
+            job's ``unknown_label`` dead letter). None derives the list from the labels.
 
     Returns:
         The class names and one record per row.
@@ -290,7 +295,12 @@ def read_generic_csv(csv_path: str | os.PathLike) -> Annotations:
                                   ("start_s", "end_s"))
         rows.append((where, path, row["label"].strip(), _parse_split(row["split"], where),
                      start, end))
-    class_names = tuple(sorted({r[2] for r in rows if r[2]}))
+    class_names = (tuple(classes) if classes is not None
+                   else tuple(sorted({r[2] for r in rows if r[2]})))
+    unlisted = sorted({r[2] for r in rows if r[2] and r[2] not in class_names})
+    if classes is not None and unlisted:
+        logger.warning("%s: labels outside the %d-class list (their rows are unknown_label): "
+                       "%s", csv_path, len(class_names), ", ".join(unlisted[:10]))
     index = {c: i for i, c in enumerate(class_names)}
     records, seen = [], {}
     for where, path, label, split, start, end in rows:
