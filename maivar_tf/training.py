@@ -114,7 +114,8 @@ def stage_inputs(stage: str, features: Any) -> Any:
 
 
 def check_features(features: Any, name: str) -> None:
-    """Raises ValueError unless ``features`` is ``video [N,K,D]``, ``audio [N,D]``, labels in range."""
+    """Raises ValueError unless ``features`` is ``video [N,K,D]``, ``audio [N,D]`` (finite),
+    labels in range; the message names the split (``name``) and, for NaN/Inf, how many rows."""
     video, audio = np.asarray(features.video), np.asarray(features.audio)
     labels = np.asarray(features.labels)
     if video.ndim != 3:
@@ -126,6 +127,14 @@ def check_features(features: Any, name: str) -> None:
     if not (len(video) == len(audio) == len(labels)) or len(labels) == 0:
         raise ValueError(f"{name}: {len(video)} video rows, {len(audio)} audio rows, "
                          f"{len(labels)} labels; expected the same non-zero count")
+    for part, x in (("video", video), ("audio", audio)):
+        rows = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        if rows.any():
+            ids = getattr(features, "ids", None)
+            eg = f", e.g. example id {ids[rows][0]}" if ids is not None else ""
+            raise ValueError(f"{name}.{part}: {int(rows.sum())} of {len(x)} rows hold non-finite "
+                             f"values (NaN or Inf){eg}; re-extract the features "
+                             "(`maivar extract`) or drop those examples")
     num_classes = len(features.class_names)
     bad = (labels < 0) | (labels >= num_classes)
     if bad.any():
@@ -244,7 +253,8 @@ def run_algorithm1(cfg: ExperimentConfig, train: Any, val: Any = None,
         The :class:`~maivar_tf.runs.TrainedRun` (its ``run_dir`` is this worker's folder).
 
     Raises:
-        ValueError: inconsistent features (shapes, labels outside the class list).
+        ValueError: inconsistent features (shapes, NaN or Inf values, labels outside the class
+            list).
     """
     check_features(train, "train")
     if val is not None:

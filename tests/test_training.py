@@ -189,6 +189,24 @@ def test_bad_features_are_rejected(tmp_path):
         training.run_algorithm1(toy.toy_config(), train, val, run_dir=tmp_path)
 
 
+def test_non_finite_features_are_refused_naming_the_split_and_rows(tmp_path):
+    """NaN or Inf features (a broken extraction) fail before any stage trains."""
+    train = toy.toy_features(2)  # 8 rows
+    video = train.video.copy()
+    video[[1, 5], 0, 2] = np.nan
+    with pytest.raises(ValueError, match=r"^train\.video: 2 of 8 rows hold non-finite values "
+                                         r"\(NaN or Inf\), e\.g\. example id toy-0-00001;"):
+        training.run_algorithm1(toy.toy_config(), dataclasses.replace(train, video=video),
+                                run_dir=tmp_path)
+    val = toy.toy_features(1, split_seed=1)  # 4 rows
+    audio = val.audio.copy()
+    audio[:] = np.inf
+    with pytest.raises(ValueError, match=r"^val\.audio: 4 of 4 rows hold non-finite values"):
+        training.run_algorithm1(toy.toy_config(), train, dataclasses.replace(val, audio=audio),
+                                run_dir=tmp_path)
+    assert not list(tmp_path.iterdir())  # refused before the run folder is written
+
+
 @pytest.mark.slow
 def test_algorithm1_fusion_beats_each_modality_and_reloads(tmp_path):
     cfg = toy.toy_config("default", epochs=(4, 4, 4))
