@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import logging
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,11 +95,8 @@ def load_run(run_dir: str | Path, compile: bool = False) -> TrainedRun:
 
     Raises:
         FileNotFoundError: naming every missing file.
+        RunError: a head that Keras' safe mode refuses, or that is not a Keras model file.
     """
-    import keras
-
-    import maivar_tf.models  # noqa: F401  (registers the custom objects)
-
     run_dir = Path(run_dir)
     needed = [run_dir / RUN_INFO] + [run_dir / f"{s}.keras" for s in STAGES]
     missing = [str(p) for p in needed if not p.exists()]
@@ -106,18 +104,49 @@ def load_run(run_dir: str | Path, compile: bool = False) -> TrainedRun:
         raise FileNotFoundError(f"incomplete run in {run_dir}: missing {', '.join(missing)} "
                                 "(train it with `maivar train`)")
     info = RunInfo.read(run_dir)
-    models = {s: keras.saving.load_model(run_dir / f"{s}.keras", compile=compile)
-              for s in STAGES}
+    models = {s: load_head(run_dir / f"{s}.keras", compile=compile) for s in STAGES}
     histories = {s: read_csv_log(stage_log_path(run_dir, s)) for s in STAGES}
     return TrainedRun(models["audio_mlp"], models["vmlp"], models["fusion"], histories,
                       run_dir, info)
 
 
-# ----------------------------------------------------------------------------- serving a run
-
-
 class RunError(RuntimeError):
-    """A run that cannot be loaded for serving as asked; the message says why and what to do."""
+    """A run that cannot be loaded (for serving) as asked; the message says why and what to do."""
+
+
+def _first_sentence(message: str) -> str:
+    return " ".join(message.split()).split(". ")[0].rstrip(".")
+
+
+def load_head(path: str | Path, compile: bool = False) -> Any:
+    """One saved head, loaded in Keras' safe mode (which is never turned off).
+
+    Raises:
+        RunError: one line naming the file and why it cannot be loaded: what safe mode
+            refused (a ``Lambda`` layer's Python lambda could run any code when loaded), or
+            Keras' reason for a file that is not a readable ``.keras`` model.
+    """
+    import keras
+
+    import maivar_tf.models  # noqa: F401  (registers the custom objects)
+
+    if Path(path).is_file() and not zipfile.is_zipfile(path):
+        raise RunError(f"{path}: not a Keras model file (a .keras file is a zip archive); "
+                       "retrain with `maivar train`")
+    try:
+        return keras.saving.load_model(path, compile=compile, safe_mode=True)
+    except ValueError as e:
+        reason = _first_sentence(str(e))
+        if "safe_mode=False" in str(e):
+            what = reason.replace("Requested the deserialization of ", "it holds ")
+            raise RunError(f"{path}: refused by Keras' safe mode: {what}, which could run "
+                           "arbitrary code when loaded; maivar loads only safe model files "
+                           "(save the model without it, e.g. retrain with `maivar train`)"
+                           ) from None
+        raise RunError(f"{path}: cannot be loaded as a Keras model: {reason}") from None
+
+
+# ----------------------------------------------------------------------------- serving a run
 
 
 #: The data settings that decide what pixels and audio-images a model sees.

@@ -173,3 +173,55 @@ def test_progress_is_periodic_lines_when_not_a_terminal(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "\r" not in proc.stderr  # no carriage-return redraws in a log
     assert [line for line in proc.stderr.splitlines() if "3/3 videos" in line], proc.stderr
+
+
+# ----------------------------------------------------------------------------- unsafe model files
+
+
+@pytest.fixture(scope="module")
+def lambda_run(tmp_path_factory, clip_paths):
+    """The tiny serving run whose ``fusion.keras`` ends in a ``Lambda`` layer (a Python lambda)."""
+    import keras
+
+    from tests.serving.helpers import write_tiny_run
+
+    tiny = write_tiny_run(tmp_path_factory.mktemp("lambda_run"), clip_paths)
+    fusion = tiny.run.fusion
+    unsafe = keras.Model(fusion.inputs, keras.layers.Lambda(lambda x: x * 1.0)(fusion.output))
+    unsafe.save(tiny.run_dir / "fusion.keras")
+    # the control: the file is a sound model that only safe mode refuses
+    loaded = keras.saving.load_model(tiny.run_dir / "fusion.keras", safe_mode=False)
+    assert isinstance(loaded.layers[-1], keras.layers.Lambda)
+    return tiny
+
+
+def _refused(path: Path) -> str:
+    return (f"{path}: refused by Keras' safe mode: it holds a `Lambda` layer whose `function` is "
+            "a Python lambda, which could run arbitrary code when loaded; maivar loads only "
+            "safe model files (save the model without it, e.g. retrain with `maivar train`)")
+
+
+@pytest.mark.parametrize("command,prefix", [
+    (["evaluate"], "maivar: "),
+    (["export", "--export-dir", "export"], "maivar: "),
+    (["predict", "CLIP"], "maivar: cannot load the model: "),
+])
+def test_a_model_refused_by_safe_mode_is_one_line(command, prefix, lambda_run, clip_paths,
+                                                  capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no default config: the run's own
+    argv = [str(clip_paths[0]) if a == "CLIP" else a for a in command]
+    assert main([*argv, "--run-dir", str(lambda_run.run_dir)]) == 1  # returned: no traceback
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [prefix + _refused(lambda_run.run_dir / "fusion.keras")]
+    assert not (tmp_path / "export").exists()
+
+
+def test_a_head_that_is_not_a_keras_file_is_one_line(tmp_path):
+    from maivar_tf.runs import RunError, load_head
+
+    path = tmp_path / "fusion.keras"
+    path.write_bytes(b"not a zip")
+    with pytest.raises(RunError) as e:
+        load_head(path)
+    assert str(e.value) == (f"{path}: not a Keras model file (a .keras file is a zip archive); "
+                            "retrain with `maivar train`")
