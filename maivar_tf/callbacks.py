@@ -141,8 +141,58 @@ def stage_callbacks(run_dir: str | Path, stage: str, *, validation: bool,
     return callbacks + list(extra)
 
 
+class EpochLines(keras.callbacks.Callback):
+    """One line per stage now and then instead of Keras' per-epoch output (for log files).
+
+    Prints ``<stage>: epoch E/N, loss L, accuracy A`` at most every ``every_s`` seconds and
+    after the last epoch, through :func:`maivar_tf.console.progress`'s stream (stderr).
+    """
+
+    def __init__(self, stage: str, epochs: int, every_s: float):
+        super().__init__()
+        self.stage, self.epochs, self.every_s = stage, int(epochs), float(every_s)
+        self._last = 0.0
+
+    def on_train_begin(self, logs=None):
+        import time
+
+        self._last = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        import sys
+        import time
+
+        now = time.monotonic()
+        if epoch + 1 < self.epochs and now - self._last < self.every_s:
+            return
+        self._last = now
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted((logs or {}).items())
+                          if isinstance(v, (int, float)))
+        print(f"{self.stage}: epoch {epoch + 1}/{self.epochs}, {shown}", file=sys.stderr,
+              flush=True)
+
+
+def fit_verbosity(verbose, stage: str, epochs: int
+                  ) -> tuple[int | str, list[keras.callbacks.Callback]]:
+    """``model.fit``'s verbosity and the progress callbacks for ``verbose``.
+
+    ``"auto"``: Keras' one line per epoch on a terminal; otherwise no Keras output and an
+    :class:`EpochLines` callback (a line every :data:`maivar_tf.console.LOG_EVERY_S` seconds and
+    one at the end). Any other value goes to ``fit`` unchanged.
+    """
+    import sys
+
+    from maivar_tf.console import LOG_EVERY_S
+
+    if verbose != "auto":
+        return verbose, []
+    if sys.stdout.isatty():
+        return 2, []
+    return 0, [EpochLines(stage, epochs, LOG_EVERY_S)]
+
+
 __all__ = [
-    "BACKUP_METADATA", "BACKUP_SUBDIR", "BEST_CHECKPOINT", "LAST_CHECKPOINT",
+    "BACKUP_METADATA", "EpochLines", "fit_verbosity", "BACKUP_SUBDIR", "BEST_CHECKPOINT", "LAST_CHECKPOINT",
     "TENSORBOARD_SUBDIR", "backup_epoch", "resume_epoch", "stage_callbacks", "stage_dir",
     "tensorboard_available", "trim_csv_log",
 ]

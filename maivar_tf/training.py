@@ -171,7 +171,7 @@ def _compiled(build: Callable[[], keras.Model], plan: StagePlan,
 
 def train_stage(plan: StagePlan, build: Callable[[], keras.Model], train_xy: tuple[Any, Any],
                 val_xy: tuple[Any, Any] | None, strategy: tf.distribute.Strategy,
-                run_dir: Path, *, verbose: Any = 2,
+                run_dir: Path, *, verbose: Any = "auto",
                 extra_callbacks: ExtraCallbacks | None = None
                 ) -> tuple[keras.Model, dict[str, Any]]:
     """Trains one stage with ``fit`` (resuming from its backup) and saves ``<stage>.keras``.
@@ -183,7 +183,8 @@ def train_stage(plan: StagePlan, build: Callable[[], keras.Model], train_xy: tup
         val_xy: optional validation ``(inputs, labels)``.
         strategy: the distribution strategy.
         run_dir: this worker's run folder.
-        verbose: ``model.fit`` verbosity.
+        verbose: ``model.fit`` verbosity, or ``"auto"`` (see
+            :func:`maivar_tf.callbacks.fit_verbosity`).
         extra_callbacks: more callbacks for the fit, by stage name.
 
     Returns:
@@ -209,8 +210,9 @@ def train_stage(plan: StagePlan, build: Callable[[], keras.Model], train_xy: tup
     if val_xy is not None:
         val_ds, val_steps = make_distributed_dataset(strategy, *val_xy, batch, training=False)
     extra = extra_callbacks(plan.name) if extra_callbacks is not None else ()
+    verbose, lines = stage_io.fit_verbosity(verbose, plan.name, plan.epochs)
     callbacks = stage_io.stage_callbacks(run_dir, plan.name, validation=val_ds is not None,
-                                         extra=extra)
+                                         extra=[*lines, *extra])
     t0 = time.time()
     model.fit(train_ds, epochs=plan.epochs, steps_per_epoch=steps, validation_data=val_ds,
               validation_steps=val_steps, callbacks=callbacks, verbose=verbose,
@@ -228,7 +230,7 @@ def train_stage(plan: StagePlan, build: Callable[[], keras.Model], train_xy: tup
 
 def run_algorithm1(cfg: ExperimentConfig, train: Any, val: Any = None,
                    run_dir: str | Path | None = None, *,
-                   strategy: tf.distribute.Strategy | None = None, verbose: Any = 2,
+                   strategy: tf.distribute.Strategy | None = None, verbose: Any = "auto",
                    extra_callbacks: ExtraCallbacks | None = None) -> TrainedRun:
     """Trains the audio MLP, the VMLP and the fusion MLP (the paper's Algorithm 1).
 
@@ -246,7 +248,8 @@ def run_algorithm1(cfg: ExperimentConfig, train: Any, val: Any = None,
         val: an optional FeatureSet for validation metrics and best-checkpoint selection.
         run_dir: where the run lives (default ``cfg.train.output_dir``).
         strategy: a strategy to use instead of ``get_strategy(cfg.train.strategy)``.
-        verbose: ``model.fit`` verbosity (2: one line per epoch).
+        verbose: ``model.fit`` verbosity; ``"auto"``: one line per epoch on a terminal, a
+            line every 30 s (and one per stage at the end) otherwise.
         extra_callbacks: a function of the stage name returning more callbacks for its fit.
 
     Returns:
