@@ -67,7 +67,7 @@ from maivar_tf.models.heads import (
     build_video_mlp,
     feature_statistics,
 )
-from maivar_tf.runs import STAGES, TrainedRun, read_csv_log, stage_log_path
+from maivar_tf.runs import STAGES, TrainedRun, load_head, read_csv_log, stage_log_path
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ def train_stage(plan: StagePlan, build: Callable[[], keras.Model], train_xy: tup
     final = run_dir / f"{plan.name}.keras"
     if final.exists():
         logger.info("stage %s: %s exists, skipping", plan.name, final)
-        return keras.saving.load_model(final), {"skipped": True}
+        return load_head(final), {"skipped": True}
     stage_io.stage_dir(run_dir, plan.name).mkdir(parents=True, exist_ok=True)
     epochs_done = stage_io.resume_epoch(run_dir, plan.name)
     if epochs_done:
