@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import uuid
 from collections import Counter
@@ -118,6 +119,15 @@ def publish(staging_dir: str, output_dir: str, include_shards: bool = True) -> d
     return moved
 
 
+def file_digest(path: str) -> str:
+    """The SHA-256 hex digest of a file's bytes (read through ``FileSystems``, 1 MiB at a time)."""
+    h = hashlib.sha256()
+    with FileSystems.open(path) as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 # ----------------------------------------------------------------------------- counts
 
 
@@ -207,7 +217,8 @@ def make_dataset_info(cfg: ExperimentConfig, class_names: Sequence[str],
         cfg: the experiment config the shards were built with (stored whole).
         class_names: the dataset's classes (label index order).
         summary: :func:`summarize`'s result.
-        shards: the published shard paths (their file names are stored, by split).
+        shards: the published shard paths (their file names are stored, by split, with the
+            SHA-256 digest of each).
         failed_files: the published dead-letter paths.
         num_records: annotation records the job read.
     """
@@ -225,6 +236,7 @@ def make_dataset_info(cfg: ExperimentConfig, class_names: Sequence[str],
         counts=summary["counts"],
         failed=failed,
         shards={k: sorted(v) for k, v in sorted(shards_by_split.items())},
+        digests={p.rsplit("/", 1)[-1]: file_digest(p) for p in sorted(shards)},
     )
 
 

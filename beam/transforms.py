@@ -3,8 +3,13 @@
 The pipeline :func:`build_pipeline` adds reads as a sentence::
 
     Create(annotation records) -> Reshuffle -> ProcessVideoDoFn
-        -> per split: WriteToTFRecord  <staging>/<split>-SSSSS-of-NNNNN.tfrecord
+        -> per split: WriteShards       <staging>/<split>-SSSSS-of-NNNNN.tfrecord
         -> dead letters: WriteToText    <staging>/failed-SSSSS-of-NNNNN.jsonl
+
+Shards are byte-identical for the same input in every runner mode: each example is
+serialized deterministically (map keys sorted), goes to the shard a stable hash of its
+example id names (:func:`shard_of`), and each shard holds its examples sorted by example id,
+so nothing in a shard depends on scheduling.
 
 :class:`ProcessVideoDoFn` turns one annotation record into one ``tf.train.SequenceExample``
 (schema in :mod:`maivar_tf.data.schema`) through the one per-video function,
@@ -18,8 +23,10 @@ per-worker set-up (TF thread pools, renderer tracing) happens in ``DoFn.setup``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -29,7 +36,7 @@ from typing import Any
 import apache_beam
 from apache_beam.metrics import Metrics
 
-from maivar_tf.artifacts import FAILED_PREFIX, SHARD_TEMPLATE, shard_glob
+from maivar_tf.artifacts import FAILED_PREFIX, SHARD_TEMPLATE, shard_glob, shard_name
 from maivar_tf.config import DataConfig
 from maivar_tf.data.annotations import VideoRecord
 from maivar_tf.data.clips import clip_example_from_record, resolve_video_path
@@ -49,6 +56,8 @@ FAILED_GLOB = f"{FAILED_PREFIX}-*.jsonl"
 METRICS_NAMESPACE = "maivar_tf"
 #: Namespace of the per-(split, class) success counters, named ``<split>/<label_index>``.
 COUNTS_NAMESPACE = "maivar_tf.counts"
+#: With ``data.num_shards: 0``, a split gets one shard per this many videos (at least one).
+VIDEOS_PER_SHARD = 256
 
 
 def limit_tf_threads(threads: int) -> int:
@@ -137,7 +146,7 @@ def dead_letter(record: VideoRecord, cfg: DataConfig, error: Exception) -> dict[
 class ProcessVideoDoFn(apache_beam.DoFn):
     """Decodes one video into a serialized SequenceExample, or a dead letter.
 
-    Each split's serialized examples go to the tagged output named after the split, and every
+    Each split's ``(example id, serialized example)`` pairs go to the tagged output named after the split, and every
     rejected video to :data:`FAILED_TAG` as :func:`dead_letter` describes. Beam metrics count
     successes (``videos_ok``) and failures per reason (``failed_<reason>``) in
     :data:`METRICS_NAMESPACE`, and successes per split and class (``<split>/<label_index>``)
@@ -197,20 +206,91 @@ class ProcessVideoDoFn(apache_beam.DoFn):
         record = VideoRecord(**element)
         try:
             clip = clip_example_from_record(record, self._cfg, mode=self._mode)
-            serialized = to_sequence_example(clip).SerializeToString()
+            serialized = to_sequence_example(clip).SerializeToString(deterministic=True)
         except Exception as e:  # noqa: BLE001 - every failure becomes a dead letter
             letter = dead_letter(record, self._cfg, e)
             self._count_failure(letter["reason"])
             yield apache_beam.pvalue.TaggedOutput(FAILED_TAG, letter)
         else:
             self._count_success(record.split, int(record.label_index))
-            yield apache_beam.pvalue.TaggedOutput(record.split, serialized)
+            yield apache_beam.pvalue.TaggedOutput(record.split, (record.example_id, serialized))
         self._log_progress()
 
 
 def dead_letter_to_json(letter: Mapping[str, Any]) -> str:
     """One ``failed-*.jsonl`` line (keys sorted, so runs compare equal)."""
     return json.dumps(dict(letter), sort_keys=True)
+
+
+def shard_of(example_id: str, num_shards: int) -> int:
+    """The shard of an example: a stable hash of its id (equal in every process and run)."""
+    digest = hashlib.sha256(example_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % num_shards
+
+
+def shard_count(num_shards: int, num_videos: int) -> int:
+    """``data.num_shards``, or for 0 one shard per :data:`VIDEOS_PER_SHARD` videos (>= 1)."""
+    return num_shards or max(1, math.ceil(num_videos / VIDEOS_PER_SHARD))
+
+
+def _key_by_shard(pair: tuple[str, bytes], num_shards: int) -> tuple[int, tuple[str, bytes]]:
+    return shard_of(pair[0], num_shards), pair
+
+
+class WriteShardFn(apache_beam.DoFn):
+    """Writes one shard: its examples sorted by example id, as a TFRecord file.
+
+    Its input is ``(shard index, pairs)`` after a ``GroupByKey``; a ``None`` pair is the
+    placeholder that makes every shard index present, so an empty shard is written too.
+
+    Args:
+        prefix: ``<staging>/<split>``; the file is ``shard_name(split, index, total)`` beside it.
+        total: the split's shard count.
+    """
+
+    def __init__(self, prefix: str, total: int):
+        super().__init__()
+        self._prefix = prefix
+        self._total = total
+
+    def process(self, element: tuple[int, Iterable[tuple[str, bytes] | None]]) -> Iterator[str]:
+        """Writes the shard; yields its path."""
+        import tensorflow as tf
+
+        index, pairs = element
+        folder, split = os.path.split(self._prefix)
+        path = os.path.join(folder, shard_name(split, index, self._total))
+        with tf.io.TFRecordWriter(path) as writer:
+            for _, serialized in sorted(p for p in pairs if p is not None):
+                writer.write(serialized)
+        yield path
+
+
+class WriteShards(apache_beam.PTransform):
+    """One split's ``(example id, serialized example)`` pairs -> ``total`` TFRecord shards.
+
+    Each pair goes to shard :func:`shard_of` of its id; a ``GroupByKey`` gathers each shard
+    and :class:`WriteShardFn` writes it sorted by id, so the files do not depend on the
+    order or the workers the pairs came from. Every shard is written, empty ones too.
+
+    Args:
+        prefix: ``<folder>/<split>``, as for ``WriteToTFRecord``.
+        total: the shard count (:func:`shard_count`).
+    """
+
+    def __init__(self, prefix: str, total: int):
+        super().__init__()
+        self._prefix = prefix
+        self._total = total
+
+    def expand(self, pairs):
+        keyed = pairs | "Key by shard" >> apache_beam.Map(_key_by_shard, num_shards=self._total)
+        every = pairs.pipeline | "Shard indices" >> apache_beam.Create(
+            [(i, None) for i in range(self._total)], reshuffle=False)
+        return ((keyed, every)
+                | "With every shard" >> apache_beam.Flatten()
+                | "Group by shard" >> apache_beam.GroupByKey()
+                | "Write sorted" >> apache_beam.ParDo(WriteShardFn(self._prefix, self._total)))
 
 
 def build_pipeline(pipeline: apache_beam.Pipeline, elements: Sequence[Mapping[str, Any]],
@@ -221,7 +301,7 @@ def build_pipeline(pipeline: apache_beam.Pipeline, elements: Sequence[Mapping[st
     Args:
         pipeline: the Beam pipeline to extend.
         elements: the annotation records as dicts (:func:`record_to_element`).
-        cfg: the data section (``num_shards`` shards per split; 0 lets the runner decide).
+        cfg: the data section (``num_shards`` shards per split, :func:`shard_count`).
         staging_dir: where shards (:data:`SHARD_TEMPLATE`) and the one dead-letter file
             (:data:`FAILED_GLOB`) are written.
         splits: the split names present in ``elements`` (one shard set each).
@@ -238,9 +318,9 @@ def build_pipeline(pipeline: apache_beam.Pipeline, elements: Sequence[Mapping[st
                 FAILED_TAG, *splits)
     )
     for split in splits:
-        _ = results[split] | f"Write {split}" >> apache_beam.io.WriteToTFRecord(
-            os.path.join(staging_dir, split), file_name_suffix=".tfrecord",
-            num_shards=cfg.num_shards, shard_name_template=SHARD_TEMPLATE)
+        total = shard_count(cfg.num_shards, sum(e["split"] == split for e in elements))
+        _ = results[split] | f"Write {split}" >> WriteShards(os.path.join(staging_dir, split),
+                                                             total)
     _ = (results[FAILED_TAG]
          | "Dead letters to JSON" >> apache_beam.Map(dead_letter_to_json)
          | "Write dead letters" >> apache_beam.io.WriteToText(

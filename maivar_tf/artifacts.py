@@ -6,7 +6,7 @@ shards, ``maivar extract`` writes ``feature_info.json`` (and the backbones it us
 folder and ``maivar export`` writes ``assets.extra/maivar_export.json`` beside the SavedModel.
 Each file's content is one frozen dataclass here with ``to_json`` / ``from_json``; the writer
 builds the record, the reader gets the record back, and no JSON key or file name is spelled
-anywhere else.
+anywhere else. The JSON codec they share is :mod:`maivar_tf.json_records`.
 
 Example:
     >>> info = FeatureInfo.read("data/features")          # doctest: +SKIP
@@ -16,17 +16,16 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import re
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from maivar_tf.utils import write_json_atomic
+from maivar_tf.json_records import ArtifactError as ArtifactError  # re-exported
+from maivar_tf.json_records import JsonRecord as _Record
+from maivar_tf.json_records import load_json as _load_json
 
 #: Written by the Beam job beside the TFRecord shards.
 DATASET_INFO = "dataset_info.json"
@@ -53,10 +52,6 @@ SHARD_NAME_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{5})-of-(?P<t
 FEATURES_VERSION = 2
 
 
-class ArtifactError(ValueError):
-    """An artefact file that is missing a key or holds a value of the wrong kind."""
-
-
 class SchemaVersionError(ValueError):
     """TFRecord shards written under a schema version this code does not read."""
 
@@ -67,106 +62,14 @@ def shard_glob(split: str = "*") -> str:
     return f"{split}-{digits}-of-{digits}{TFRECORD_SUFFIX}"
 
 
+def shard_name(split: str, index: int, total: int) -> str:
+    """A TFRecord shard's file name, ``<split>-<index>-of-<total>.tfrecord`` (five digits each)."""
+    return f"{split}-{index:05d}-of-{total:05d}{TFRECORD_SUFFIX}"
+
+
 def backbone_weights_name(kind: str) -> str:
     """File name of the saved ``video`` or ``audio`` backbone weights (``video.weights.h5``)."""
     return f"{kind}.weights.h5"
-
-
-# ----------------------------------------------------------------------------- codec
-
-
-def _decode_value(tp: Any, value: Any, where: str) -> Any:
-    """JSON value -> the annotated type (records, tuples and mappings of records)."""
-    if isinstance(tp, type) and issubclass(tp, _Record):
-        if not isinstance(value, Mapping):
-            raise ArtifactError(f"{where}: expected an object, got {value!r}")
-        return tp.from_json(value, source=where)
-    origin = typing.get_origin(tp)
-    if origin is tuple:
-        return tuple(value)
-    if origin in (Mapping, dict) and len(typing.get_args(tp)) == 2:
-        value_tp = typing.get_args(tp)[1]
-        if isinstance(value_tp, type) and issubclass(value_tp, _Record):
-            return {k: _decode_value(value_tp, v, f"{where}.{k}") for k, v in value.items()}
-    return value
-
-
-def _encode_value(value: Any) -> Any:
-    if isinstance(value, _Record):
-        return value.to_json()
-    if isinstance(value, tuple):
-        return [_encode_value(v) for v in value]
-    if isinstance(value, Mapping):
-        return {k: _encode_value(v) for k, v in value.items()}
-    return value
-
-
-@dataclass(frozen=True)
-class _Record:
-    """Base of the records: JSON round trip by field, reading and writing by file name."""
-
-    FILE: ClassVar[str] = ""
-    MISSING_HINT: ClassVar[str] = ""
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-serialisable dict, keys in field order."""
-        return {f.name: _encode_value(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any], source: str = ""):
-        """The record from what :meth:`to_json` wrote; unknown keys are ignored.
-
-        Raises:
-            ArtifactError: a required key is missing (naming ``source`` and the key).
-        """
-        where = source or cls.FILE or cls.__name__
-        if not isinstance(data, Mapping):
-            raise ArtifactError(f"{where}: expected a JSON object, got {type(data).__name__}")
-        hints = typing.get_type_hints(cls)
-        kwargs = {}
-        for f in dataclasses.fields(cls):
-            if f.name in data:
-                kwargs[f.name] = _decode_value(hints[f.name], data[f.name], f"{where}: {f.name}")
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ArtifactError(f"{where}: missing key {f.name!r}")
-        return cls(**kwargs)
-
-    @classmethod
-    def path(cls, folder: str | os.PathLike) -> Path:
-        """Where this record's file lives inside ``folder``."""
-        return Path(folder) / cls.FILE
-
-    @classmethod
-    def exists(cls, folder: str | os.PathLike) -> bool:
-        """Whether ``folder`` holds this record's file."""
-        return cls.path(folder).is_file()
-
-    @classmethod
-    def read(cls, folder: str | os.PathLike):
-        """Reads the record from ``folder``.
-
-        Raises:
-            FileNotFoundError: the file does not exist (the message says what makes it).
-            ArtifactError: the file is not valid JSON or lacks a key.
-        """
-        path = cls.path(folder)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: {cls.MISSING_HINT}")
-        return cls.from_json(_load_json(path.read_text(), path), source=str(path))
-
-    def write(self, folder: str | os.PathLike) -> Path:
-        """Writes the record into ``folder`` atomically (readers never see half a file)."""
-        path = self.path(folder)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, self.to_json())
-        return path
-
-
-def _load_json(text: str, path: Any) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ArtifactError(f"{path}: not valid JSON ({e})") from e
 
 
 # ----------------------------------------------------------------------------- dataset info
@@ -184,6 +87,8 @@ class DatasetInfo(_Record):
         counts: per split ``{"total": n, "per_class": {class: n}}``.
         failed: ``{"total", "by_reason": {reason: n}, "files": [dead-letter file names]}``.
         shards: per split, the shard file names.
+        digests: per shard file name, the SHA-256 hex digest of its bytes (the same input
+            gives the same shards in every runner mode, so a dataset can be checked by hash).
     """
 
     FILE: ClassVar[str] = DATASET_INFO
@@ -197,6 +102,7 @@ class DatasetInfo(_Record):
     counts: Mapping[str, Any] = field(default_factory=dict)
     failed: Mapping[str, Any] = field(default_factory=dict)
     shards: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    digests: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def data_config(self) -> dict[str, Any]:

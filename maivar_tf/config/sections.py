@@ -163,7 +163,9 @@ class DataConfig:
             one refused naming this field) when the annotations are read.
         output_dir: where TFRecord shards, ``dataset_info.json`` and ``failed-*.jsonl`` go.
         features_dir: where ``maivar extract`` writes feature shards and ``feature_info.json``.
-        num_shards: shards per split (0 lets the runner choose).
+        num_shards: shards per split (0: one per 256 videos of the split); each example's
+            shard is a stable hash of its example id, so shards are byte-identical in every
+            runner mode.
         num_segments: K, the TSN segments sampled per video (the paper tests with 25).
         frame_short_side: frames are resized so their shorter side is this many pixels.
         jpeg_quality: JPEG quality of stored frames.

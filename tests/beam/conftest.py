@@ -45,6 +45,18 @@ def _never_prism(request, prism_calls):
         assert entered == [], f"the Prism runner was entered: {entered}"
 
 
+@pytest.fixture(scope="package", autouse=True)
+def _one_tf_thread():
+    """TF in this process with the job's one intra-op thread, before any test runs an op.
+
+    The in-process runs then render audio-images exactly as worker processes do, so their
+    shards can be compared byte for byte (a no-op if another package started TF first).
+    """
+    from beam.transforms import limit_tf_threads
+
+    limit_tf_threads(1)
+
+
 @pytest.fixture(scope="package")
 def job_inputs(tmp_path_factory):
     """``(root, csv_path, good)``: the real clips and every bad input kind, in one CSV."""

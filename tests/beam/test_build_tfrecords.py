@@ -9,6 +9,7 @@ other runner mode.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -192,7 +193,8 @@ def test_job_is_deterministic(built, job_inputs):
 
 @pytest.mark.slow
 def test_job_in_worker_processes_writes_the_same_dataset(built, job_inputs):
-    """2 worker processes: same ids, frames and counts (metrics summed over processes).
+    """2 worker processes: same ids, frames and counts (metrics summed over processes), and
+    byte-identical shards whose SHA-256 digests dataset_info.json records.
 
     The workers render with 1 TF intra-op thread (the job's default in every mode); this
     test process may have started TF with more, and TF's float reductions then round a few
@@ -205,6 +207,16 @@ def test_job_in_worker_processes_writes_the_same_dataset(built, job_inputs):
                                "--direct_num_workers=2")) == 0
     same_threads = tf.config.threading.get_intra_op_parallelism_threads() == 1
     _assert_same_dataset(out, out3, image_atol=0 if same_threads else 1)
+    infos = [json.loads((d / "dataset_info.json").read_text()) for d in (out, out3)]
+    for d, info in zip((out, out3), infos, strict=True):
+        files = sorted(p.name for p in d.glob("*.tfrecord"))
+        assert sorted(info["digests"]) == files
+        for name in files:
+            assert info["digests"][name] == hashlib.sha256((d / name).read_bytes()).hexdigest()
+    if same_threads:  # the whole package's runs render with 1 thread (tests/beam/conftest.py)
+        for name in infos[0]["digests"]:
+            assert (out / name).read_bytes() == (out3 / name).read_bytes(), name
+        assert infos[0]["digests"] == infos[1]["digests"]
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -93,14 +94,21 @@ def test_dataset_info_lists_shards_by_split_and_keeps_its_keys(tmp_path):
     exp = ExperimentConfig()
     summary = publish.summarize({("train", 1): 2}, [json.dumps({"reason": "empty"})],
                                 ["train"], CLASSES)
-    shards = [f"gs://b/d/train-0000{i}-of-00002.tfrecord" for i in (1, 0)]
+    shards = [str(tmp_path / f"train-0000{i}-of-00002.tfrecord") for i in (1, 0)]
+    for i, shard in enumerate(shards):
+        Path(shard).write_bytes(b"shard %d" % i)
     info = publish.make_dataset_info(exp, CLASSES, summary, shards,
                                      ["gs://b/d/failed-00000-of-00001.jsonl"], 3)
     path = publish.write_dataset_info(info, str(tmp_path))
     data = json.loads(Path(path).read_text())
     assert Path(path) == tmp_path / DATASET_INFO
     assert list(data) == ["schema_version", "config", "class_names", "num_records", "counts",
-                          "failed", "shards"]
+                          "failed", "shards", "digests"]
+    assert data["digests"] == {  # sha256 of b"shard 1" and b"shard 0"
+        "train-00000-of-00002.tfrecord": hashlib.sha256(b"shard 1").hexdigest(),
+        "train-00001-of-00002.tfrecord": hashlib.sha256(b"shard 0").hexdigest()}
+    assert publish.file_digest(shards[1]) == (
+        "bcc6bb562b1f8ed22cb90a4c93d9b9d4de1d08bbdf1120d225d684c259336446")
     assert data["schema_version"] == schema.SCHEMA_VERSION
     assert data["config"] == json.loads(json.dumps(exp.to_dict()))
     assert data["class_names"] == list(CLASSES) and data["num_records"] == 3
