@@ -47,7 +47,7 @@ from maivar_tf.config import (
     load_config,
     resolve_config_path,
 )
-from maivar_tf.data.annotations import VideoRecord, read_annotations
+from maivar_tf.data.annotations import VideoRecord, class_list_source, read_annotations
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,7 +174,8 @@ def _run_pipeline(cfg: DataConfig, records: Sequence[VideoRecord], splits: Seque
     return result
 
 
-def _print_summary(published: Published, output_dir: str, seconds: float) -> None:
+def _print_summary(published: Published, cfg: DataConfig, seconds: float) -> None:
+    output_dir = cfg.output_dir
     info, summary, moved = published.info, published.summary, published.moved
     print(f"Beam job finished in {seconds:.1f}s; output in {output_dir}")
     for split, c in summary["counts"].items():
@@ -186,6 +187,8 @@ def _print_summary(published: Published, output_dir: str, seconds: float) -> Non
     print(f"  failed: {failed['total']} ({reasons})"
           + (f" -> {', '.join(moved['failed'])}" if failed["total"] else ""))
     if info is not None:
+        print(f"  classes ({len(info.class_names)}, {class_list_source(cfg)}): "
+              + ", ".join(info.class_names))
         print(f"  dataset info: {published.info_path}")
 
 
@@ -218,7 +221,7 @@ def run_job(exp: ExperimentConfig, records: Sequence[VideoRecord], class_names: 
         published = publish_job(result, staging, cfg.output_dir, exp=exp,
                                 class_names=class_names, splits=splits,
                                 num_records=len(records))
-    _print_summary(published, cfg.output_dir, time.monotonic() - t0)
+    _print_summary(published, cfg, time.monotonic() - t0)
     if not published.num_ok:
         print(f"no video succeeded out of {len(records)}; the dead letters say why: "
               f"{', '.join(published.moved['failed'])}", file=sys.stderr)

@@ -64,7 +64,7 @@ def test_flags_become_config_overrides(tmp_path):
     assert beam_args == ["--direct_num_workers=2", "--num_workers=3", "--data=x"]
 
 
-def test_job_with_a_class_list_dead_letters_other_labels(job_inputs, tmp_path):
+def test_job_with_a_class_list_dead_letters_other_labels(job_inputs, tmp_path, capsys):
     """data.class_list on a generic CSV: a label outside it is an unknown_label dead letter."""
     root, _, _ = job_inputs
     stray = root / "bad" / "unknown_label.mp4"
@@ -76,6 +76,7 @@ def test_job_with_a_class_list_dead_letters_other_labels(job_inputs, tmp_path):
     out = tmp_path / "out"
     assert job.main(base_argv(csv_path, out, "--num_shards=1", "--set",
                               f"data.class_list={classes}")) == 0
+    assert f"  classes (2, from data.class_list {classes}): ucf101, vas\n" in capsys.readouterr().out
     letters = dead_letters(out)
     assert [(d["input"], d["reason"], d["label"]) for d in letters] == [
         (str(stray), "unknown_label", "zzz_not_a_class")]

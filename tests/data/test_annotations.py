@@ -384,3 +384,18 @@ def test_kinetics_sounds_27_class_list_restricts_to_those(tmp_path):
     labels = [(r.label_string, r.label_index) for r in ann.records]
     assert labels == [("playing bagpipes", paper.index("playing bagpipes"))] * 2 + [
         ("bowling", paper.index("bowling")), ("", -1)]
+
+
+def test_class_list_source_says_where_the_classes_come_from(tmp_path):
+    from maivar_tf.config import DataConfig
+    from maivar_tf.data.annotations import class_list_source
+
+    listed = tmp_path / "classes.txt"
+    listed.write_text("a\nb\n")
+    assert class_list_source(DataConfig(dataset="csv", class_list=str(listed))) == \
+        f"from data.class_list {listed}"
+    assert class_list_source(DataConfig(dataset="ucf51")) == "the shipped ucf51 list"
+    assert class_list_source(DataConfig(dataset="kinetics_sounds")) == \
+        "the shipped kinetics_sounds list"
+    assert class_list_source(DataConfig(dataset="csv")).startswith("derived from the CSV's labels")
+    assert class_list_source(DataConfig(dataset="ucf101")) == "from classInd.txt"

@@ -33,6 +33,7 @@ __all__ = [
     "UCF51_CLASSES",
     "Annotations",
     "VideoRecord",
+    "class_list_source",
     "default_class_list",
     "make_example_id",
     "read_annotations",
@@ -51,6 +52,17 @@ def default_class_list(dataset: str) -> tuple[str, ...] | None:
     ``csv``: None (the sorted labels of the CSV).
     """
     return {"ucf51": UCF51_CLASSES, "kinetics_sounds": KINETICS_SOUNDS_CLASSES}.get(dataset)
+
+
+def class_list_source(cfg) -> str:
+    """Where a :class:`~maivar_tf.config.DataConfig`'s class list comes from, in words."""
+    if cfg.class_list:
+        return f"from data.class_list {cfg.class_list}"
+    if default_class_list(cfg.dataset) is not None:
+        return f"the shipped {cfg.dataset} list"
+    if cfg.dataset == "csv":
+        return "derived from the CSV's labels; set data.class_list to fix it"
+    return "from classInd.txt"
 
 
 def read_annotations(cfg) -> Annotations:
