@@ -133,6 +133,8 @@ def _parse_and_load(argv: Sequence[str] | None
 def _read_records(cfg: DataConfig, limit: int) -> tuple[list[VideoRecord], list[str]] | int:
     """The annotation records (generating the embedded dataset first), or the exit code."""
     try:
+        if cfg.class_list:
+            cfg.read_class_list()  # a bad list fails before anything is generated or read
         if cfg.dataset == "synthetic":
             from maivar_tf.data.synthetic import generate_dataset
 
