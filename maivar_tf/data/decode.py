@@ -148,8 +148,10 @@ def decode_example(serialized, *, representations: Sequence[str], crop_size: int
 def decode_examples(serialized: Sequence[bytes], **options) -> list[dict[str, Any]]:
     """Decodes serialized examples held in memory, one dict of numpy arrays per example.
 
-    The in-memory twin of a dataset mapped with :func:`decode_example` (``maivar predict``
-    uses it: no temporary shard). Examples keep their order; frames of different examples may
+    The in-memory twin of a dataset mapped with :func:`decode_example`, for a handful of
+    records (it builds a dataset per call; ``maivar predict`` instead holds one traced
+    ``decode_example`` per predictor, ``serving.predictors.ClipDecoder``). Examples keep their
+    order; frames of different examples may
     differ in size with ``crop="none"``, so nothing is stacked.
 
     Args:
