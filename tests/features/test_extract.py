@@ -1,7 +1,8 @@
 """Feature extraction: shapes, values, resumability, refusal of stale folders, determinism.
 
-Tiny injected backbones run over the hand-written TFRecords of ``tiny_data`` (seconds); one
-slow test runs the real BNInception and InceptionResNetV2 on two videos.
+Tiny injected backbones run over the hand-written TFRecords of ``tiny_data`` (seconds). The
+full-size BNInception and InceptionResNetV2 extract two videos in
+``tests/serving/test_full_size.py``, whose export serves those same backbones.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-import h5py
 import keras
 import numpy as np
 import pytest
@@ -19,16 +19,13 @@ import tensorflow as tf
 from maivar_tf import ops
 from maivar_tf.artifacts import FEATURE_INFO, FeatureInfo
 from maivar_tf.data import schema
-from maivar_tf.data.decode import decode_examples
 from maivar_tf.features import (
     FeatureError,
     audio_shard_name,
-    extract_features,
     load_features,
     video_shard_name,
 )
-from maivar_tf.features.extract import input_shards
-from maivar_tf.models.backbones import BackboneFeatures, restore_backbone, video_features
+from maivar_tf.models.backbones import BackboneFeatures, video_features
 from tests.features.tiny_data import (
     CLASSES,
     LAYOUT,
@@ -186,57 +183,6 @@ def test_ten_crop_extraction_averages_crops(tmp_path, traced, backbones):
     np.testing.assert_allclose(fs.video[row], video_features(traced[0], frames[None], 224,
                                                              ten_crop=True)[0].numpy(),
                                rtol=1e-6, atol=1e-6)
-
-
-def _h5_arrays(path: Path) -> dict[str, np.ndarray]:
-    arrays = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda name, obj: arrays.__setitem__(name, obj[()])
-                     if isinstance(obj, h5py.Dataset) else None)
-    return arrays
-
-
-@pytest.mark.slow
-def test_real_backbones_on_two_videos(tmp_path):
-    cfg = make_config(tmp_path)
-    write_tfrecords(cfg)
-    for p in Path(cfg.data.output_dir).glob("train-*.tfrecord"):  # keep only the 2 test videos
-        p.unlink()
-    out = extract_features(cfg, splits=("test",), representations=["chromagram"],
-                           progress=False)
-    fs = load_features(out, "test", "chromagram")
-    assert fs.video.shape == (2, K, 1024)
-    assert fs.audio.shape == (2, 1536)
-    assert np.isfinite(fs.video).all() and np.isfinite(fs.audio).all()
-    assert not np.allclose(fs.video[0], fs.video[1])
-    info = FeatureInfo.read(out)
-    assert (info.video_backbone.architecture, info.video_backbone.weights) == ("bn_inception",
-                                                                               "none")
-    assert (info.audio_backbone.architecture, info.audio_backbone.weights) == (
-        "inception_resnet_v2", "none")
-    # Random ('none') backbones are saved beside the features, and the backbone rebuilt from
-    # them reproduces the stored features: predict and export depend on that.
-    assert info.video_backbone.saved_weights == "backbones/video.weights.h5"
-    assert info.audio_backbone.saved_weights == "backbones/audio.weights.h5"
-    reloaded = BackboneFeatures(restore_backbone(info.video_backbone, "video", out),
-                                (224, 224, 3))
-    raw = [r.numpy() for r in tf.data.TFRecordDataset(
-        [str(p) for p in input_shards(cfg.data.output_dir, "test")])]
-    decoded = decode_examples(raw, representations=(), crop_size=224)
-    row = fs.ids.tolist().index(decoded[0]["example_id"].decode())
-    np.testing.assert_allclose(video_features(reloaded, decoded[0]["frames"][None], 224)[0],
-                               fs.video[row], rtol=1e-5, atol=1e-5)
-    again = extract_features(cfg, splits=("test",), representations=["chromagram"],
-                             progress=False, video_backbone=None,
-                             features_dir=tmp_path / "features_again")
-    fs_again = load_features(again, "test", "chromagram")
-    # Same seed -> the same random weights -> the same features, in a fresh folder too.
-    np.testing.assert_allclose(fs_again.video, fs.video, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(fs_again.audio, fs.audio, rtol=1e-5, atol=1e-5)
-    first, second = (_h5_arrays(d / "backbones" / "video.weights.h5") for d in (out, again))
-    assert first.keys() == second.keys() and first
-    for name, value in first.items():
-        np.testing.assert_array_equal(value, second[name], err_msg=name)
 
 
 def test_non_finite_backbone_features_are_refused_naming_the_example(tiny, backbones, traced,

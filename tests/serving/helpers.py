@@ -118,7 +118,8 @@ def keras_media_probabilities(run, crops: np.ndarray, images: np.ndarray) -> np.
     return keras_probabilities(run.fusion, video, audio)
 
 
-def check_outputs(out: dict, probs: np.ndarray, atol: float = 1e-5) -> None:
+def check_outputs(out: dict, probs: np.ndarray, atol: float = 1e-5,
+                  classes: tuple[str, ...] = CLASSES) -> None:
     """A signature's outputs agree with reference probabilities (top-k names and scores too)."""
     from maivar_tf.serving import OUTPUT_KEYS
 
@@ -133,6 +134,6 @@ def check_outputs(out: dict, probs: np.ndarray, atol: float = 1e-5) -> None:
         assert list(row_scores) == sorted(row_scores, reverse=True)
         # class names follow the scores (ties within tolerance may swap places)
         for name, score in zip(row_classes, row_scores, strict=True):
-            assert abs(row_p[CLASSES.index(name)] - score) < 1e-4
-        assert row_classes[0] == CLASSES[row_top[0]] or \
-            abs(row_p[row_top[0]] - row_p[CLASSES.index(row_classes[0])]) < 1e-4
+            assert abs(row_p[classes.index(name)] - score) < 1e-4
+        assert row_classes[0] == classes[row_top[0]] or \
+            abs(row_p[row_top[0]] - row_p[classes.index(row_classes[0])]) < 1e-4

@@ -1,13 +1,19 @@
-"""One export with the full-size backbones, from the run folder and features folder on disk.
+"""The full-size backbones, once: ``maivar extract`` with them, then ``maivar export`` of a run.
 
-BNInception and InceptionResNetV2 with random (``none``) weights are built and saved beside
-the features as ``maivar extract`` leaves them
+BNInception and InceptionResNetV2 with random (``none``) weights extract the features of two
+tiny-data test videos and are saved beside them
 (:func:`maivar_tf.models.backbones.init_backbone`); ``maivar export``
-(:func:`maivar_tf.serving.export_run`) must rebuild exactly those from ``feature_info.json``.
+(:func:`maivar_tf.serving.export_run`) must rebuild exactly those from ``feature_info.json``,
+so the served ``serve_media`` signature, fed the same decoded frames and audio-image, gives the
+fusion head's answer on the stored features. Building the two full-size backbones is the cost
+of this test, so extraction and export share it (one full-size test per model).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import h5py
 import numpy as np
 import pytest
 
@@ -17,6 +23,9 @@ import yaml  # noqa: E402
 
 from maivar_tf import cli, runs  # noqa: E402
 from maivar_tf.artifacts import FeatureInfo, RunInfo  # noqa: E402
+from maivar_tf.data.decode import decode_examples  # noqa: E402
+from maivar_tf.features import extract_features, load_features  # noqa: E402
+from maivar_tf.features.extract import input_shards  # noqa: E402
 from maivar_tf.serving import (  # noqa: E402
     SIGNATURE_FEATURES,
     SIGNATURE_MEDIA,
@@ -25,8 +34,8 @@ from maivar_tf.serving import (  # noqa: E402
     read_export_info,
     resolve_saved_model_dir,
 )
+from tests.features.tiny_data import make_config, write_tfrecords  # noqa: E402
 from tests.serving.helpers import (  # noqa: E402
-    CLASSES,
     MODEL_NAME,
     REPRESENTATION,
     K,
@@ -36,39 +45,74 @@ from tests.serving.helpers import (  # noqa: E402
 )
 
 
-def write_full_size_run(root):
-    """A run with the default feature widths whose features folder holds saved backbones."""
+def _h5_arrays(path: Path) -> dict[str, np.ndarray]:
+    arrays = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: arrays.__setitem__(name, obj[()])
+                     if isinstance(obj, h5py.Dataset) else None)
+    return arrays
+
+
+def _extract_test_videos(root: Path):
+    """Full-size random backbones over the two tiny-data test videos; (cfg, features dir)."""
+    cfg = make_config(root)
+    write_tfrecords(cfg)
+    for p in Path(cfg.data.output_dir).glob("train-*.tfrecord"):  # keep only the 2 test videos
+        p.unlink()
+    out = extract_features(cfg, splits=("test",), representations=[REPRESENTATION],
+                           progress=False)
+    return cfg, out
+
+
+def _write_run(root: Path, features_dir: Path, info: FeatureInfo):
+    """Untrained full-width heads over those features, as a run folder."""
     import keras
 
-    from maivar_tf.models.backbones import init_backbone
     from maivar_tf.models.heads import build_audio_mlp, build_fusion_mlp, build_video_mlp
 
     cfg = tiny_config(root)
-    features_dir, run_dir = root / "features", root / "run"
-    video_bb, video_spec = init_backbone("video", "none", 224, features_dir, seed=0)
-    audio_bb, audio_spec = init_backbone("audio", "none", 299, features_dir, seed=1)
-    FeatureInfo(fingerprint="full", num_segments=K, video_dim=1024, audio_dim=1536,
-                crop_size=224, ten_crop=False, video_backbone=video_spec,
-                audio_backbone=audio_spec, class_names=CLASSES, config=cfg.to_dict(),
-                tfrecords_schema_version=1).write(features_dir)
+    classes = info.class_names
     keras.utils.set_random_seed(3)
-    vmlp = build_video_mlp(len(CLASSES), K, cfg.model)
-    heads = {"vmlp": vmlp, "audio_mlp": build_audio_mlp(len(CLASSES), cfg.model),
+    vmlp = build_video_mlp(len(classes), K, cfg.model)
+    heads = {"vmlp": vmlp, "audio_mlp": build_audio_mlp(len(classes), cfg.model),
              "fusion": build_fusion_mlp(vmlp, cfg.model, seed=4)}
+    run_dir = root / "run"
     run_dir.mkdir()
     for name, model in heads.items():
         model.save(run_dir / f"{name}.keras")
-    RunInfo(class_names=CLASSES, representation=REPRESENTATION, num_segments=K,
+    RunInfo(class_names=classes, representation=REPRESENTATION, num_segments=K,
             video_feature_dim=1024, audio_feature_dim=1536, config=cfg.to_dict(),
             features_dir=str(features_dir)).write(run_dir)
-    return cfg, run_dir, features_dir, video_bb, audio_bb, heads["fusion"]
+    return cfg, run_dir, heads["fusion"]
 
 
 @pytest.mark.slow
-def test_full_size_export_serves_the_backbones_the_features_came_from(tmp_path, monkeypatch):
+def test_full_size_backbones_extract_then_export_serve_the_same_features(tmp_path, monkeypatch):
+    from maivar_tf.models.backbones import init_backbone
     from maivar_tf.serving import export as export_module
 
-    cfg, run_dir, features_dir, video_bb, audio_bb, fusion = write_full_size_run(tmp_path)
+    ext_cfg, out = _extract_test_videos(tmp_path)
+    fs = load_features(out, "test", REPRESENTATION)
+    assert fs.video.shape == (2, K, 1024) and fs.audio.shape == (2, 1536)
+    assert np.isfinite(fs.video).all() and np.isfinite(fs.audio).all()
+    assert not np.allclose(fs.video[0], fs.video[1])
+    info = FeatureInfo.read(out)
+    assert (info.video_backbone.architecture, info.video_backbone.weights) == ("bn_inception",
+                                                                               "none")
+    assert (info.audio_backbone.architecture, info.audio_backbone.weights) == (
+        "inception_resnet_v2", "none")
+    assert info.video_backbone.saved_weights == "backbones/video.weights.h5"
+    assert info.audio_backbone.saved_weights == "backbones/audio.weights.h5"
+    # Same seed -> the same random weights in a fresh folder (what a repeated extraction
+    # draws; BNInception only: the seeding code is the same for both and IRV2 costs seconds).
+    fresh = tmp_path / "fresh"
+    init_backbone("video", "none", 224, fresh, seed=ext_cfg.train.seed)
+    first, second = (_h5_arrays(d / "backbones" / "video.weights.h5") for d in (out, fresh))
+    assert first.keys() == second.keys() and first
+    for name, value in first.items():
+        np.testing.assert_array_equal(value, second[name], err_msg=name)
+
+    cfg, run_dir, fusion = _write_run(tmp_path, out, info)
     served = []
 
     def load_servable_run(*args, **kwargs):  # what export_run exports, kept for a look
@@ -83,13 +127,10 @@ def test_full_size_export_serves_the_backbones_the_features_came_from(tmp_path, 
     path = resolve_saved_model_dir(tmp_path / "export" / MODEL_NAME)
     assert path == tmp_path / "export" / MODEL_NAME / "1"
     assert served[0].cfg == cfg
-    for saved, used in ((video_bb, served[0].video.model), (audio_bb, served[0].audio.model)):
-        a, b = saved.get_weights(), used.get_weights()
-        assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
-    info = read_export_info(path)
-    assert info.provenance["video_backbone"].endswith("backbones/video.weights.h5")
-    assert info.provenance["audio_backbone"].endswith("backbones/audio.weights.h5")
-    assert info.provenance["features_dir"] == str(features_dir)
+    export_info = read_export_info(path)
+    assert export_info.provenance["video_backbone"].endswith("backbones/video.weights.h5")
+    assert export_info.provenance["audio_backbone"].endswith("backbones/audio.weights.h5")
+    assert export_info.provenance["features_dir"] == str(out)
     loaded = tf.saved_model.load(str(path))
     specs = {name: {k: (s.dtype.name, s.shape.as_list()) for k, s in
                     loaded.signatures[name].structured_input_signature[1].items()}
@@ -102,13 +143,18 @@ def test_full_size_export_serves_the_backbones_the_features_came_from(tmp_path, 
         SIGNATURE_WAVEFORM: {"frames": ("uint8", [None, K, None, None, 3]),
                              "waveform": ("float32", [None, None]),
                              "sample_rate": ("int32", [None])}}
-    # the served backbones are the saved ones: media through them and the fusion head
-    rng = np.random.default_rng(0)
-    frames = rng.integers(0, 256, (1, K, 256, 300, 3), dtype=np.uint8)
-    image = rng.integers(0, 256, (1, 299, 299, 3), dtype=np.uint8)
-    out = as_numpy_outputs(loaded.signatures[SIGNATURE_MEDIA](
-        frames=tf.constant(frames), audio_image=tf.constant(image)))
-    crop = frames[0, :, 16:240, 38:262].astype(np.float32)
-    video = np.asarray(video_bb(crop, training=False)).reshape(1, K, 1024)
-    audio = np.asarray(audio_bb(image.astype(np.float32), training=False))
-    check_outputs(out, keras_probabilities(fusion, video, audio), atol=1e-4)
+    # The served backbones are the ones the features came from: the decoded test videos
+    # (whole 256x300 frames; the signature crops) through serve_media give the fusion head's
+    # answer on the stored features.
+    raw = [r.numpy() for r in tf.data.TFRecordDataset(
+        [str(p) for p in input_shards(ext_cfg.data.output_dir, "test")])]
+    decoded = decode_examples(raw, representations=(REPRESENTATION,), crop_size=224,
+                              crop="none")
+    rows = [fs.ids.tolist().index(d["example_id"].decode()) for d in decoded]
+    frames = np.stack([d["frames"] for d in decoded])
+    images = np.stack([d["audio_images"][REPRESENTATION] for d in decoded])
+    assert frames.shape == (2, K, 256, 300, 3) and images.shape == (2, 299, 299, 3)
+    out_media = as_numpy_outputs(loaded.signatures[SIGNATURE_MEDIA](
+        frames=tf.constant(frames), audio_image=tf.constant(images)))
+    check_outputs(out_media, keras_probabilities(fusion, fs.video[rows], fs.audio[rows]),
+                  atol=1e-4, classes=info.class_names)
