@@ -26,7 +26,7 @@ demo: install
 
 # The whole suite, end-to-end tests included (what CI runs).
 test: install
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=25 $(PYTEST_ARGS)
 
 # Everything but the end-to-end (`slow`) tests.
 test-fast: install
