@@ -26,12 +26,13 @@ import functools
 import inspect
 import json
 import os
-import select
+import queue
 import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 from dataclasses import dataclass
 
 from tests.conftest import REPO_ROOT
@@ -59,6 +60,9 @@ for line in sys.stdin:
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
         try:
             exec(compile(request["source"], "<killed job>", "exec"), {"__name__": "__main__"})
+        except SystemExit as e:
+            sys.stdout.flush()
+            os._exit(e.code if isinstance(e.code, int) else 1)
         except BaseException:
             traceback.print_exc()
             sys.stderr.flush()
@@ -138,12 +142,21 @@ class _ForkServer:
             [sys.executable, "-c", _FORK_SERVER, *PRELOAD], cwd=REPO_ROOT, env=env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors,
             text=True, bufsize=1)
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
         atexit.register(self.close)
         self._read(timeout=300)
 
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put("")  # the server ended
+
     def _read(self, timeout: float) -> dict:
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        line = self.proc.stdout.readline() if ready else ""
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            line = ""
         if not line:
             self.errors.seek(0)
             raise TimeoutError(f"the fork server gave no answer within {timeout:.0f}s:\n"
