@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import pytest
+
 import beam.build_tfrecords as job
 from maivar_tf.artifacts import DATASET_INFO, DatasetInfo
 from maivar_tf.data.annotations import make_example_id
@@ -27,6 +29,7 @@ def _files(folder: Path) -> dict[str, bytes]:
             if p.is_file()}
 
 
+@pytest.mark.slow
 def test_killed_job_leaves_the_output_folder_as_it_was_and_a_rerun_completes(tmp_path):
     clips = {"train": CLIPS[0], "test": CLIPS[1]}
     csv_path = tmp_path / "a.csv"

@@ -21,6 +21,7 @@ def _shard_names(split: str, index: int) -> list[str]:
     return [video_shard_name(split, index), *(audio_shard_name(r, split, index) for r in REPS)]
 
 
+@pytest.mark.slow
 def test_killed_extraction_resumes_skipping_finished_shards_to_identical_features(
         tiny, traced, extracted, tmp_path):
     cfg, _ = tiny

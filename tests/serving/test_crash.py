@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from maivar_tf.artifacts import ExportInfo
 from maivar_tf.serving import export_servable, next_version, resolve_saved_model_dir
 from tests.crash import run_killed
@@ -22,6 +24,7 @@ def served_versions(model_dir: Path) -> list[str]:
                   if p.is_dir() and re.fullmatch(r"-?\d+", p.name))
 
 
+@pytest.mark.slow
 def test_killed_export_leaves_no_loadable_version_and_the_next_export_cleans_up(tiny, tmp_path):
     export_dir = tmp_path / "export"
     model_dir = export_dir / MODEL_NAME
