@@ -1,7 +1,7 @@
 """The Beam job killed by SIGKILL mid-run: nothing of it in the output folder, and a rerun completes.
 
 The job runs in a child process (:func:`tests.crash.run_killed`) that dies right after its first
-shard is written; two real clips at tiny sizes keep it to the child's TensorFlow import.
+shard is written; two real clips at tiny sizes (one frame, 32-pixel waveplots) keep it cheap.
 """
 
 from __future__ import annotations
