@@ -7,6 +7,9 @@ pipeline), :mod:`beam.publish` (staging, atomic publish, counts, ``dataset_info.
 :mod:`beam.runner` (the local runner). Its outputs in ``output_dir``:
 ``<split>-SSSSS-of-NNNNN.tfrecord`` shards, ``failed-SSSSS-of-NNNNN.jsonl`` dead letters
 (one JSON object per rejected video, with its reason) and ``dataset_info.json``, written last.
+Everything is written into a staging folder beside ``output_dir`` first and moved in only when
+the pipeline succeeded, so a killed job leaves nothing of its own in ``output_dir`` (and the
+next run removes its staging folder).
 
 Run it with::
 

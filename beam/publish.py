@@ -1,12 +1,17 @@
 """Publishing the TFRecord job's output: staging, atomic moves, counts and ``dataset_info.json``.
 
-The job writes every file into a staging folder inside ``output_dir``
-(:func:`staging_dir`); only after the pipeline succeeded does :func:`publish_job` move the
-shards and dead letters into place and write ``dataset_info.json`` last, so no partial shard
-is ever visible and readers never see new shards described by an old ``dataset_info.json``.
-Counts per (split, class) come from the job's Beam metrics, or from the written shards on a
-runner that reports none. Every file operation goes through Beam's ``FileSystems``, so
-``output_dir`` may be local or any filesystem Beam supports (``gs://...``).
+The job writes every file into a staging folder *beside* ``output_dir``
+(``<parent>/.<name>.staging/<run>``, :func:`staging_dir`), so a job killed at any point
+leaves nothing of its own inside ``output_dir``. Only after the pipeline succeeded does
+:func:`publish_job` count the staged shards, hash them and stage ``dataset_info.json``; then
+:func:`publish` removes the old ``dataset_info.json``, replaces the old shards and dead
+letters and moves the new ``dataset_info.json`` in last. Readers never see new shards
+described by an old ``dataset_info.json``, and a job killed during those renames leaves a
+folder without one, which every reader refuses and the next run replaces. The next run also
+removes the staging folders of killed runs (:func:`remove_leftover_staging`). Counts per
+(split, class) come from the job's Beam metrics, or from the staged shards on a runner that
+reports none. Every file operation goes through Beam's ``FileSystems``, so ``output_dir`` may
+be local or any filesystem Beam supports (``gs://...``). One job at a time per ``output_dir``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ from beam.transforms import COUNTS_NAMESPACE, FAILED_GLOB, LOGGER, SHARD_GLOB
 from maivar_tf.artifacts import DATASET_INFO, DatasetInfo
 from maivar_tf.config import ExperimentConfig
 from maivar_tf.data.schema import SCHEMA_VERSION
+from maivar_tf.utils import owner_is_gone, owner_tag
+
+#: The file naming a staging folder's writer (:func:`maivar_tf.utils.owner_tag`).
+OWNER_FILE = "OWNER"
 
 # ----------------------------------------------------------------------------- files
 
@@ -69,29 +78,84 @@ def write_text_atomic(path: str, text: str) -> None:
     FileSystems.rename([tmp], [path])
 
 
+def staging_root(output_dir: str) -> str:
+    """``<parent>/.<name>.staging``: where the runs writing ``output_dir`` stage their files.
+
+    Beside ``output_dir``, never inside it; a filesystem or bucket root (no parent) stages in
+    ``<output_dir>/.staging`` instead.
+    """
+    parent, name = FileSystems.split(output_dir.rstrip("/") or output_dir)
+    if not name:
+        return join(output_dir, ".staging")
+    return join(parent, f".{name}.staging")
+
+
+def _delete_if_exists(path: str) -> None:
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+
+
+def remove_leftover_staging(output_dir: str) -> list[str]:
+    """Deletes the staging folders of killed runs of ``output_dir``; returns them.
+
+    A folder goes when the process its ``OWNER`` file names has ended on this host
+    (:func:`maivar_tf.utils.owner_is_gone`); a running job's folder stays. Staging folders
+    that earlier versions made inside ``output_dir`` (``.staging-*``) go too.
+    """
+    removed = []
+    for owner in match(join(staging_root(output_dir), "*", OWNER_FILE)):
+        with FileSystems.open(owner) as f:
+            tag = f.read().decode(errors="replace")
+        if owner_is_gone(tag):
+            removed.append(owner.rsplit("/", 1)[0])
+    prefix = join(output_dir, ".staging-")  # an earlier version's staging, always a killed run's
+    removed += sorted({prefix + p[len(prefix):].split("/", 1)[0]
+                       for p in match(prefix + "*/**") if p.startswith(prefix)})
+    for folder in removed:
+        LOGGER.info("removing the staging folder of a killed run: %s", folder)
+        _delete_if_exists(folder)
+    return removed
+
+
 @contextlib.contextmanager
 def staging_dir(output_dir: str) -> Iterator[str]:
-    """A fresh ``<output_dir>/.staging-<random>`` folder, deleted with its content on exit.
+    """A fresh ``<parent>/.<name>.staging/<random>`` folder, deleted with its content on exit.
 
-    ``output_dir`` is created if needed; the staging folder is removed whether the body
-    succeeds, fails or returns early.
+    ``output_dir`` is created if needed and the staging folders of killed runs are removed
+    first (:func:`remove_leftover_staging`). The folder holds an ``OWNER`` file naming this
+    process and is removed whether the body succeeds, fails or returns early; so is the
+    staging root when no other run uses it.
     """
     mkdirs(output_dir)
-    staging = join(output_dir, f".staging-{uuid.uuid4().hex[:12]}")
+    remove_leftover_staging(output_dir)
+    root = staging_root(output_dir)
+    staging = join(root, uuid.uuid4().hex[:12])
     mkdirs(staging)
+    with FileSystems.create(join(staging, OWNER_FILE)) as f:
+        f.write(owner_tag().encode())
     try:
         yield staging
     finally:
-        if FileSystems.exists(staging):
-            FileSystems.delete([staging])
+        _delete_if_exists(staging)
+        if not match(join(root, "**")):
+            _delete_if_exists(root)
+
+
+def _move_into(paths: Sequence[str], output_dir: str) -> list[str]:
+    dst = [join(output_dir, p.rsplit("/", 1)[-1]) for p in paths]
+    if paths:
+        FileSystems.rename(list(paths), dst)
+    return dst
 
 
 def publish(staging_dir: str, output_dir: str, include_shards: bool = True) -> dict[str, list[str]]:
     """Moves finished files from ``staging_dir`` into ``output_dir``, replacing old ones.
 
-    Every old shard (of any split), dead-letter file and ``dataset_info.json`` is removed
-    first, so the folder holds exactly this run's output (the caller then writes the new
-    ``dataset_info.json``; readers never see new shards described by an old one). With
+    The old ``dataset_info.json`` is removed first, then every old shard (of any split) and
+    dead-letter file; the new shards and dead letters move in, and a ``dataset_info.json``
+    staged beside them moves in last. So the folder holds exactly this run's output, readers
+    never see new shards described by an old ``dataset_info.json``, and an interrupted publish
+    leaves no ``dataset_info.json`` (readers refuse the folder). With
     ``include_shards=False`` only the dead letters are replaced and the old dataset stays.
     Files that are not the job's (other names) are never touched.
 
@@ -105,17 +169,18 @@ def publish(staging_dir: str, output_dir: str, include_shards: bool = True) -> d
     """
     new_shards = match(join(staging_dir, SHARD_GLOB)) if include_shards else []
     new_failed = match(join(staging_dir, FAILED_GLOB))
+    staged_info = match(join(staging_dir, DATASET_INFO)) if include_shards else []
     stale = match(join(output_dir, FAILED_GLOB))
     if include_shards:
-        stale += match(join(output_dir, SHARD_GLOB)) + match(join(output_dir, DATASET_INFO))
+        old_info = match(join(output_dir, DATASET_INFO))
+        if old_info:  # first: it must never describe the new shards
+            FileSystems.delete(old_info)
+        stale += match(join(output_dir, SHARD_GLOB))
     if stale:
         FileSystems.delete(stale)
-    moved = {"shards": [], "failed": []}
-    for kind, paths in (("shards", new_shards), ("failed", new_failed)):
-        dst = [join(output_dir, p.rsplit("/", 1)[-1]) for p in paths]
-        if paths:
-            FileSystems.rename(paths, dst)
-        moved[kind] = dst
+    moved = {"shards": _move_into(new_shards, output_dir),
+             "failed": _move_into(new_failed, output_dir)}
+    _move_into(staged_info, output_dir)  # last: the commit
     return moved
 
 
@@ -217,9 +282,9 @@ def make_dataset_info(cfg: ExperimentConfig, class_names: Sequence[str],
         cfg: the experiment config the shards were built with (stored whole).
         class_names: the dataset's classes (label index order).
         summary: :func:`summarize`'s result.
-        shards: the published shard paths (their file names are stored, by split, with the
-            SHA-256 digest of each).
-        failed_files: the published dead-letter paths.
+        shards: the shard paths, staged or published (their file names are stored, by
+            split, with the SHA-256 digest of each).
+        failed_files: the dead-letter paths (their file names are stored).
         num_records: annotation records the job read.
     """
     shards_by_split: dict[str, list[str]] = {}
@@ -277,10 +342,12 @@ class Published:
 def publish_job(result, staging: str, output_dir: str, *, exp: ExperimentConfig,
                 class_names: Sequence[str], splits: Iterable[str],
                 num_records: int) -> Published:
-    """Counts a finished job, publishes its staged files and writes ``dataset_info.json``.
+    """Counts a finished job, stages ``dataset_info.json`` and publishes the staged files.
 
     Counts come from the job's metrics; when the runner reported none although not every
-    video failed, they are read from the staged shards instead. Shards are published only
+    video failed, they are read from the staged shards instead. ``dataset_info.json`` (with
+    every shard's digest) is written into the staging folder before anything in
+    ``output_dir`` changes, and moved in last by :func:`publish`. Shards are published only
     when at least one video succeeded; the dead letters always are.
 
     Args:
@@ -299,10 +366,11 @@ def publish_job(result, staging: str, output_dir: str, *, exp: ExperimentConfig,
         success = counts_from_shards(match(join(staging, SHARD_GLOB)))
     summary = summarize(success or {}, failed_lines, splits, class_names)
     ok = num_written(summary)
-    moved = publish(staging, output_dir, include_shards=ok > 0)
     info, info_path = None, None
     if ok:
-        info = make_dataset_info(exp, class_names, summary, moved["shards"], moved["failed"],
-                                 num_records)
-        info_path = write_dataset_info(info, output_dir)
+        info = make_dataset_info(exp, class_names, summary, match(join(staging, SHARD_GLOB)),
+                                 match(join(staging, FAILED_GLOB)), num_records)
+        write_dataset_info(info, staging)
+        info_path = join(output_dir, DATASET_INFO)
+    moved = publish(staging, output_dir, include_shards=ok > 0)
     return Published(summary=summary, moved=moved, info=info, info_path=info_path)

@@ -120,6 +120,8 @@ def feature_example(example_id: str | bytes, label: int, features: np.ndarray, *
                     video: bool) -> bytes:
     """One serialized feature ``tf.train.Example``: id, label and the flattened features.
 
+    Serialized deterministically (the same bytes in every process).
+
     Args:
         example_id: the clip's ``example/id``.
         label: its class index.
@@ -140,7 +142,10 @@ def feature_example(example_id: str | bytes, label: int, features: np.ndarray, *
     }
     if video:
         feature[VIDEO_SEGMENTS_KEY] = ints(features.shape[0])
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    example = tf.train.Example(features=tf.train.Features(feature=feature))
+    # Map keys sorted: the default order differs between processes, and a resumed extraction
+    # must give the very bytes of an uninterrupted one.
+    return example.SerializeToString(deterministic=True)
 
 
 def _write_shard(path: str | Path, ids, labels, rows, video: bool) -> None:

@@ -11,8 +11,10 @@ input names) to ``EXPORT_DIR/<model_name>/<version>/``, the layout TF Serving wa
     assets/labels.txt                    the class names, one per line, in logit order
     assets.extra/maivar_export.json      ExportInfo: signatures, K, representation, config
 
-The version is built under a dot-name in the model folder and renamed when complete, so the
-server never sees a half-written version.
+The version is built under a dot-name in the model folder (``.tmp-<version>-<host>-<pid>-*``,
+which TF Serving ignores: it loads only integer-named folders) and renamed when complete, so
+the server never sees a half-written version, even when the export is killed. The next export
+removes the temporary folders of killed exports (:func:`remove_abandoned_exports`).
 
 Example:
     >>> from maivar_tf.config import load_config
@@ -32,8 +34,11 @@ from pathlib import Path
 
 from maivar_tf.artifacts import LABELS_ASSET, ExportInfo
 from maivar_tf.runs import RunError, ServableRun, load_servable_run
+from maivar_tf.utils import owner_is_gone, owner_tag
 
 _VERSION_RE = re.compile(r"^\d+$")
+#: A version being written: ``.tmp-<version>-<owner tag>-<random>`` (``tempfile`` has no "-").
+_TMP_RE = re.compile(r"^\.tmp-\d+-(?P<owner>.+-\d+)-[^-]+$")
 
 
 class ExportError(RunError):
@@ -63,6 +68,20 @@ def _version_dir(export_dir: str | Path, model_name: str, version: int | None) -
         raise ExportError(f"{final} already exists; pass another --version or leave it out "
                           f"for the next free one ({next_version(model_dir)})")
     return final
+
+
+def remove_abandoned_exports(model_dir: str | Path) -> list[Path]:
+    """Deletes the temporary folders of killed exports under ``model_dir``; returns them.
+
+    Only folders whose writer has ended on this host go
+    (:func:`maivar_tf.utils.owner_is_gone`); an export still running keeps its folder.
+    """
+    model_dir = Path(model_dir)
+    gone = [p for p in sorted(model_dir.glob(".tmp-*")) if p.is_dir()
+            and (m := _TMP_RE.match(p.name)) and owner_is_gone(m["owner"])]
+    for path in gone:
+        shutil.rmtree(path, ignore_errors=True)
+    return gone
 
 
 def serving_module(run: ServableRun, labels_file: str | None = None):
@@ -121,8 +140,9 @@ def export_servable(run: ServableRun, export_dir: str | Path, model_name: str,
 
     final = _version_dir(export_dir, model_name, version)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_exports(final.parent)
     # TF Serving only loads all-digit folders: build under a dot-name, rename when complete.
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-{owner_tag()}-", dir=final.parent))
     try:
         labels = tmp / LABELS_ASSET
         labels.write_text("".join(f"{c}\n" for c in run.class_names))

@@ -236,6 +236,7 @@ def test_nothing_succeeded_exits_nonzero_and_keeps_old_shards(job_inputs, tmp_pa
     assert (out / "train-00000-of-00001.tfrecord").read_bytes() == b"old"
     assert not (out / "dataset_info.json").exists()
     assert not list(out.glob(".staging-*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad_only.csv", "out"]  # no staging
 
 
 def test_pipeline_failure_leaves_no_staging_and_old_output(job_inputs, tmp_path, monkeypatch):
@@ -251,3 +252,4 @@ def test_pipeline_failure_leaves_no_staging_and_old_output(job_inputs, tmp_path,
     rc = job.main(base_argv(csv_path, out, "--limit=1"))
     assert rc == 1
     assert sorted(p.name for p in out.iterdir()) == ["train-00000-of-00001.tfrecord"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # its staging beside is gone

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from beam import publish
 from maivar_tf.artifacts import DATASET_INFO, DatasetInfo
 from maivar_tf.config import ExperimentConfig
 from maivar_tf.data import schema
+from maivar_tf.utils import owner_tag
 
 CLASSES = ("cat", "dog", "owl")
 
@@ -56,17 +58,43 @@ def test_publish_without_shards_keeps_the_old_dataset(tmp_path):
     assert (out / "failed-00000-of-00001.jsonl").read_bytes() == b"new"
 
 
-def test_staging_dir_is_removed_on_success_and_on_error(tmp_path):
+def test_staging_dir_is_beside_the_output_and_removed_on_success_and_on_error(tmp_path):
     out = tmp_path / "new" / "out"
+    root = tmp_path / "new" / ".out.staging"
     with publish.staging_dir(str(out)) as staging:
-        assert Path(staging).parent == out and Path(staging).name.startswith(".staging-")
+        assert Path(staging).parent == root
+        assert (Path(staging) / publish.OWNER_FILE).read_text() == owner_tag()
         (Path(staging) / "train-00000-of-00001.tfrecord").write_bytes(b"x")
-    assert _names(out) == []
+    assert _names(out) == [] and _names(out.parent) == ["out"]
     with pytest.raises(RuntimeError, match="boom"):
         with publish.staging_dir(str(out)) as staging:
             (Path(staging) / "part").write_bytes(b"x")
             raise RuntimeError("boom")
-    assert _names(out) == []
+    assert _names(out) == [] and _names(out.parent) == ["out"]
+
+
+def _reaped_pid() -> int:
+    """The pid of a process that has ended and been reaped."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_leftover_staging_of_killed_runs_is_removed_and_a_running_ones_kept(tmp_path):
+    out = tmp_path / "out"
+    root = tmp_path / ".out.staging"
+    host = owner_tag().rpartition("-")[0]
+    owners = {"killed": f"{host}-{_reaped_pid()}", "running": owner_tag(),
+              "other_host": f"not-{host}-1"}
+    for run, tag in owners.items():
+        _fill(root / run / "beam-temp-x", ["part"], b"x")
+        (root / run / publish.OWNER_FILE).write_text(tag)
+    _fill(out / ".staging-0123456789ab" / "beam-temp-y", ["part"], b"x")  # an older version's
+    _fill(out, ["train-00000-of-00001.tfrecord", "notes.txt"], b"old")
+    removed = publish.remove_leftover_staging(str(out))
+    assert sorted(Path(p).name for p in removed) == [".staging-0123456789ab", "killed"]
+    assert _names(root) == ["other_host", "running"]
+    assert _names(out) == ["notes.txt", "train-00000-of-00001.tfrecord"]
 
 
 def test_write_text_atomic_replaces_and_leaves_no_temp_file(tmp_path):
@@ -178,3 +206,53 @@ def test_counts_from_shards_agree_with_the_metrics(built):
 def test_staging_is_gone_after_success(built):
     _, out, _ = built
     assert not [p for p in out.iterdir() if p.name.startswith((".staging", "beam-temp"))]
+    assert not (out.parent / f".{out.name}.staging").exists()
+
+
+def _old_and_staged(tmp_path: Path) -> tuple[Path, Path, dict[str, bytes]]:
+    """An output folder holding an old dataset, and a staging folder of a finished run."""
+    out, staging = tmp_path / "out", tmp_path / ".out.staging" / "run"
+    _fill(out, ["train-00000-of-00003.tfrecord", "failed-00000-of-00001.jsonl", "notes.txt"],
+          b"old")
+    (out / DATASET_INFO).write_text("{}")
+    staging.mkdir(parents=True)
+    _shard(staging / "train-00000-of-00001.tfrecord", [("train", 0)])
+    (staging / "failed-00000-of-00001.jsonl").write_text(json.dumps({"reason": "empty"}) + "\n")
+    return out, staging, {p.name: p.read_bytes() for p in out.iterdir()}
+
+
+def test_publish_job_touches_the_output_only_once_dataset_info_is_staged(tmp_path, monkeypatch):
+    """Hashing the shards (the slow part) happens in staging: a failure there, or a kill,
+    leaves the old dataset whole (it used to come after the new shards had replaced it)."""
+    out, staging, before = _old_and_staged(tmp_path)
+
+    def digest_fails(path):
+        raise OSError(f"cannot read {path}")
+
+    monkeypatch.setattr(publish, "file_digest", digest_fails)
+    with pytest.raises(OSError, match="cannot read"):
+        publish.publish_job(_NoMetrics(), str(staging), str(out), exp=ExperimentConfig(),
+                            class_names=CLASSES, splits=["train"], num_records=2)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_an_interrupted_publish_leaves_no_dataset_info(tmp_path, monkeypatch):
+    """Dying between the renames leaves a folder that readers refuse (no dataset_info.json),
+    never new shards described by the old dataset_info.json."""
+    out, staging, _ = _old_and_staged(tmp_path)
+
+    real_rename = publish.FileSystems.rename
+
+    def rename_fails(src, dst):
+        if any(Path(d).parent == out for d in dst):
+            raise OSError("killed mid-publish")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(publish.FileSystems, "rename", rename_fails)
+    with pytest.raises(OSError, match="mid-publish"):
+        publish.publish_job(_NoMetrics(), str(staging), str(out), exp=ExperimentConfig(),
+                            class_names=CLASSES, splits=["train"], num_records=2)
+    assert _names(out) == ["notes.txt"]
+    with pytest.raises(FileNotFoundError, match="build the shards first"):
+        DatasetInfo.read(out)
+    assert (staging / DATASET_INFO).is_file()  # staged complete, with the shard's digest
