@@ -305,6 +305,8 @@ class RunInfo(_ClassifierRecord):
         versions: library versions.
         stages: per Algorithm 1 stage, its training settings.
         metrics: per stage, train (and val) metrics.
+        calibration: the fusion head's temperature scaling, fitted on the validation split
+            (:func:`maivar_tf.calibration.calibration_record`); empty in older runs.
     """
 
     FILE: ClassVar[str] = RUN_INFO
@@ -323,6 +325,12 @@ class RunInfo(_ClassifierRecord):
     versions: Mapping[str, str] = field(default_factory=dict)
     stages: Mapping[str, Any] = field(default_factory=dict)
     metrics: Mapping[str, Any] = field(default_factory=dict)
+    calibration: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def temperature(self) -> float:
+        """The fusion logits' temperature (1.0 for runs recorded without one)."""
+        return float(self.calibration.get("temperature", 1.0))
 
 
 # ----------------------------------------------------------------------------- exports
@@ -340,6 +348,8 @@ class ExportInfo(_ClassifierRecord):
         outputs: the output keys of every signature.
         provenance: where the run and its backbones came from.
         config: the experiment config (its ``data`` section is the preprocessing).
+        temperature: the fusion logits are divided by it before the softmax (the run's
+            calibration; 1.0 in older exports).
     """
 
     FILE: ClassVar[str] = EXPORT_INFO
@@ -354,3 +364,4 @@ class ExportInfo(_ClassifierRecord):
     outputs: tuple[str, ...]
     provenance: Mapping[str, Any] = field(default_factory=dict)
     config: Mapping[str, Any] = field(default_factory=dict)
+    temperature: float = 1.0

@@ -94,6 +94,7 @@ def _evaluate(cfg, run_dir: Path) -> dict:
 
 
 def _print_accuracies(report: dict) -> None:
+    from maivar_tf.calibration import format_calibration
     from maivar_tf.evaluation import STREAMS
 
     print("\nTest accuracy (top-1):")
@@ -102,6 +103,8 @@ def _print_accuracies(report: dict) -> None:
         label = name if name == "fusion" else f"{name}-only"
         print(f"  {label:<11} {100 * m['top1']:6.2f}%   (top-5 {100 * m['top5']:6.2f}%, "
               f"mean class {100 * m['mean_class_accuracy']:6.2f}%)")
+    if report.get("calibration"):
+        print(format_calibration(report))
 
 
 def _build_tfrecords(cfg_path: str | None, overrides: Sequence[str],
@@ -145,7 +148,8 @@ def demo(cfg, cfg_path: str | None, overrides: Sequence[str], run_dir: Path) -> 
     step("5/5 evaluating on the test split")
     report = _evaluate(cfg, run.run_dir)
     _print_accuracies(report)
-    summary = {name: round(100 * report["models"][name]["top1"], 2) for name in STREAMS}
+    summary: dict = {name: round(100 * report["models"][name]["top1"], 2) for name in STREAMS}
+    summary["calibration"] = report.get("calibration", {})
     write_json_atomic(run.run_dir / "demo_summary.json", summary)
     print(f"\nreports and plots in {run.run_dir / 'eval'}; total {time.time() - t0:.0f}s")
     return 0
@@ -189,6 +193,9 @@ def _cmd_extract(args, cfg, cfg_path) -> int:
 def _cmd_train(args, cfg, cfg_path) -> int:
     run = _train(cfg, _run_dir(cfg, args))
     print(f"trained audio MLP, VMLP and fusion MLP -> {run.run_dir}")
+    c = run.info.calibration
+    print(f"fusion temperature {run.temperature:.4g}: " + (
+        f"fitted on {c['num_examples']} validation examples" if c.get("fitted") else c["note"]))
     return 0
 
 

@@ -5,7 +5,8 @@ Pure metric functions (:func:`top_k_accuracy`, :func:`confusion_matrix`,
 be checked against hand-computed values. :func:`evaluate_models` runs trained heads over a
 :class:`~maivar_tf.features.FeatureSet` and writes ``report.json``, one confusion-matrix PNG per
 model and a three-panel t-SNE of the video, audio and fused embeddings (Shaikh et al. 2024,
-Fig. 8). :func:`evaluate_arrays` is the exact accuracy and cross-entropy that training records
+Fig. 8), plus, for a head with a temperature, ECE before and after it and a reliability
+diagram (:mod:`maivar_tf.calibration`). :func:`evaluate_arrays` is the exact accuracy and cross-entropy that training records
 per stage. Experiments that train and then evaluate (the paper's Table 3 sweep) live in
 :mod:`maivar_tf.experiments`.
 
@@ -24,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from maivar_tf.calibration import calibration_report
 from maivar_tf.models.heads import AUDIO_INPUT, VIDEO_INPUT
 from maivar_tf.utils import write_json_atomic
 
@@ -350,7 +352,8 @@ def _stratified_subset(labels: np.ndarray, max_points: int, seed: int) -> np.nda
 
 
 def evaluate_models(models: Mapping[str, Any], features, out_dir: str | Path, *,
-                    tsne: bool = True, tsne_max_points: int = 2000, seed: int = 0
+                    tsne: bool = True, tsne_max_points: int = 2000, seed: int = 0,
+                    calibration: Mapping[str, Mapping[str, Any]] | None = None
                     ) -> dict[str, Any]:
     """Evaluates trained heads on a feature set and writes the report artefacts.
 
@@ -362,10 +365,13 @@ def evaluate_models(models: Mapping[str, Any], features, out_dir: str | Path, *,
         tsne: also embed the hidden activations with t-SNE (the paper's Fig. 8).
         tsne_max_points: a class-stratified subset of at most this many rows is embedded.
         seed: t-SNE / subsampling seed.
+        calibration: name -> a run's calibration record (its ``temperature``): that head's
+            report gets ``calibration[name]`` and ``reliability_<name>.png``.
 
     Returns:
         The report: ``{"num_examples", "representation", "class_names", "models": {name:
-        metrics (see :func:`classification_metrics`) + "confusion_png"}, "tsne_png"}``.
+        metrics (see :func:`classification_metrics`) + "confusion_png"}, "tsne_png",
+        "calibration": {name: see :func:`maivar_tf.calibration.calibration_report`}}``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -386,6 +392,9 @@ def evaluate_models(models: Mapping[str, Any], features, out_dir: str | Path, *,
                                     title=f"{name}: top-1 {100 * metrics['top1']:.2f}%")
         metrics["confusion_png"] = png.name
         report["models"][name] = metrics
+        if name in (calibration or {}):
+            report.setdefault("calibration", {})[name] = calibration_report(
+                logits, features.labels, calibration[name], out_dir / f"reliability_{name}.png")
         kind = embedding_kind(model)
         if tsne and kind is not None and kind not in embeddings:
             embeddings[kind] = hidden_activations(model, features)
@@ -420,7 +429,8 @@ def evaluate_run(run_dir: str | Path, features_dir: str | Path, representation: 
         tsne: also draw the t-SNE panels.
 
     Returns:
-        The report of :func:`evaluate_models` (models ``video``, ``audio``, ``fusion``).
+        The report of :func:`evaluate_models` (models ``video``, ``audio``, ``fusion``; the
+        fusion head's ECE before and after the run's temperature).
 
     Raises:
         FileNotFoundError: the run is incomplete.
@@ -432,4 +442,4 @@ def evaluate_run(run_dir: str | Path, features_dir: str | Path, representation: 
     run = load_run(run_dir)
     features = load_features(features_dir, split, representation)
     return evaluate_models(run_heads(run), features, out_dir or Path(run_dir) / EVAL_SUBDIR,
-                           tsne=tsne)
+                           tsne=tsne, calibration={"fusion": run.info.calibration})

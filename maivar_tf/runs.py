@@ -5,7 +5,8 @@ features.
 
 ``maivar train`` (:func:`maivar_tf.training.run_algorithm1`) writes a run folder::
 
-    run_info.json                  RunInfo: classes, K, feature widths, config, stages, metrics
+    run_info.json                  RunInfo: classes, K, feature widths, config, stages, metrics,
+                                   the fusion head's calibration (temperature)
     audio_mlp.keras, vmlp.keras, fusion.keras    the heads of Algorithm 1's three stages
     <stage>/log.csv, <stage>/logs/  per-epoch metrics (CSVLogger) and TensorBoard events
 
@@ -60,6 +61,11 @@ class TrainedRun:
     histories: dict[str, dict[str, list[float]]]
     run_dir: Path
     info: RunInfo | None = field(default=None)
+
+    @property
+    def temperature(self) -> float:
+        """The fusion logits' temperature (:attr:`RunInfo.temperature`; 1.0 without info)."""
+        return self.info.temperature if self.info is not None else 1.0
 
 
 def stage_log_path(run_dir: str | Path, stage: str) -> Path:
@@ -169,6 +175,8 @@ class ServableRun:
         representation: the audio-image the audio features come from.
         ten_crop: whether the video features average TSN's ten crops (as extracted).
         provenance: where the run and its backbones came from.
+        temperature: the fusion logits are divided by it before the softmax (the run's
+            calibration, :mod:`maivar_tf.calibration`; 1.0 for older runs).
     """
 
     fusion: Any
@@ -180,6 +188,7 @@ class ServableRun:
     representation: str
     ten_crop: bool = False
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    temperature: float = 1.0
 
 
 def run_config(cfg: ExperimentConfig, info: RunInfo, run_dir: str | Path) -> ExperimentConfig:
@@ -297,4 +306,4 @@ def load_servable_run(cfg: ExperimentConfig, run_dir: str | Path, *,
         fusion=run.fusion, video=BackboneFeatures(video, (crop, crop, 3)),
         audio=BackboneFeatures(audio, (size, size, 3)), class_names=tuple(info.class_names),
         cfg=run_cfg, num_segments=k, representation=str(info.representation),
-        ten_crop=ten_crop, provenance=provenance)
+        ten_crop=ten_crop, provenance=provenance, temperature=run.temperature)

@@ -9,6 +9,10 @@ Algorithm 1 (Shaikh et al. 2024) on frozen backbone features:
    video rows and classifier copied, audio rows zero);
 4. train the fusion MLP on ``[video, audio]`` (``train.fusion``; the paper: 3e-5, batch 768).
 
+Then the fusion logits' temperature is fitted on the validation split (Guo et al. 2017,
+:mod:`maivar_tf.calibration`; held out of ``train`` when ``train.val_fraction > 0``) and
+recorded in ``run_info.json``; without validation data it is 1.0.
+
 The loss is sparse categorical cross-entropy on logits plus the heads' L1 kernel penalties.
 Inputs are standardised inside each model with the training set's per-feature mean and variance.
 Stage ``i`` (0, 1, 2 in the order above) seeds initialisation, dropout and data order with
@@ -48,6 +52,7 @@ import tensorflow as tf
 
 from maivar_tf import callbacks as stage_io
 from maivar_tf.artifacts import RunInfo
+from maivar_tf.calibration import calibration_record, holdout_validation
 from maivar_tf.config import STAGE_SECTIONS, ExperimentConfig, TrainConfig
 from maivar_tf.distribute import (
     WorkerInfo,
@@ -58,7 +63,7 @@ from maivar_tf.distribute import (
     worker_info,
     worker_run_dir,
 )
-from maivar_tf.evaluation import evaluate_arrays
+from maivar_tf.evaluation import evaluate_arrays, model_outputs
 from maivar_tf.models.heads import (
     AUDIO_INPUT,
     VIDEO_INPUT,
@@ -245,7 +250,9 @@ def run_algorithm1(cfg: ExperimentConfig, train: Any, val: Any = None,
         train: a :class:`maivar_tf.features.FeatureSet` (``video [N, K, Dv]``,
             ``audio [N, Da]``, ``labels [N]``, ``class_names``, ``representation``); its
             statistics standardise every model's inputs.
-        val: an optional FeatureSet for validation metrics and best-checkpoint selection.
+        val: an optional FeatureSet for validation metrics, best-checkpoint selection and
+            the fusion temperature; default: ``train.val_fraction`` of ``train`` held out
+            (:func:`maivar_tf.calibration.holdout_validation`), or none when it is 0.
         run_dir: where the run lives (default ``cfg.train.output_dir``).
         strategy: a strategy to use instead of ``get_strategy(cfg.train.strategy)``.
         verbose: ``model.fit`` verbosity; ``"auto"``: one line per epoch on a terminal, a
@@ -260,6 +267,8 @@ def run_algorithm1(cfg: ExperimentConfig, train: Any, val: Any = None,
             list).
     """
     check_features(train, "train")
+    if val is None and cfg.train.val_fraction > 0:
+        train, val = holdout_validation(train, cfg.train.val_fraction, cfg.train.seed)
     if val is not None:
         _check_compatible(train, val)
     if train.representation != cfg.model.representation:
@@ -344,6 +353,10 @@ def _run(cfg: ExperimentConfig, train: Any, val: Any, out_dir: Path,
             logger.info("stage %s: %s", name, metrics[name])
         record = dataclasses.replace(record, stages=dict(stages), metrics=dict(metrics))
         record.write(out_dir)
+    val_logits = None if val is None else model_outputs(models["fusion"],
+                                                        stage_inputs("fusion", val))
+    record = dataclasses.replace(record, calibration=calibration_record(val_logits, val_labels))
+    record.write(out_dir)
     histories = {s: read_csv_log(stage_log_path(out_dir, s)) for s in STAGES}
     return TrainedRun(models["audio_mlp"], models["vmlp"], models["fusion"], histories,
                       out_dir, record)

@@ -220,3 +220,41 @@ def test_model_inputs_rejects_unknown_input():
     model = keras.Model(inp, keras.layers.Dense(2)(inp), name="odd")
     with pytest.raises(ValueError, match=r"input\(s\) \['pixels'\]; allowed: video_features"):
         model_inputs(model, feature_set())
+
+
+def test_the_report_gives_the_ece_before_and_after_the_runs_temperature(tmp_path):
+    from PIL import Image
+
+    from maivar_tf.calibration import expected_calibration_error, format_calibration
+    from maivar_tf.evaluation import evaluate_models
+
+    fs = feature_set()
+    fusion = heads(fs)["fusion"]
+    record = {"temperature": 2.5, "fitted": True, "num_examples": 16}
+    report = evaluate_models({"fusion": fusion}, fs, tmp_path, tsne=False,
+                             calibration={"fusion": record})
+    c = report["calibration"]["fusion"]
+    assert json.loads((tmp_path / "report.json").read_text())["calibration"]["fusion"] == c
+    logits = np.asarray(fusion({"video_features": fs.video, "audio_features": fs.audio},
+                               training=False), np.float64)
+
+    def softmax(z):
+        e = np.exp(z - z.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    assert c["temperature"] == 2.5 and c["bins"] == 15 and c["fitted_on"] == 16
+    assert c["ece_before"] == pytest.approx(expected_calibration_error(softmax(logits),
+                                                                       fs.labels), abs=1e-6)
+    assert c["ece_after"] == pytest.approx(expected_calibration_error(softmax(logits / 2.5),
+                                                                      fs.labels), abs=1e-6)
+    assert c["ece_after"] != pytest.approx(c["ece_before"], abs=1e-3)
+    png = tmp_path / c["reliability_png"]
+    assert png.name == "reliability_fusion.png"
+    with Image.open(png) as im:
+        assert im.format == "PNG"
+    text = format_calibration(report)
+    assert f"before {100 * c['ece_before']:6.2f}%" in text
+    assert f"after {100 * c['ece_after']:6.2f}%" in text
+    assert "temperature 2.500, fitted on 16 validation examples" in text
+    assert "calibration" not in evaluate_models({"fusion": fusion}, fs, tmp_path / "plain",
+                                                tsne=False)

@@ -333,6 +333,10 @@ class TrainConfig:
         mixed_precision: ``mixed_float16`` where a GPU is visible.
         seed: seeds initialisation, dropout and data order (each stage derives its own).
         output_dir: the run folder.
+        val_fraction: when no validation split is given, hold out this fraction of each
+            class of the training features (whole UCF groups) as one: validation metrics
+            and the fusion temperature (:mod:`maivar_tf.calibration`) come from it; 0: none
+            (the temperature stays 1.0).
     """
 
     strategy: str = "auto"
@@ -343,9 +347,14 @@ class TrainConfig:
     mixed_precision: bool = False
     seed: int = 0
     output_dir: str = "runs/synthetic"
+    val_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         _check_choice("train", "strategy", self.strategy, STRATEGIES)
+        _check_positive("train", "val_fraction", self.val_fraction, allow_zero=True)
+        if self.val_fraction >= 1:
+            raise ConfigError(f"train.val_fraction: invalid value {self.val_fraction!r}; "
+                              "allowed: a number in [0, 1)")
         for section, _ in STAGE_SECTIONS:
             getattr(self, section).validate(f"train.{section}")
 

@@ -9,7 +9,8 @@ input names) to ``EXPORT_DIR/<model_name>/<version>/``, the layout TF Serving wa
 
     saved_model.pb, variables/
     assets/labels.txt                    the class names, one per line, in logit order
-    assets.extra/maivar_export.json      ExportInfo: signatures, K, representation, config
+    assets.extra/maivar_export.json      ExportInfo: signatures, K, representation, config,
+                                         the temperature the probabilities are scaled by
 
 The version is built under a dot-name in the model folder (``.tmp-<version>-<host>-<pid>-*``,
 which TF Serving ignores: it loads only integer-named folders) and renamed when complete, so
@@ -100,7 +101,8 @@ def serving_module(run: ServableRun, labels_file: str | None = None):
     try:
         return ServingModule(run.fusion, run.video, run.audio, run.class_names, run.cfg.data,
                              representation=run.representation, num_segments=run.num_segments,
-                             ten_crop=run.ten_crop, labels_file=labels_file)
+                             ten_crop=run.ten_crop, labels_file=labels_file,
+                             temperature=run.temperature)
     except ValueError as e:  # the run's parts do not fit together
         raise ExportError(str(e)) from e
 
@@ -115,7 +117,7 @@ def export_info(module, run: ServableRun, model_name: str, version: int) -> Expo
                       top_k=module.top_k,
                       signatures=describe_signatures(module.input_signatures()),
                       outputs=OUTPUT_KEYS, provenance=dict(run.provenance),
-                      config=run.cfg.to_dict())
+                      config=run.cfg.to_dict(), temperature=module.temperature)
 
 
 def export_servable(run: ServableRun, export_dir: str | Path, model_name: str,

@@ -20,7 +20,8 @@ extraction runs), the class list and the data settings, and exposes:
 ========================  ====================================================================
 
 The three signatures return ``probabilities`` float32 ``[B, C]`` (softmax of the fusion
-logits), ``top_classes`` string ``[B, min(5, C)]`` and ``top_scores`` float32 ``[B, min(5, C)]``.
+logits divided by the run's temperature, :func:`maivar_tf.calibration.scaled_softmax`; a
+constant of the graph, 1.0 for an uncalibrated run), ``top_classes`` string ``[B, min(5, C)]`` and ``top_scores`` float32 ``[B, min(5, C)]``.
 Frames go through :mod:`maivar_tf.ops` exactly as at decoding and extraction: shorter side to
 ``data.frame_short_side`` (:func:`~maivar_tf.ops.resize_short_side`, the same pixels when it
 already is), then the centre crop of ``data.crop_size`` (frames that already are such squares,
@@ -42,6 +43,7 @@ import numpy as np
 import tensorflow as tf
 
 from maivar_tf import ops
+from maivar_tf.calibration import check_temperature, scaled_softmax
 from maivar_tf.models.heads import AUDIO_INPUT, VIDEO_INPUT
 from maivar_tf.serving import checks
 
@@ -144,17 +146,19 @@ class ServingModule(tf.Module):
         ten_crop: average the video features over TSN's ten crops (as extraction did).
         labels_file: the class names file the table reads (an export's asset); None fills
             the table from ``class_names``.
+        temperature: the fusion logits are divided by it before the softmax (the run's
+            calibration; 1.0: the plain softmax).
         name: the module name.
 
     Raises:
-        ValueError: bad class names, a fusion model without the two inputs, or a K that is
-            not the fusion model's.
+        ValueError: bad class names, a fusion model without the two inputs, a K that is
+            not the fusion model's, or a temperature that is not a finite number > 0.
     """
 
     def __init__(self, fusion: Any, video: Any, audio: Any, class_names: Sequence[str],
                  data: Any, *, representation: str, num_segments: int | None = None,
                  ten_crop: bool = False, labels_file: str | None = None,
-                 name: str = "maivar_serving"):
+                 temperature: float = 1.0, name: str = "maivar_serving"):
         super().__init__(name=name)
         self.class_names = check_class_names(class_names)
         self.num_segments = int(num_segments or data.num_segments)
@@ -164,6 +168,7 @@ class ServingModule(tf.Module):
                              f"{self.num_segments}; allowed: the K the run was trained with")
         self.fusion, self.video, self.audio, self.data = fusion, video, audio, data
         self.representation = str(representation)
+        self.temperature = check_temperature(temperature)
         self.ten_crop = bool(ten_crop)
         self.crop_size = int(data.crop_size)
         self.short_side = int(data.frame_short_side)
@@ -240,8 +245,9 @@ class ServingModule(tf.Module):
         return tf.cast(self.fusion(inputs, training=False), tf.float32)
 
     def outputs(self, logits: tf.Tensor) -> dict[str, tf.Tensor]:
-        """``probabilities``, ``top_classes``, ``top_scores`` from logits ``[B, C]``."""
-        probabilities = tf.nn.softmax(logits, axis=-1)
+        """``probabilities`` (``softmax(logits / temperature)``), ``top_classes``,
+        ``top_scores`` from logits ``[B, C]``."""
+        probabilities = scaled_softmax(logits, self.temperature)
         scores, index = tf.math.top_k(probabilities, k=self.top_k)
         classes = self.label_table.lookup(tf.cast(index, tf.int64))
         return {"probabilities": probabilities, "top_classes": classes, "top_scores": scores}

@@ -5,7 +5,8 @@ The run has the real head architecture (VMLP, fusion MLP) over the stand-in back
 inputs with the statistics of what the backbones make of three real clips (so every real clip
 gets a spread-out softmax), and the fusion MLP's audio rows start Glorot-uniform (so the audio
 path changes the outputs). Nothing is trained: the serving code does not care how the weights
-were found.
+were found. Its run info records a fusion temperature of :data:`TEMPERATURE`, so every
+signature check also checks that the served probabilities are ``softmax(logits / T)``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ CLASSES = ("Bounce_Chime", "Bounce_Drum", "Slide_Chime", "Slide_Drum", "Spin_Chi
            "Spin_Drum")
 REPRESENTATION = "chromagram"
 MODEL_NAME = "tiny"
+#: The tiny run's fusion temperature (as if fitted on a validation split).
+TEMPERATURE = 1.7
 
 
 def tiny_config(root: Path, *, ten_crop: bool = False, short_side: int = 256):
@@ -87,7 +90,8 @@ def write_tiny_run(root: Path, clip_paths, *, ten_crop: bool = False) -> SimpleN
         model.save(run_dir / f"{name}.keras")
     RunInfo(class_names=CLASSES, representation=REPRESENTATION, num_segments=K,
             video_feature_dim=TINY_VIDEO_DIM, audio_feature_dim=TINY_AUDIO_DIM,
-            config=cfg.to_dict(), features_dir=str(features_dir)).write(run_dir)
+            config=cfg.to_dict(), features_dir=str(features_dir),
+            calibration={"temperature": TEMPERATURE, "fitted": True}).write(run_dir)
     FeatureInfo(fingerprint="tiny", num_segments=K, video_dim=TINY_VIDEO_DIM,
                 audio_dim=TINY_AUDIO_DIM, crop_size=224, ten_crop=ten_crop,
                 video_backbone=injected_spec(video_bb, 224),
@@ -101,12 +105,14 @@ def write_tiny_run(root: Path, clip_paths, *, ten_crop: bool = False) -> SimpleN
 # ----------------------------------------------------------------------------- references
 
 
-def keras_probabilities(fusion, video: np.ndarray, audio: np.ndarray) -> np.ndarray:
-    """The fusion head called as a plain Keras model, then softmax."""
-    import tensorflow as tf
-
-    logits = fusion({"video_features": video, "audio_features": audio}, training=False)
-    return np.asarray(tf.nn.softmax(logits))
+def keras_probabilities(fusion, video: np.ndarray, audio: np.ndarray,
+                        temperature: float = TEMPERATURE) -> np.ndarray:
+    """The fusion head called as a plain Keras model, then ``softmax(logits / temperature)``
+    (NumPy, float64; default: the tiny run's temperature)."""
+    logits = np.asarray(fusion({"video_features": video, "audio_features": audio},
+                               training=False), np.float64) / temperature
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def keras_media_probabilities(run, crops: np.ndarray, images: np.ndarray) -> np.ndarray:
@@ -115,7 +121,7 @@ def keras_media_probabilities(run, crops: np.ndarray, images: np.ndarray) -> np.
     flat = crops.reshape((b * k,) + crops.shape[2:]).astype(np.float32)
     video = np.asarray(run.video.model(flat, training=False)).reshape(b, k, -1)
     audio = np.asarray(run.audio.model(images.astype(np.float32), training=False))
-    return keras_probabilities(run.fusion, video, audio)
+    return keras_probabilities(run.fusion, video, audio, run.temperature)
 
 
 def check_outputs(out: dict, probs: np.ndarray, atol: float = 1e-5,

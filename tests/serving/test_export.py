@@ -34,6 +34,7 @@ from maivar_tf.serving import (  # noqa: E402
 from tests.serving.helpers import (  # noqa: E402
     CLASSES,
     MODEL_NAME,
+    TEMPERATURE,
     K,
     check_outputs,
     keras_media_probabilities,
@@ -110,6 +111,23 @@ def test_serving_default_matches_keras(tiny, exported):
     out = as_numpy_outputs(exported.loaded.signatures[SIGNATURE_FEATURES](
         video_features=tf.constant(v), audio_features=tf.constant(a)))
     check_outputs(out, keras_probabilities(tiny.run.fusion, v, a))
+
+
+def test_served_probabilities_are_the_softmax_of_the_logits_over_the_runs_temperature(
+        tiny, exported):
+    assert tiny.run.temperature == TEMPERATURE != 1.0  # recorded in the tiny run's run_info
+    assert read_export_info(exported.path).temperature == TEMPERATURE
+    v, a = random_features(4, seed=7)
+    out = as_numpy_outputs(exported.loaded.signatures[SIGNATURE_FEATURES](
+        video_features=tf.constant(v), audio_features=tf.constant(a)))
+    logits = np.asarray(tiny.run.fusion({"video_features": v, "audio_features": a},
+                                        training=False), np.float64)
+    e = np.exp(logits / TEMPERATURE - (logits / TEMPERATURE).max(1, keepdims=True))
+    np.testing.assert_allclose(out["probabilities"], e / e.sum(1, keepdims=True), atol=1e-6)
+    plain = np.exp(logits - logits.max(1, keepdims=True))
+    plain /= plain.sum(1, keepdims=True)
+    assert np.abs(out["probabilities"] - plain).max() > 1e-2
+    np.testing.assert_array_equal(out["probabilities"].argmax(1), logits.argmax(1))
 
 
 def test_serve_media_matches_keras(tiny, exported):

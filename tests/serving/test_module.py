@@ -44,6 +44,9 @@ def test_constructor_checks_the_run(tiny):
     with pytest.raises(ValueError, match="empty class list"):
         ServingModule(run.fusion, run.video, run.audio, (), run.cfg.data,
                       representation=REPRESENTATION)
+    with pytest.raises(ValueError, match="temperature 0.0: allowed: a finite number > 0"):
+        ServingModule(run.fusion, run.video, run.audio, CLASSES, run.cfg.data,
+                      representation=REPRESENTATION, temperature=0.0)
     with pytest.raises(ValueError, match="expected 'video_features' and 'audio_features'"):
         ServingModule(run.video.model, run.video, run.audio, CLASSES, run.cfg.data,
                       representation=REPRESENTATION)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import shutil
 
 import pytest
 
@@ -22,6 +24,20 @@ def test_servable_run_reads_the_run(tiny):
     assert run.provenance == {"run_dir": str(tiny.run_dir.resolve()), "backbones": "injected"}
     assert run.video.model is tiny.video_bb and run.audio.model is tiny.audio_bb
     assert (run.video.dim, run.audio.dim) == (16, 12)
+
+
+def test_a_run_recorded_without_a_temperature_serves_with_temperature_one(tiny, tmp_path):
+    from maivar_tf.artifacts import RUN_INFO
+    from maivar_tf.serving import serving_module
+
+    old = tmp_path / "old_run"
+    shutil.copytree(tiny.run_dir, old)
+    record = json.loads((old / RUN_INFO).read_text())
+    assert record.pop("calibration")["temperature"] == tiny.run.temperature != 1.0
+    (old / RUN_INFO).write_text(json.dumps(record))  # what runs written before it hold
+    run = load_servable_run(tiny.cfg, old, backbones=(tiny.video_bb, tiny.audio_bb))
+    assert run.temperature == 1.0
+    assert serving_module(run).temperature == 1.0
 
 
 def test_the_runs_own_config_wins_for_preprocessing(tiny, caplog):
