@@ -179,25 +179,26 @@ def reliability_diagram(panels: Mapping[str, np.ndarray], labels: np.ndarray,
 # ----------------------------------------------------------------------------- runs and reports
 
 
-def holdout_validation(features: Any, fraction: float, seed: int) -> tuple[Any, Any]:
-    """Splits a FeatureSet into ``(train, val)``, ``fraction`` of each class held out.
+def holdout_validation(features: Any, fraction: float) -> tuple[Any, Any]:
+    """Splits a FeatureSet into ``(train, val)``: the last ``fraction`` of each class held out.
 
     UCF101-style ids (``..._g08_c01.avi``) are held out by whole group, so clips of one long
-    video stay on one side; other ids one by one. Seeded, so every worker and every resumed
-    run holds out the same rows. ``val`` is None when nothing could be held out.
+    video stay on one side; other ids one by one. Each class gives its last groups (ids in
+    sorted order), at least one and never all, so the split depends on the data alone: every
+    worker, every resumed run and every seed holds out the same rows, and a dataset grown by
+    new groups keeps its earlier training rows. ``val`` is None when nothing could be held out.
     """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"val_fraction {fraction!r}: allowed: a number in (0, 1)")
     ids = [i.decode() if isinstance(i, bytes) else str(i) for i in np.asarray(features.ids)]
     groups = np.array([m.group("group") if (m := _UCF_GROUP.match(i)) else i for i in ids])
     labels = np.asarray(features.labels)
-    rng = np.random.default_rng(seed)
     held = np.zeros(len(labels), bool)
     for c in np.unique(labels):
-        names = np.unique(groups[labels == c])
+        names = np.unique(groups[labels == c])  # sorted
         take = min(int(math.floor(fraction * len(names) + 0.5)) or 1, len(names) - 1)
         if take > 0:
-            held |= (labels == c) & np.isin(groups, rng.choice(names, take, replace=False))
+            held |= (labels == c) & np.isin(groups, names[len(names) - take:])
     if not held.any():
         return features, None
     return features.subset(np.flatnonzero(~held)), features.subset(np.flatnonzero(held))

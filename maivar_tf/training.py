@@ -268,7 +268,7 @@ def run_algorithm1(cfg: ExperimentConfig, train: Any, val: Any = None,
     """
     check_features(train, "train")
     if val is None and cfg.train.val_fraction > 0:
-        train, val = holdout_validation(train, cfg.train.val_fraction, cfg.train.seed)
+        train, val = holdout_validation(train, cfg.train.val_fraction)
     if val is not None:
         _check_compatible(train, val)
     if train.representation != cfg.model.representation:

@@ -333,8 +333,8 @@ class TrainConfig:
         mixed_precision: ``mixed_float16`` where a GPU is visible.
         seed: seeds initialisation, dropout and data order (each stage derives its own).
         output_dir: the run folder.
-        val_fraction: when no validation split is given, hold out this fraction of each
-            class of the training features (whole UCF groups) as one: validation metrics
+        val_fraction: when no validation split is given, hold out the last groups of each
+            class (this fraction of them; whole UCF groups; not seeded) as one: validation metrics
             and the fusion temperature (:mod:`maivar_tf.calibration`) come from it; 0: none
             (the temperature stays 1.0).
     """
