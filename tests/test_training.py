@@ -33,6 +33,7 @@ import tensorflow as tf
 from maivar_tf import callbacks, distribute, runs, seeds, training
 from maivar_tf.artifacts import RunInfo
 from maivar_tf.config import StageConfig, TrainConfig
+from maivar_tf.models import heads
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -494,6 +495,39 @@ def test_killed_run_resumes_from_backup(tmp_path):
     training.run_algorithm1(toy.toy_config(epochs=(1, vmlp_epochs, 1)), toy.toy_features(32),
                             toy.toy_features(16, split_seed=1), run_dir=reference, verbose=0)
     _assert_same_training(tmp_path, reference)
+
+
+class _StopAt(keras.callbacks.Callback):
+    """Stops a fit when ``epoch`` begins, leaving its backup as a kill would."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise toy.Interrupted
+
+
+def test_a_stage_stopped_twice_and_resumed_ends_as_the_uninterrupted_one(tmp_path):
+    cfg = toy.toy_config(epochs=(1, 4, 1), batch=8)
+    features = toy.toy_features(4)
+    plan = training.stage_plans(cfg.train)["vmlp"]
+    xy = (training.stage_inputs("vmlp", features), features.labels)
+
+    def build():
+        return heads.build_video_mlp(4, 3, cfg.model, feature_dim=toy.VIDEO_DIM)
+
+    def stage(run_dir, *extra):
+        return training.train_stage(plan, build, xy, None, distribute.get_strategy("default"),
+                                    run_dir, verbose=0, extra_callbacks=lambda _: extra)
+
+    stage(tmp_path / "uninterrupted")
+    for stop in (1, 3):  # resumed after epoch 1, then stopped again
+        with pytest.raises(toy.Interrupted):
+            stage(tmp_path / "resumed", _StopAt(stop))
+    assert stage(tmp_path / "resumed")[1]["resumed_after_epoch"] == 3
+    _assert_same_training(tmp_path / "resumed", tmp_path / "uninterrupted", stages=("vmlp",))
 
 
 def test_csv_log_is_trimmed_to_the_backup_epoch(tmp_path):
