@@ -11,6 +11,9 @@ audio MLP, VMLP, fusion MLP) trains with ``model.fit`` and writes under ``run_di
 * ``best.keras`` (with validation data: the best ``val_loss`` so far, across resumes) or
   ``last.keras`` (``ModelCheckpoint``).
 
+What a backup does not hold, the data order and the dropout masks, is positioned by the epoch
+(:mod:`maivar_tf.seeds`), so the resumed epochs are those of the uninterrupted run.
+
 Order matters: the CSV logger runs before the backup, so a kill between the two leaves a logged
 epoch that the backup does not cover; the resume redoes it and :func:`trim_csv_log` drops the
 stale row. The other order could lose a row for good.

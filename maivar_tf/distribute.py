@@ -16,9 +16,15 @@ Contracts:
   does with a plain ``tf.data.Dataset``, is also correct, but for in-memory data its
   auto-sharding falls back to ``DATA`` sharding, where every worker reads the whole dataset and
   discards the other workers' share; sharding the indices ourselves says plainly who reads
-  what.) Training data is shuffled and repeated with a fixed ``steps = ceil(N / global_batch)``
-  so every worker runs the same number of steps; validation data is padded to whole global
-  batches with zero-weight examples, so every example counts exactly once.
+  what.) Training data runs a fixed ``steps = ceil(N / global_batch)`` per epoch, so every
+  worker runs the same number of steps; validation data is padded to whole global batches with
+  zero-weight examples, so every example counts exactly once.
+* The training order of epoch ``e`` is a function of ``(seed, e)`` only
+  (:func:`training_index_batches`): one permutation of the examples, seeded by ``e``, wrapped
+  around to fill ``steps`` global batches; step ``s`` takes its ``s``-th global batch and worker
+  ``i`` its ``i``-th slice of it. So a resumed fit that starts its dataset at the backup's
+  epoch sees the order of the uninterrupted one (:mod:`maivar_tf.seeds`), and the global
+  batches do not depend on the number of workers.
 * Under ``MultiWorkerMirroredStrategy`` the chief writes the run folder and worker ``i`` writes
   ``run_dir/workers/worker-i`` (:func:`worker_run_dir`), so no two processes write one file.
 """
@@ -36,6 +42,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from maivar_tf import seeds
 from maivar_tf.config import STRATEGIES
 
 _MULTI_WORKER_STRATEGY: tf.distribute.Strategy | None = None
@@ -180,24 +187,65 @@ def global_batch_size(configured: int, num_examples: int, num_replicas: int) -> 
     return int(math.ceil(batch / num_replicas) * num_replicas)
 
 
+def training_index_batches(n: int, global_batch: int, seed: int, *, first_epoch: int = 0,
+                           num_pipelines: int = 1, pipeline_id: int = 0,
+                           per_replica: int | None = None) -> tf.data.Dataset:
+    """Per-replica batches of example indices for the epochs ``first_epoch, first_epoch + 1, ...``.
+
+    Epoch ``e`` is the permutation of ``range(n)`` seeded by
+    ``[seeds.stream_seed(seed, seeds.DATA_ORDER), e]`` (a stateless shuffle), repeated to fill
+    ``steps = ceil(n / global_batch)`` global batches. Input pipeline ``pipeline_id`` of
+    ``num_pipelines`` keeps its slice of each global batch and splits it into batches of
+    ``per_replica`` (default: its whole slice). Nothing depends on where a previous iterator
+    stopped, so a dataset built for ``first_epoch = k`` yields what one built for epoch 0
+    yields after ``k`` epochs.
+
+    Raises:
+        ValueError: ``global_batch`` is not a multiple of ``num_pipelines``, or a pipeline's
+            slice not of ``per_replica``.
+    """
+    if global_batch % num_pipelines:
+        raise ValueError(f"global batch {global_batch} is not a multiple of the "
+                         f"{num_pipelines} input pipelines")
+    share = global_batch // num_pipelines
+    per_replica = share if per_replica is None else int(per_replica)
+    if share % per_replica:
+        raise ValueError(f"a pipeline's {share} examples per step are not a multiple of the "
+                         f"per-replica batch {per_replica}")
+    steps = max(1, math.ceil(n / global_batch))
+    span = steps * global_batch
+    key = tf.constant(seeds.stream_seed(seed, seeds.DATA_ORDER), tf.int64)
+    examples = tf.range(n, dtype=tf.int64)
+
+    def epoch_order(epoch):
+        order = tf.random.experimental.stateless_shuffle(examples, seed=tf.stack([key, epoch]))
+        order = tf.tile(order, [math.ceil(span / n)])[:span]
+        return tf.reshape(tf.reshape(order, [steps, num_pipelines, share])[:, pipeline_id], [-1])
+
+    ds = tf.data.Dataset.range(int(first_epoch), 2**62).map(epoch_order).unbatch()
+    return ds.batch(per_replica, drop_remainder=True)
+
+
 def make_distributed_dataset(strategy: tf.distribute.Strategy, inputs: Any, labels: np.ndarray,
-                             global_batch: int, *, training: bool, seed: int = 0
-                             ) -> tuple[Any, int]:
+                             global_batch: int, *, training: bool, seed: int = 0,
+                             first_epoch: int = 0) -> tuple[Any, int]:
     """An in-memory ``(inputs, labels[, weights])`` dataset distributed over ``strategy``.
 
-    Every input pipeline shards the example indices by ``input_pipeline_id``, batches them with
-    the per-replica batch size (``global_batch // num_replicas_in_sync``) and gathers the
-    features of each batch.
+    Every input pipeline takes its share of the example indices, batches them with the
+    per-replica batch size (``global_batch // num_replicas_in_sync``) and gathers the features
+    of each batch.
 
     Args:
         strategy: the strategy whose replicas consume the batches.
         inputs: a NumPy array or a dict of arrays (first axis: examples).
         labels: int labels ``[N]``.
         global_batch: examples per step over all replicas; a multiple of the replica count.
-        training: shuffle and repeat forever (``steps`` = steps per epoch); otherwise the data
-            is padded with zero-weight copies of example 0 to whole global batches, repeated
-            (each ``steps`` steps are one exact pass) and yields sample weights.
-        seed: the shuffle seed.
+        training: every ``steps`` steps are one epoch of :func:`training_index_batches`,
+            forever; otherwise the data is padded with zero-weight copies of example 0 to whole
+            global batches, repeated (each ``steps`` steps are one exact pass) and yields sample
+            weights.
+        seed: the stage seed of the training order.
+        first_epoch: the epoch the training data starts at (a resumed fit's first epoch).
 
     Returns:
         ``(distributed_dataset, steps)``.
@@ -214,13 +262,9 @@ def make_distributed_dataset(strategy: tf.distribute.Strategy, inputs: Any, labe
     with tf.device("/cpu:0"):
         feats = tf.nest.map_structure(lambda a: tf.convert_to_tensor(np.asarray(a)), inputs)
         label_t = tf.convert_to_tensor(np.asarray(labels, np.int64))
-    if training:
-        index = np.arange(n, dtype=np.int64)
-        weight = None
-    else:
-        pad = steps * global_batch - n
-        index = np.concatenate([np.arange(n), np.zeros(pad)]).astype(np.int64)
-        weight = np.concatenate([np.ones(n), np.zeros(pad)]).astype(np.float32)
+    pad = steps * global_batch - n
+    index = np.concatenate([np.arange(n), np.zeros(pad)]).astype(np.int64)
+    weight = np.concatenate([np.ones(n), np.zeros(pad)]).astype(np.float32)
 
     def gather(idx, w=None):
         x = tf.nest.map_structure(lambda t: tf.gather(t, idx), feats)
@@ -229,14 +273,16 @@ def make_distributed_dataset(strategy: tf.distribute.Strategy, inputs: Any, labe
 
     def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         per_replica = ctx.get_per_replica_batch_size(global_batch)
-        ds = tf.data.Dataset.from_tensor_slices(index if weight is None else (index, weight))
-        if ctx.num_input_pipelines > 1:
-            ds = ds.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
         if training:
-            ds = ds.shuffle(max(1, math.ceil(n / ctx.num_input_pipelines)),
-                            seed=seed, reshuffle_each_iteration=True)
-        ds = ds.repeat()
-        ds = ds.batch(per_replica, drop_remainder=True)
+            ds = training_index_batches(n, global_batch, seed, first_epoch=first_epoch,
+                                        num_pipelines=ctx.num_input_pipelines,
+                                        pipeline_id=ctx.input_pipeline_id,
+                                        per_replica=per_replica)
+        else:
+            ds = tf.data.Dataset.from_tensor_slices((index, weight))
+            if ctx.num_input_pipelines > 1:
+                ds = ds.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
+            ds = ds.repeat().batch(per_replica, drop_remainder=True)
         ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -245,6 +291,6 @@ def make_distributed_dataset(strategy: tf.distribute.Strategy, inputs: Any, labe
 
 __all__ = [
     "NestReducingMultiWorkerMirroredStrategy", "WorkerInfo", "configure_precision",
-    "get_strategy", "global_batch_size", "make_distributed_dataset", "worker_info",
-    "worker_run_dir",
+    "get_strategy", "global_batch_size", "make_distributed_dataset", "training_index_batches",
+    "worker_info", "worker_run_dir",
 ]

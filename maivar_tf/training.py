@@ -16,7 +16,9 @@ recorded in ``run_info.json``; without validation data it is 1.0.
 The loss is sparse categorical cross-entropy on logits plus the heads' L1 kernel penalties.
 Inputs are standardised inside each model with the training set's per-feature mean and variance.
 Stage ``i`` (0, 1, 2 in the order above) seeds initialisation, dropout and data order with
-``train.seed + i``, so a repeated run reproduces its figures.
+``train.seed + i``, so a repeated run reproduces its figures; the data order and the dropout
+masks of each epoch are functions of that seed and the epoch (:mod:`maivar_tf.seeds`), so a
+run killed at any epoch and resumed ends with the weights of the uninterrupted run.
 
 Distribution (:mod:`maivar_tf.distribute`): every model is built and compiled inside
 ``strategy.scope()``, batch sizes are global, and the datasets are sharded per worker.
@@ -73,6 +75,7 @@ from maivar_tf.models.heads import (
     feature_statistics,
 )
 from maivar_tf.runs import STAGES, TrainedRun, load_head, read_csv_log, stage_log_path
+from maivar_tf.seeds import EpochStreams
 
 logger = logging.getLogger(__name__)
 
@@ -210,14 +213,15 @@ def train_stage(plan: StagePlan, build: Callable[[], keras.Model], train_xy: tup
     batch = global_batch_size(plan.batch_size, len(train_xy[1]), replicas)
     model = _compiled(build, plan, strategy)
     train_ds, steps = make_distributed_dataset(strategy, *train_xy, batch, training=True,
-                                               seed=plan.seed)
+                                               seed=plan.seed, first_epoch=epochs_done)
     val_ds = val_steps = None
     if val_xy is not None:
         val_ds, val_steps = make_distributed_dataset(strategy, *val_xy, batch, training=False)
     extra = extra_callbacks(plan.name) if extra_callbacks is not None else ()
     verbose, lines = stage_io.fit_verbosity(verbose, plan.name, plan.epochs)
+    streams = EpochStreams(plan.seed, first_epoch=epochs_done)  # dropout masks of each epoch
     callbacks = stage_io.stage_callbacks(run_dir, plan.name, validation=val_ds is not None,
-                                         extra=[*lines, *extra])
+                                         extra=[streams, *lines, *extra])
     t0 = time.time()
     model.fit(train_ds, epochs=plan.epochs, steps_per_epoch=steps, validation_data=val_ds,
               validation_steps=val_steps, callbacks=callbacks, verbose=verbose,

@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -77,6 +79,10 @@ def toy_config(strategy: str = "default", epochs: tuple[int, int, int] = (12, 12
     )
 
 
+class Interrupted(Exception):
+    """Raised by ``--resume-check`` to stop a fit the way a kill would (its backup is kept)."""
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--strategy", default="default",
@@ -90,6 +96,14 @@ def main(argv=None) -> int:
     p.add_argument("--n-per-class", type=int, default=32)
     p.add_argument("--sleep", type=float, default=0.0, help="seconds to sleep after each epoch")
     p.add_argument("--record", help="append 'pid stage epoch' at every epoch start to this file")
+    p.add_argument("--kill-at", metavar="STAGE:EPOCH",
+                   help="SIGKILL this process when STAGE's (zero-based) EPOCH begins, after the "
+                        "backup of the epoch before it was written")
+    p.add_argument("--resume-check", metavar="STAGE:EPOCH",
+                   help="after the run, train it again under RUN_DIR/resumed (the stages before "
+                        "STAGE copied), interrupted by an exception when STAGE's EPOCH begins "
+                        "and resumed in this process (for a cluster, where a second launch is "
+                        "slow)")
     args = p.parse_args(argv)
 
     import tensorflow as tf
@@ -99,7 +113,7 @@ def main(argv=None) -> int:
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * args.logical_cpus)
 
-    from maivar_tf import distribute, training
+    from maivar_tf import distribute, runs, training
 
     strategy = distribute.get_strategy(args.strategy)  # first TF work in this process
     import keras
@@ -113,6 +127,8 @@ def main(argv=None) -> int:
             if args.record:
                 with open(args.record, "a") as f:
                     f.write(f"{os.getpid()} {self.stage} {epoch}\n")
+            if args.kill_at == f"{self.stage}:{epoch}":
+                os.kill(os.getpid(), signal.SIGKILL)
 
         def on_epoch_end(self, epoch, logs=None):
             if args.sleep:
@@ -124,12 +140,39 @@ def main(argv=None) -> int:
     val = toy_features(max(4, args.n_per_class // 2), split_seed=1)
     result = training.run_algorithm1(cfg, train, val, run_dir=args.run_dir, strategy=strategy,
                                      verbose=0, extra_callbacks=lambda s: [Probe(s)])
-    summary = {
+    summary = {"resumed_run_dir": None}
+    if args.resume_check:
+        stage, epoch = args.resume_check.split(":")
+        resumed = distribute.worker_run_dir(Path(args.run_dir) / "resumed",
+                                            distribute.worker_info(strategy))
+        resumed.mkdir(parents=True, exist_ok=True)
+        for done in runs.STAGES[:runs.STAGES.index(stage)]:
+            shutil.copy(result.run_dir / f"{done}.keras", resumed / f"{done}.keras")
+
+        class Interrupt(keras.callbacks.Callback):
+            def on_epoch_begin(self, e, logs=None):
+                if e == int(epoch):
+                    raise Interrupted
+
+        def interrupting(s):
+            return [Interrupt()] if s == stage else []
+
+        try:
+            training.run_algorithm1(cfg, train, val, run_dir=Path(args.run_dir) / "resumed",
+                                    strategy=strategy, verbose=0, extra_callbacks=interrupting)
+            raise AssertionError("the run was not interrupted")
+        except Interrupted:
+            pass
+        again = training.run_algorithm1(cfg, train, val, run_dir=Path(args.run_dir) / "resumed",
+                                        strategy=strategy, verbose=0)
+        summary["resumed_run_dir"] = str(again.run_dir)
+        summary["resumed_after_epoch"] = again.info.stages[stage]["resumed_after_epoch"]
+    summary.update({
         "pid": os.getpid(), "run_dir": str(result.run_dir),
         "num_replicas": strategy.num_replicas_in_sync, "strategy": type(strategy).__name__,
         "stages": dict(result.info.stages),
         "val_accuracy": {s: m["val"]["accuracy"] for s, m in result.info.metrics.items()},
-    }
+    })
     if args.result:
         Path(args.result).write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary))

@@ -30,9 +30,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from maivar_tf import callbacks, distribute, runs, training
+from maivar_tf import callbacks, distribute, runs, seeds, training
 from maivar_tf.artifacts import RunInfo
 from maivar_tf.config import StageConfig, TrainConfig
+from maivar_tf.models import heads
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -71,6 +72,21 @@ def _weights(path: Path) -> list[np.ndarray]:
 def _csv_epochs(path: Path) -> list[int]:
     with path.open(newline="") as f:
         return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+def _assert_same_training(resumed: Path, uninterrupted: Path,
+                          stages: tuple[str, ...] = runs.STAGES) -> None:
+    """Stages of two runs: final weights allclose, and the same log.csv rows."""
+    for stage in stages:
+        a, b = _weights(resumed / f"{stage}.keras"), _weights(uninterrupted / f"{stage}.keras")
+        assert len(a) == len(b) > 0
+        diff = max(float(np.max(np.abs(w_a - w_b))) for w_a, w_b in zip(a, b, strict=True))
+        assert all(np.allclose(w_a, w_b) for w_a, w_b in zip(a, b, strict=True)), (
+            f"{stage}: final weights differ by up to {diff:.3g} from the uninterrupted run")
+        with (resumed / stage / "log.csv").open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        with (uninterrupted / stage / "log.csv").open(newline="") as f:
+            assert rows == list(csv.DictReader(f)), f"{stage}: per-epoch logs differ"
 
 
 # ----------------------------------------------------------------------------- strategies
@@ -127,6 +143,78 @@ def test_training_dataset_batches_and_steps():
         np.testing.assert_array_equal(xb.numpy()[:, 0], yb.numpy())  # features follow labels
         seen.extend(yb.numpy().tolist())
     assert sorted(seen[:n]) == list(range(n))  # the first pass is a permutation
+
+
+def _index_batches(ds, count: int) -> list[list[int]]:
+    return [b.numpy().tolist() for b in ds.take(count)]
+
+
+def test_training_order_is_a_function_of_the_seed_and_the_epoch():
+    n, batch, steps = 10, 4, 3  # 12 per epoch: a permutation of the 10 and 2 wrapped around
+    epochs = _index_batches(distribute.training_index_batches(n, batch, seed=5), 4 * steps)
+    orders = [sum(epochs[e * steps:(e + 1) * steps], []) for e in range(4)]
+    for order in orders:
+        assert sorted(order[:n]) == list(range(n)) and order[n:] == order[:2]
+    assert len({tuple(o) for o in orders}) == 4  # reshuffled every epoch
+    # a dataset that starts at epoch 2 (a resume) yields epoch 2's order, not epoch 0's
+    resumed = distribute.training_index_batches(n, batch, seed=5, first_epoch=2)
+    assert _index_batches(resumed, 2 * steps) == epochs[2 * steps:]
+    assert _index_batches(distribute.training_index_batches(n, batch, seed=6), steps) \
+        != epochs[:steps]
+    # two workers (one replica each) or one worker with two replicas take the halves of the
+    # same global batches, in step order
+    halves = [_index_batches(distribute.training_index_batches(
+        n, batch, seed=5, num_pipelines=2, pipeline_id=i), 4 * steps) for i in range(2)]
+    assert [a + b for a, b in zip(*halves, strict=True)] == epochs
+    per_replica = _index_batches(distribute.training_index_batches(n, batch, seed=5,
+                                                                   per_replica=2), 8 * steps)
+    assert [a + b for a, b in zip(per_replica[::2], per_replica[1::2], strict=True)] == epochs
+
+
+def test_distributed_training_data_starts_at_the_resumed_epoch():
+    strategy = distribute.get_strategy("default")
+    n, batch = 10, 4
+    x, y = np.arange(n, dtype=np.float32)[:, None], np.arange(n, dtype=np.int64)
+    ds, steps = distribute.make_distributed_dataset(strategy, x, y, batch, training=True, seed=1)
+    it = iter(ds)
+    first = [next(it)[1].numpy().tolist() for _ in range(3 * steps)]
+    ds, _ = distribute.make_distributed_dataset(strategy, x, y, batch, training=True, seed=1,
+                                                first_epoch=2)
+    it = iter(ds)
+    assert [next(it)[1].numpy().tolist() for _ in range(steps)] == first[2 * steps:]
+
+
+def test_epoch_streams_reset_the_dropout_seeds_from_the_seed_and_the_epoch():
+    def model():
+        keras.utils.set_random_seed(0)
+        return keras.Sequential([keras.Input((64,)), keras.layers.Dropout(0.5),
+                                 keras.layers.Dropout(0.5)])
+
+    x = np.ones((8, 64), np.float32)
+    trained, fresh = model(), model()
+    states = seeds.seed_generator_states(trained)
+    assert len(states) == 2 and not trained.weights
+    streams = seeds.EpochStreams(seed=3)
+    streams.set_model(trained)
+    masks = {}
+    for epoch in range(3):
+        streams.on_epoch_begin(epoch)
+        masks[epoch] = [trained(x, training=True).numpy() for _ in range(2)]
+        assert states[0].numpy()[1] == 2  # two draws since the epoch began
+    # a fresh model (a resumed run) put at epoch 2 draws epoch 2's masks, not epoch 0's
+    resumed = seeds.EpochStreams(seed=3, first_epoch=2)
+    resumed.set_model(fresh)
+    resumed.on_train_begin()
+    resumed.on_epoch_begin(2)
+    np.testing.assert_array_equal(fresh(x, training=True).numpy(), masks[2][0])
+    assert not np.array_equal(masks[0][0], masks[2][0])
+    assert states[0].numpy()[0] != states[1].numpy()[0]  # one stream per generator
+    # the fit must begin where its data order begins
+    wrong = seeds.EpochStreams(seed=3, first_epoch=2)
+    wrong.set_model(model())
+    wrong.on_train_begin()
+    with pytest.raises(RuntimeError, match="starts at epoch 0 but its data order"):
+        wrong.on_epoch_begin(0)
 
 
 def test_validation_dataset_counts_every_example_once():
@@ -312,6 +400,7 @@ def test_multi_worker_mirrored_two_processes_end_with_identical_weights(tmp_path
         log = (tmp_path / f"worker{index}.log").open("w")
         procs.append((subprocess.Popen(
             _worker_cmd(tmp_path, "--strategy", "multi_worker", "--epochs", "2,2,3",
+                        "--resume-check", "fusion:1",
                         "--result", str(tmp_path / f"result{index}.json")),
             env=_subprocess_env(TF_CONFIG=tf_config), stdout=log, stderr=subprocess.STDOUT),
             log))
@@ -344,6 +433,11 @@ def test_multi_worker_mirrored_two_processes_end_with_identical_weights(tmp_path
     # and they are trained weights, not two copies of the same initialisation
     assert chief["val_accuracy"]["fusion"] >= 0.75, chief["val_accuracy"]
     assert chief["val_accuracy"] == other["val_accuracy"]
+    # each worker trained the fusion stage again, interrupted when its epoch 1 began (leaving
+    # its backup, as a kill would) and resumed: the uninterrupted cluster's epochs and weights
+    for summary, folder in ((chief, tmp_path), (other, tmp_path / "workers" / "worker-1")):
+        assert summary["resumed_after_epoch"] == 1
+        _assert_same_training(Path(summary["resumed_run_dir"]), folder, stages=("fusion",))
 
 
 @pytest.mark.slow
@@ -395,6 +489,45 @@ def test_killed_run_resumes_from_backup(tmp_path):
     assert summary["stages"]["vmlp"]["resumed_after_epoch"] == done
     assert (tmp_path / "vmlp.keras").exists() and not (tmp_path / "vmlp" / "backup").exists()
     assert runs.load_run(tmp_path).histories["vmlp"]["epoch"][-1] == vmlp_epochs - 1
+    # and it is the uninterrupted training: same data order and dropout masks in every epoch
+    # after the kill, so the same per-epoch logs and final weights (issue 9 item 4)
+    reference = tmp_path / "uninterrupted"
+    training.run_algorithm1(toy.toy_config(epochs=(1, vmlp_epochs, 1)), toy.toy_features(32),
+                            toy.toy_features(16, split_seed=1), run_dir=reference, verbose=0)
+    _assert_same_training(tmp_path, reference)
+
+
+class _StopAt(keras.callbacks.Callback):
+    """Stops a fit when ``epoch`` begins, leaving its backup as a kill would."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise toy.Interrupted
+
+
+def test_a_stage_stopped_twice_and_resumed_ends_as_the_uninterrupted_one(tmp_path):
+    cfg = toy.toy_config(epochs=(1, 4, 1), batch=8)
+    features = toy.toy_features(4)
+    plan = training.stage_plans(cfg.train)["vmlp"]
+    xy = (training.stage_inputs("vmlp", features), features.labels)
+
+    def build():
+        return heads.build_video_mlp(4, 3, cfg.model, feature_dim=toy.VIDEO_DIM)
+
+    def stage(run_dir, *extra):
+        return training.train_stage(plan, build, xy, None, distribute.get_strategy("default"),
+                                    run_dir, verbose=0, extra_callbacks=lambda _: extra)
+
+    stage(tmp_path / "uninterrupted")
+    for stop in (1, 3):  # resumed after epoch 1, then stopped again
+        with pytest.raises(toy.Interrupted):
+            stage(tmp_path / "resumed", _StopAt(stop))
+    assert stage(tmp_path / "resumed")[1]["resumed_after_epoch"] == 3
+    _assert_same_training(tmp_path / "resumed", tmp_path / "uninterrupted", stages=("vmlp",))
 
 
 def test_csv_log_is_trimmed_to_the_backup_epoch(tmp_path):
