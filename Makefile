@@ -8,6 +8,8 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 CONFIG ?= configs/synthetic.yaml
 PYTEST_ARGS ?=
+# pytest-xdist workers: one per core (`auto`); PYTEST_WORKERS=0 runs the suite in one process.
+PYTEST_WORKERS ?= auto
 DEMO_ARGS ?=
 
 .PHONY: install demo test test-fast lint clean bench
@@ -26,11 +28,11 @@ demo: install
 
 # The whole suite, end-to-end tests included (what CI runs).
 test: install
-	$(PY) -m pytest -q --durations=25 $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --durations=25 $(PYTEST_ARGS)
 
 # Everything but the end-to-end (`slow`) tests.
 test-fast: install
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
