@@ -48,8 +48,12 @@ TFRECORD_SUFFIX = ".tfrecord"
 #: A TFRecord shard's file name: ``<split>-<index>-of-<total>.tfrecord``, five digits each.
 SHARD_NAME_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{5})-of-(?P<total>\d{5})"
                            r"\.tfrecord$")
-#: Version of the feature-shard layout and ``feature_info.json`` (2: typed backbone specs).
-FEATURES_VERSION = 2
+#: Version of the feature-shard layout and ``feature_info.json`` (2: typed backbone specs;
+#: 3: several audio backbones side by side, ``audio_backbones``).
+FEATURES_VERSION = 3
+#: The audio backbone of folders that hold one (version 2), and whose shards keep the names
+#: ``audio-<REP>-...`` (the other backbones': ``audio-<backbone>-<REP>-...``).
+DEFAULT_AUDIO_BACKBONE = "inception_resnet_v2"
 
 
 class SchemaVersionError(ValueError):
@@ -205,22 +209,51 @@ class SplitFeatures(_Record):
 
 
 @dataclass(frozen=True)
+class AudioFeatures(_Record):
+    """One audio backbone's features in a features folder (several live side by side).
+
+    Args:
+        backbone: the :class:`BackboneSpec` that made them.
+        dim: their width.
+        fingerprint: hash of what their values depend on beyond the folder's fingerprint
+            (the backbone); another backbone spec under the same name is refused as stale.
+        representations: per split, the representations extracted.
+    """
+
+    backbone: BackboneSpec
+    dim: int
+    fingerprint: str = ""
+    representations: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "representations", {
+            k: tuple(v) for k, v in dict(self.representations).items()})
+
+
+@dataclass(frozen=True)
 class FeatureInfo(_Record):
     """``feature_info.json``: what ``maivar extract`` wrote and from what.
 
     Args:
-        fingerprint: hash of everything the feature values depend on (stale shards are refused).
+        fingerprint: hash of everything the video features depend on and every audio backbone
+            shares (K, crops, TFRecords); each audio backbone adds its own
+            (:class:`AudioFeatures`). Stale shards are refused.
         num_segments: K, segment features per video.
-        video_dim, audio_dim: feature widths.
+        video_dim, audio_dim: feature widths (``audio_dim``: the first audio backbone's).
         crop_size: the frame crop side the video backbone saw.
         ten_crop: whether video features average TSN's ten crops.
-        video_backbone, audio_backbone: the backbones, as :class:`BackboneSpec`.
+        video_backbone, audio_backbone: the backbones, as :class:`BackboneSpec`
+            (``audio_backbone``: the first audio backbone extracted into the folder, as
+            version 2 recorded it; every one is in ``audio_backbones``).
         class_names: the dataset's classes.
         config: the experiment config of the extraction.
         tfrecords_schema_version: the schema of the TFRecords the features came from.
         keys: the feature-shard ``tf.train.Example`` keys.
-        splits: per split, a :class:`SplitFeatures`.
+        splits: per split, a :class:`SplitFeatures` (its representations: the first audio
+            backbone's).
         features_version: :data:`FEATURES_VERSION` of the writer.
+        audio_backbones: per ``model.audio_backbone`` name, its :class:`AudioFeatures`
+            (empty in version 2, whose one audio backbone :meth:`audio` reports as the default).
     """
 
     FILE: ClassVar[str] = FEATURE_INFO
@@ -240,6 +273,7 @@ class FeatureInfo(_Record):
     keys: Mapping[str, str] = field(default_factory=dict)
     splits: Mapping[str, SplitFeatures] = field(default_factory=dict)
     features_version: int = FEATURES_VERSION
+    audio_backbones: Mapping[str, AudioFeatures] = field(default_factory=dict)
 
     @property
     def representations(self) -> tuple[str, ...]:
@@ -260,11 +294,42 @@ class FeatureInfo(_Record):
         return {**super().to_json(), "representations": list(self.representations),
                 "counts": self.counts}
 
-    def backbone(self, kind: str) -> BackboneSpec:
-        """The ``video`` or ``audio`` :class:`BackboneSpec`."""
+    def backbone(self, kind: str, audio_backbone: str | None = None) -> BackboneSpec:
+        """The ``video`` or ``audio`` :class:`BackboneSpec` (the audio one of
+        ``audio_backbone``; default the first one extracted).
+
+        Raises:
+            ValueError: an unknown kind; an audio backbone the folder has no features of.
+        """
         if kind not in ("video", "audio"):
             raise ValueError(f"backbone kind {kind!r}; allowed: video, audio")
-        return self.video_backbone if kind == "video" else self.audio_backbone
+        if kind == "video":
+            return self.video_backbone
+        if audio_backbone is None:
+            return self.audio_backbone
+        found = self.audio(audio_backbone)
+        if found is None:
+            raise ValueError(f"no {audio_backbone!r} audio features; extracted audio "
+                             f"backbones: {', '.join(self.audio_names)}")
+        return found.backbone
+
+    @property
+    def audio_names(self) -> tuple[str, ...]:
+        """The audio backbones whose features the folder holds, first extracted first."""
+        return tuple(self.audio_backbones) or (DEFAULT_AUDIO_BACKBONE,)
+
+    def audio(self, name: str) -> AudioFeatures | None:
+        """The features of audio backbone ``name`` (a ``model.audio_backbone`` value), or None.
+
+        A version-2 folder holds one audio backbone's, reported as the default's (its shards
+        have the default's names).
+        """
+        if self.audio_backbones:
+            return self.audio_backbones.get(name)
+        if name != DEFAULT_AUDIO_BACKBONE:
+            return None
+        return AudioFeatures(self.audio_backbone, self.audio_dim, "", {
+            split: s.representations for split, s in self.splits.items()})
 
 
 # ----------------------------------------------------------------------------- runs
@@ -331,6 +396,13 @@ class RunInfo(_ClassifierRecord):
     def temperature(self) -> float:
         """The fusion logits' temperature (1.0 for runs recorded without one)."""
         return float(self.calibration.get("temperature", 1.0))
+
+    @property
+    def audio_backbone(self) -> str:
+        """The audio backbone the run's features came from (``model.audio_backbone``; the
+        default for runs recorded before there was a choice)."""
+        model = self.config.get("model", {}) if isinstance(self.config, Mapping) else {}
+        return str(model.get("audio_backbone", DEFAULT_AUDIO_BACKBONE))
 
 
 # ----------------------------------------------------------------------------- exports

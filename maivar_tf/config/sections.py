@@ -27,6 +27,14 @@ VIDEO_POOLING = ("mean", "flatten")
 AUDIO_ROWS_INIT = ("zeros", "glorot_uniform")
 SAMPLING_MODES = ("center", "random")
 COLORMAPS = ("viridis", "magma", "inferno", "plasma", "gray")
+#: The audio-image backbones (``model.audio_backbone``; maivar_tf.models.audio_backbones builds
+#: them): the paper's InceptionResNetV2 (default) and its ablation's ResNets and EfficientNets.
+AUDIO_BACKBONES: tuple[str, ...] = (
+    "inception_resnet_v2",
+    "resnet18", "resnet50", "resnet101", "resnet152",
+    "resnet50_v2", "resnet101_v2", "resnet152_v2",
+    *(f"efficientnet_b{i}" for i in range(8)),
+)
 
 
 class ConfigError(ValueError):
@@ -245,8 +253,11 @@ class ModelConfig:
     Args:
         video_weights: BNInception weights: ``none`` or a path (``.weights.h5`` made by
             ``maivar convert-weights``).
-        audio_weights: InceptionResNetV2 weights: ``imagenet`` (needs the network or the Keras
-            cache), ``none`` or a path to the Keras ImageNet ``.h5``.
+        audio_backbone: the audio-image backbone, one of :data:`AUDIO_BACKBONES` (default
+            the paper's ``inception_resnet_v2``).
+        audio_weights: its weights: ``imagenet`` (needs the network or the Keras cache; for
+            ``resnet18`` a converted torchvision checkpoint's path instead), ``none`` or a path
+            to the Keras ImageNet ``.h5`` or a ``.weights.h5``.
         representation: the audio-image the audio MLP and the fusion MLP use.
         video_pooling: how the K x 1024 segment features enter the VMLP: ``mean`` (TSN's
             average consensus; the default) or ``flatten`` (keeps segment order).
@@ -258,6 +269,7 @@ class ModelConfig:
     """
 
     video_weights: str = "none"
+    audio_backbone: str = "inception_resnet_v2"
     audio_weights: str = "none"
     representation: str = "chromagram"
     video_pooling: str = "mean"
@@ -269,6 +281,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         s = "model"
         _check_weights(s, "video_weights", self.video_weights, allow_imagenet=False)
+        _check_choice(s, "audio_backbone", self.audio_backbone, AUDIO_BACKBONES)
         _check_weights(s, "audio_weights", self.audio_weights, allow_imagenet=True)
         _check_choice(s, "representation", self.representation, REPRESENTATIONS)
         _check_choice(s, "video_pooling", self.video_pooling, VIDEO_POOLING)

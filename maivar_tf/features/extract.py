@@ -11,9 +11,13 @@ One output shard per input shard (``SSSSS`` is the input shard's index). Each ou
 under a temporary name and renamed when complete, so an interrupted run leaves no half-written
 shard under a final name; a re-run skips every output that already exists (and computes only
 the missing representations of a shard). ``feature_info.json`` records a fingerprint of
-everything the values depend on (backbones, K, crops, the TFRecords' ``dataset_info.json``): a
-folder made with other settings is refused. Extraction is deterministic: no shuffling, no random
-crops (the centre crop, or TSN's ten crops with ``extract.ten_crop``).
+everything the values depend on (the video backbone, K, crops, the TFRecords'
+``dataset_info.json``) and one per audio backbone: a folder made with other settings is refused,
+but an extraction with another ``model.audio_backbone`` adds that backbone's audio shards beside
+the others (``audio-<backbone>-<REP>-...``, :func:`~maivar_tf.features.shards.audio_shard_name`)
+and skips the video shards that exist. Folders of version 2 (one audio backbone) are read, and
+extended, as holding the default backbone's. Extraction is deterministic: no shuffling, no
+random crops (the centre crop, or TSN's ten crops with ``extract.ten_crop``).
 
 Example:
     >>> cfg = load_config("configs/synthetic.yaml")                     # doctest: +SKIP
@@ -22,10 +26,7 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import glob
-import hashlib
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -36,17 +37,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from maivar_tf.artifacts import (
-    FEATURES_VERSION,
     SHARD_NAME_RE,
-    ArtifactError,
+    AudioFeatures,
     BackboneSpec,
     DatasetInfo,
     FeatureInfo,
     SplitFeatures,
 )
-from maivar_tf.config import REPRESENTATIONS, ExperimentConfig
+from maivar_tf.config import ExperimentConfig
 from maivar_tf.console import progress as progress_bar
 from maivar_tf.data import schema
+from maivar_tf.features.info import (
+    audio_fingerprint,
+    extraction_fingerprint,
+    record_split,
+    start_feature_info,
+)
 from maivar_tf.features.shards import (
     FEATURE_KEYS,
     FeatureError,
@@ -80,22 +86,6 @@ def shard_index(path: Path, position: int) -> int:
     return int(m.group("index")) if m else position
 
 
-def extraction_fingerprint(cfg: ExperimentConfig, dataset_info: DatasetInfo,
-                           video: BackboneSpec, audio: BackboneSpec) -> str:
-    """A hash of everything the feature values depend on (stale shards are refused)."""
-    payload = {
-        "features_version": FEATURES_VERSION,
-        "video": video.fingerprint(),
-        "audio": audio.fingerprint(),
-        "num_segments": cfg.data.num_segments,
-        "crop_size": cfg.data.crop_size,
-        "ten_crop": cfg.extract.ten_crop,
-        "dataset_info": dataset_info.to_json(),
-    }
-    blob = json.dumps(payload, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
 # ----------------------------------------------------------------------------- the job
 
 
@@ -107,6 +97,7 @@ class _Job:
     representations: tuple[str, ...]
     video: BackboneFeatures
     audio: BackboneFeatures
+    audio_backbone: str
     layout: ShardLayout
     num_segments: int
     crop_size: int
@@ -126,6 +117,7 @@ def _backbone_features(cfg: ExperimentConfig, out_dir: Path, injected: Mapping[s
     sizes = {"video": int(cfg.data.crop_size), "audio": int(cfg.data.audio.image_size)}
     weights = {"video": cfg.model.video_weights, "audio": cfg.model.audio_weights}
     seeds = {"video": cfg.train.seed, "audio": cfg.train.seed + 1}
+    archs = {"video": None, "audio": cfg.model.audio_backbone}
     out = {}
     for kind, size in sizes.items():
         given = injected.get(kind)
@@ -138,39 +130,16 @@ def _backbone_features(cfg: ExperimentConfig, out_dir: Path, injected: Mapping[s
         if given is not None:
             model, spec = given, injected_spec(given, size)
         else:
-            model, spec = init_backbone(kind, weights[kind], size, out_dir, seed=seeds[kind])
+            try:
+                model, spec = init_backbone(kind, weights[kind], size, out_dir,
+                                            seed=seeds[kind], architecture=archs[kind])
+            except ValueError as e:  # an image size the backbone does not take
+                raise FeatureError(f"{kind} backbone {archs[kind] or ''}: {e}") from e
         try:
             out[kind] = (BackboneFeatures(model, (size, size, 3)), spec)
         except ValueError as e:
             raise FeatureError(str(e)) from e
     return out
-
-
-def _start_feature_info(out_dir: Path, info: FeatureInfo) -> FeatureInfo:
-    """Writes ``info`` (keeping the splits already extracted) or refuses a stale folder.
-
-    The fingerprint is recorded before any shard is written.
-
-    Raises:
-        FeatureError: the folder holds features made with other settings, or feature shards
-            without a ``feature_info.json``.
-    """
-    if FeatureInfo.exists(out_dir):
-        try:
-            old = FeatureInfo.read(out_dir)
-        except ArtifactError:
-            old = None
-        if old is None or old.fingerprint != info.fingerprint:
-            raise FeatureError(
-                f"{out_dir} holds features made with other settings (weights, K, crops or "
-                f"TFRecords: fingerprint {old.fingerprint if old else 'of an older layout'} != "
-                f"{info.fingerprint}); delete it or set data.features_dir to another folder")
-        info = dataclasses.replace(info, splits=dict(old.splits))
-    elif any(out_dir.glob("*.tfrecord")):
-        raise FeatureError(f"{out_dir} holds feature shards but no {FeatureInfo.FILE}; delete "
-                           "them or set data.features_dir to another folder")
-    info.write(out_dir)
-    return info
 
 
 def _check_request(cfg: ExperimentConfig, data_dir: Path, splits: Sequence[str],
@@ -212,16 +181,19 @@ def extract_features(cfg: ExperimentConfig, *, splits: Sequence[str] = ("train",
 
     Args:
         cfg: the experiment; reads ``cfg.data.output_dir`` (TFRecords), writes
-            ``cfg.data.features_dir``; ``cfg.model.video_weights``/``audio_weights`` pick the
-            backbone weights, ``cfg.extract.ten_crop`` TSN ten-crop averaging and
-            ``cfg.extract.batch_size`` the videos per batch.
+            ``cfg.data.features_dir``; ``cfg.model.audio_backbone`` the audio backbone (whose
+            shards are added beside those of other audio backbones),
+            ``cfg.model.video_weights``/``audio_weights`` the backbone weights,
+            ``cfg.extract.ten_crop`` TSN ten-crop averaging and ``cfg.extract.batch_size`` the
+            videos per batch.
         splits: which splits to extract.
         representations: audio-images to extract (default: ``cfg.data.representations``).
         progress: report progress per split (:func:`maivar_tf.console.progress`).
         video_backbone: a Keras model ``[B,crop,crop,3] (0..255 RGB) -> [B,Dv]`` or a
             :class:`~maivar_tf.models.backbones.BackboneFeatures` of one; default: BNInception
             with ``cfg.model.video_weights``. Tests inject tiny ones.
-        audio_backbone: the same for ``[B,S,S,3] -> [B,Da]``; default InceptionResNetV2.
+        audio_backbone: the same for ``[B,S,S,3] -> [B,Da]``, standing in for
+            ``cfg.model.audio_backbone`` (whose name its shards get); default that backbone.
         data_dir: overrides ``cfg.data.output_dir``.
         features_dir: overrides ``cfg.data.features_dir``.
 
@@ -240,16 +212,20 @@ def extract_features(cfg: ExperimentConfig, *, splits: Sequence[str] = ("train",
     backbones = _backbone_features(cfg, out_dir, {"video": video_backbone,
                                                   "audio": audio_backbone})
     (video, video_spec), (audio, audio_spec) = backbones["video"], backbones["audio"]
+    name = cfg.model.audio_backbone
     out_dir.mkdir(parents=True, exist_ok=True)
-    info = _start_feature_info(out_dir, FeatureInfo(
-        fingerprint=extraction_fingerprint(cfg, dataset_info, video_spec, audio_spec),
+    info = start_feature_info(out_dir, FeatureInfo(
+        fingerprint=extraction_fingerprint(cfg, dataset_info, video_spec),
         num_segments=cfg.data.num_segments, video_dim=video.dim, audio_dim=audio.dim,
         crop_size=cfg.data.crop_size, ten_crop=cfg.extract.ten_crop,
         video_backbone=video_spec, audio_backbone=audio_spec,
         class_names=tuple(dataset_info.class_names), config=cfg.to_dict(),
-        tfrecords_schema_version=dataset_info.schema_version, keys=dict(FEATURE_KEYS)))
+        tfrecords_schema_version=dataset_info.schema_version, keys=dict(FEATURE_KEYS),
+        audio_backbones={name: AudioFeatures(audio_spec, audio.dim,
+                                             audio_fingerprint(audio_spec))}),
+        name, extraction_fingerprint(cfg, dataset_info, video_spec, audio_spec, version=2))
     job = _Job(out_dir=out_dir, representations=tuple(reps), video=video, audio=audio,
-               layout=layout, num_segments=int(cfg.data.num_segments),
+               audio_backbone=name, layout=layout, num_segments=int(cfg.data.num_segments),
                crop_size=int(cfg.data.crop_size),
                ten_crop=bool(cfg.extract.ten_crop), batch_size=int(cfg.extract.batch_size))
     for split in splits:
@@ -257,11 +233,7 @@ def extract_features(cfg: ExperimentConfig, *, splits: Sequence[str] = ("train",
         with progress_bar(total=total, desc=f"extract {split}", unit="video",
                           enabled=progress) as bar:
             done = _extract_split(job, split, shards[split], bar)
-        previous = info.splits.get(split)
-        done = dataclasses.replace(done, representations=tuple(sorted(
-            set(previous.representations if previous else ()) | set(done.representations),
-            key=REPRESENTATIONS.index)))
-        info = dataclasses.replace(info, splits={**info.splits, split: done})
+        info = record_split(info, name, split, done)
         info.write(out_dir)
     return out_dir
 
@@ -275,7 +247,8 @@ def _extract_split(job: _Job, split: str, files: Sequence[Path], bar) -> SplitFe
     for position, shard in enumerate(files):
         index = shard_index(shard, position)
         video_name = video_shard_name(split, index)
-        audio_names = {r: audio_shard_name(r, split, index) for r in job.representations}
+        audio_names = {r: audio_shard_name(r, split, index, job.audio_backbone)
+                       for r in job.representations}
         _remove_stale_temps(job.out_dir, [video_name, *audio_names.values()])
         todo_video = not (job.out_dir / video_name).exists()
         todo = {r: n for r, n in audio_names.items() if not (job.out_dir / n).exists()}

@@ -6,7 +6,13 @@ in ``features_dir`` as::
     video-<split>-SSSSS.tfrecord          {example/id, clip/label/index,
                                            video/features (K*D floats), video/num_segments}
     audio-<REP>-<split>-SSSSS.tfrecord    {example/id, clip/label/index, audio/features (D)}
+    audio-<backbone>-<REP>-<split>-SSSSS.tfrecord
+                                          the same, from another audio backbone than the
+                                          default InceptionResNetV2 (model.audio_backbone)
     feature_info.json                     a FeatureInfo (maivar_tf.artifacts)
+
+The audio features of several backbones live side by side in one folder (the backbone
+ablation of the paper's Sec. 5.2.1); ``load_features(..., audio_backbone=...)`` picks them.
 
 :func:`load_features` reads one split back as a :class:`FeatureSet`, joining video and audio
 **by example id, never by row position** (:func:`pair_by_id`): the authors' public
@@ -24,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maivar_tf.artifacts import ArtifactError, FeatureInfo
+from maivar_tf.artifacts import DEFAULT_AUDIO_BACKBONE, ArtifactError, FeatureInfo
 from maivar_tf.config import REPRESENTATIONS
 
 # Feature-shard keys (tf.train.Example).
@@ -53,6 +59,7 @@ class FeatureSet:
         labels: class indices, int64 ``[N]``.
         class_names: the class list the labels index.
         representation: which audio-image the audio features come from.
+        audio_backbone: which audio backbone (``model.audio_backbone``) made them.
     """
 
     ids: np.ndarray
@@ -61,6 +68,7 @@ class FeatureSet:
     labels: np.ndarray
     class_names: tuple[str, ...]
     representation: str
+    audio_backbone: str = DEFAULT_AUDIO_BACKBONE
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -97,15 +105,26 @@ def video_shard_name(split: str, index: int) -> str:
     return f"video-{split}-{index:05d}.tfrecord"
 
 
-def audio_shard_name(representation: str, split: str, index: int) -> str:
-    """File name of one representation's audio feature shard for input shard ``index``."""
-    return f"audio-{representation.upper()}-{split}-{index:05d}.tfrecord"
+def _audio_prefix(representation: str, backbone: str) -> str:
+    """``audio-<REP>`` for the default backbone (the names of version 2), else
+    ``audio-<backbone>-<REP>``."""
+    named = "" if backbone == DEFAULT_AUDIO_BACKBONE else f"{backbone}-"
+    return f"audio-{named}{representation.upper()}"
 
 
-def _shard_files(features_dir: Path, split: str, representation: str | None) -> list[Path]:
+def audio_shard_name(representation: str, split: str, index: int,
+                     backbone: str = DEFAULT_AUDIO_BACKBONE) -> str:
+    """File name of one representation's audio feature shard for input shard ``index``,
+    from audio backbone ``backbone`` (``audio-resnet18-MFCC-train-00000.tfrecord``; the default
+    backbone's have no backbone in the name)."""
+    return f"{_audio_prefix(representation, backbone)}-{split}-{index:05d}.tfrecord"
+
+
+def _shard_files(features_dir: Path, split: str, representation: str | None,
+                 backbone: str = DEFAULT_AUDIO_BACKBONE) -> list[Path]:
     """The split's video shards (``representation`` None) or audio shards, sorted."""
     digits = "[0-9]" * 5
-    prefix = "video" if representation is None else f"audio-{representation.upper()}"
+    prefix = "video" if representation is None else _audio_prefix(representation, backbone)
     return sorted(features_dir.glob(f"{prefix}-{split}-{digits}.tfrecord"))
 
 
@@ -281,30 +300,54 @@ def read_feature_info(features_dir: str | os.PathLike) -> FeatureInfo:
         raise FeatureError(f"{e}; re-run `maivar extract` into a fresh data.features_dir") from e
 
 
+def resolve_audio_backbone(info: FeatureInfo, audio_backbone: str | None) -> str:
+    """The audio backbone to read: ``audio_backbone``, else the default when the folder has
+    its features, else the folder's only one.
+
+    Raises:
+        FeatureError: the folder has no features of that backbone (or several, none given).
+    """
+    names = info.audio_names
+    if audio_backbone is None:
+        if DEFAULT_AUDIO_BACKBONE in names or len(names) == 1:
+            return DEFAULT_AUDIO_BACKBONE if DEFAULT_AUDIO_BACKBONE in names else names[0]
+        raise FeatureError(f"the features hold several audio backbones ({', '.join(names)}); "
+                           "name one (model.audio_backbone)")
+    if info.audio(audio_backbone) is None:
+        raise FeatureError(
+            f"no {audio_backbone!r} audio features; extracted audio backbones: "
+            f"{', '.join(names)}. Run `maivar extract --set model.audio_backbone="
+            f"{audio_backbone}`.")
+    return audio_backbone
+
+
 def _check_extracted(info: FeatureInfo, features_dir: Path, split: str,
-                     representation: str) -> None:
+                     representation: str, backbone: str) -> None:
     if representation not in REPRESENTATIONS:
         raise FeatureError(f"unknown representation {representation!r}; allowed: "
                            f"{', '.join(REPRESENTATIONS)}")
     if split not in info.splits:
         raise FeatureError(f"no {split!r} features in {features_dir}; extracted splits: "
                            f"{', '.join(info.splits) or 'none'}")
-    done = info.splits[split].representations
+    done = info.audio(backbone).representations.get(split, ())
     if representation not in done:
+        which = "" if backbone == DEFAULT_AUDIO_BACKBONE else f" --set model.audio_backbone={backbone}"
         raise FeatureError(
-            f"no {representation!r} audio features for split {split!r} in {features_dir}; "
-            f"extracted: {', '.join(done) or 'none'}. "
-            f"Run `maivar extract --representations {representation}`.")
+            f"no {representation!r} audio features ({backbone}) for split {split!r} in "
+            f"{features_dir}; extracted: {', '.join(done) or 'none'}. "
+            f"Run `maivar extract --representations {representation}{which}`.")
 
 
-def load_features(features_dir: str | os.PathLike, split: str,
-                  representation: str) -> FeatureSet:
+def load_features(features_dir: str | os.PathLike, split: str, representation: str,
+                  audio_backbone: str | None = None) -> FeatureSet:
     """Loads one split's video and audio features, joined by example id (never by position).
 
     Args:
         features_dir: the folder :func:`~maivar_tf.features.extract_features` wrote.
         split: ``train``, ``test`` or ``val``.
         representation: the audio-image whose audio features to pair with the video features.
+        audio_backbone: whose audio features (``model.audio_backbone``); default: the default
+            backbone's when the folder has them, else the folder's only audio backbone's.
 
     Returns:
         A :class:`FeatureSet` sorted by example id.
@@ -314,11 +357,12 @@ def load_features(features_dir: str | os.PathLike, split: str,
     """
     features_dir = Path(features_dir)
     info = read_feature_info(features_dir)
-    _check_extracted(info, features_dir, split, representation)
+    backbone = resolve_audio_backbone(info, audio_backbone)
+    _check_extracted(info, features_dir, split, representation, backbone)
     video = read_video_shards(_shard_files(features_dir, split, None), info.num_segments,
                               info.video_dim)
-    audio = read_audio_shards(_shard_files(features_dir, split, representation),
-                              info.audio_dim)
+    audio = read_audio_shards(_shard_files(features_dir, split, representation, backbone),
+                              info.audio(backbone).dim)
     paired = pair_by_id(video, audio, split=split, representation=representation)
     expected = info.splits[split].count
     if len(paired["ids"]) != int(expected):
@@ -326,4 +370,4 @@ def load_features(features_dir: str | os.PathLike, split: str,
                            f"{FeatureInfo.FILE} says {expected}; re-run `maivar extract`")
     return FeatureSet(ids=paired["ids"], video=paired["video"], audio=paired["audio"],
                       labels=paired["labels"], class_names=tuple(info.class_names),
-                      representation=representation)
+                      representation=representation, audio_backbone=backbone)

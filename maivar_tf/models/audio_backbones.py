@@ -33,6 +33,7 @@ from pathlib import Path
 
 import keras
 
+from maivar_tf.artifacts import DEFAULT_AUDIO_BACKBONE  # the paper's; shards keep their names
 from maivar_tf.models import inception_resnet_v2 as irv2
 from maivar_tf.models.bn_inception import TSNPreprocessing
 from maivar_tf.models.resnet18 import build_resnet18, torchvision_preprocessing
@@ -43,8 +44,6 @@ from maivar_tf.models.weights import (
     parse_weights_spec,
 )
 
-#: The default audio backbone (the paper's), whose shards keep the names they always had.
-DEFAULT_AUDIO_BACKBONE = "inception_resnet_v2"
 #: ``keras.applications.imagenet_utils.preprocess_input`` caffe mode: BGR minus these means.
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 #: The smallest input side of the ``keras.applications`` backbones without their top.

@@ -1,7 +1,8 @@
 """Backbone features: frames and audio-images -> feature vectors, one traced function each.
 
 MAiVAR (Shaikh et al. 2024, Sec. 3.3-3.4) feeds its heads frozen features: BNInception (TSN)
-turns each of the K segment frames into a vector, InceptionResNetV2 each audio-image.
+turns each of the K segment frames into a vector, InceptionResNetV2 (or another audio backbone
+of :mod:`maivar_tf.models.audio_backbones`, ``model.audio_backbone``) each audio-image.
 :class:`BackboneFeatures` wraps a backbone in one ``tf.function`` per input shape (unknown
 batch), and :func:`video_features` takes the centre crop, or TSN's ten crops averaged
 (Wang et al. 2016), through :mod:`maivar_tf.ops`. Feature extraction, the serving module and
@@ -10,9 +11,10 @@ batch), and :func:`video_features` takes the centre crop, or TSN's ten crops ave
 Backbones are built from their weights spec (``none``, ``imagenet`` or a file) by
 :func:`build_backbone`. Features from randomly initialised (``none``) backbones are only
 meaningful with the very weights they came from: :func:`init_backbone` seeds them and saves
-them once under ``<features_dir>/backbones/<kind>.weights.h5`` (recorded in the
-:class:`~maivar_tf.artifacts.BackboneSpec`), and :func:`restore_backbone` rebuilds a backbone
-from its spec for serving.
+them once under ``<features_dir>/backbones/<kind>.weights.h5`` (``audio-<backbone>.weights.h5``
+for an audio backbone other than the default; recorded in the
+:class:`~maivar_tf.artifacts.BackboneSpec`), and :func:`restore_backbone` rebuilds a backbone,
+whichever architecture its spec names, for serving.
 
 Example:
     >>> fn = BackboneFeatures(build_backbone("video", "none", 224), (224, 224, 3))
@@ -31,13 +33,16 @@ import tensorflow as tf
 
 from maivar_tf import ops
 from maivar_tf.artifacts import BACKBONES_SUBDIR, BackboneSpec, backbone_weights_name
+from maivar_tf.models.audio_backbones import (
+    AUDIO_BACKBONE_TABLE,
+    DEFAULT_AUDIO_BACKBONE,
+    build_audio_image_backbone,
+)
 from maivar_tf.models.bn_inception import build_video_backbone
-from maivar_tf.models.inception_resnet_v2 import IMAGE_SIZE as AUDIO_IMAGE_SIZE
-from maivar_tf.models.inception_resnet_v2 import build_audio_backbone
 from maivar_tf.models.weights import WeightsError
 
-#: The two backbones, by kind, and the architecture name their specs record.
-ARCHITECTURES = {"video": "bn_inception", "audio": "inception_resnet_v2"}
+#: The default backbone of each kind: the architecture name its specs record.
+ARCHITECTURES = {"video": "bn_inception", "audio": DEFAULT_AUDIO_BACKBONE}
 #: Images per backbone call when a caller bounds memory (ten crops of a large K, say).
 MAX_IMAGES_PER_CALL = 256
 #: Prefix of the architecture recorded for a model handed in by code.
@@ -47,6 +52,16 @@ INJECTED = "injected"
 def _check_kind(kind: str) -> None:
     if kind not in ARCHITECTURES:
         raise ValueError(f"backbone kind {kind!r}; allowed: {', '.join(ARCHITECTURES)}")
+
+
+def _architecture(kind: str, architecture: str | None) -> str:
+    """The architecture of a ``kind`` backbone (its default for None), checked."""
+    _check_kind(kind)
+    arch = architecture or ARCHITECTURES[kind]
+    allowed = AUDIO_BACKBONE_TABLE if kind == "audio" else (ARCHITECTURES["video"],)
+    if arch not in allowed:
+        raise ValueError(f"{kind} backbone {arch!r}; allowed: {', '.join(allowed)}")
+    return arch
 
 
 def output_dim(model: keras.Model, image_shape: Sequence[int]) -> int:
@@ -137,35 +152,36 @@ def video_features(fn: BackboneFeatures, frames, crop_size: int, ten_crop: bool 
 # ----------------------------------------------------------------------------- building
 
 
-def build_backbone(kind: str, weights: str = "none", image_size: int | None = None,
-                   **hyperparameters) -> keras.Model:
-    """Builds the ``video`` (BNInception) or ``audio`` (InceptionResNetV2) backbone.
+def build_backbone(kind: str, weights: str = "none", image_size: int | None = None, *,
+                   architecture: str | None = None, **hyperparameters) -> keras.Model:
+    """Builds the ``video`` (BNInception) or an ``audio`` backbone.
 
     Args:
         kind: ``video`` or ``audio``.
         weights: ``none``, ``imagenet`` (audio only) or a weights file.
-        image_size: the square input side (video: the crop size; audio: 299 only).
+        image_size: the square input side (video: the crop size; audio: 299 only for
+            InceptionResNetV2, any side >= 32 for the others).
+        architecture: the audio backbone (a ``model.audio_backbone`` value; default
+            InceptionResNetV2).
         **hyperparameters: passed to the builder (e.g. BNInception's ``blocks``).
 
     Raises:
-        ValueError: an unknown kind or an audio image size the backbone does not take.
+        ValueError: an unknown kind or architecture, or an image size the backbone does not
+            take.
         WeightsError, FileNotFoundError: see the builders.
     """
-    _check_kind(kind)
+    arch = _architecture(kind, architecture)
     if kind == "video":
         size = {} if image_size is None else {"image_size": int(image_size)}
         return build_video_backbone(weights, **size, **hyperparameters)
-    if image_size is not None and int(image_size) != AUDIO_IMAGE_SIZE:
-        raise ValueError(f"audio image_size: {image_size}; allowed: {AUDIO_IMAGE_SIZE} "
-                         "(InceptionResNetV2's input side)")
-    return build_audio_backbone(weights, **hyperparameters)
+    return build_audio_image_backbone(arch, weights, image_size, **hyperparameters)
 
 
-def backbone_spec(kind: str, weights: str, image_size: int,
-                  saved_weights: str | None = None) -> BackboneSpec:
+def backbone_spec(kind: str, weights: str, image_size: int, saved_weights: str | None = None,
+                  *, architecture: str | None = None) -> BackboneSpec:
     """The :class:`BackboneSpec` of a backbone :func:`build_backbone` made."""
-    _check_kind(kind)
-    return BackboneSpec.describe(ARCHITECTURES[kind], weights, image_size, saved_weights)
+    return BackboneSpec.describe(_architecture(kind, architecture), weights, image_size,
+                                 saved_weights)
 
 
 def injected_spec(model: keras.Model, image_size: int) -> BackboneSpec:
@@ -173,13 +189,18 @@ def injected_spec(model: keras.Model, image_size: int) -> BackboneSpec:
     return BackboneSpec(f"{INJECTED}:{model.name}", INJECTED, int(image_size))
 
 
-def saved_weights_path(kind: str) -> str:
-    """Where :func:`init_backbone` saves random weights, relative to the features folder."""
-    return f"{BACKBONES_SUBDIR}/{backbone_weights_name(kind)}"
+def saved_weights_path(kind: str, architecture: str | None = None) -> str:
+    """Where :func:`init_backbone` saves random weights, relative to the features folder
+    (``backbones/audio.weights.h5`` for the default, ``audio-<name>.weights.h5`` for the other
+    audio backbones)."""
+    arch = _architecture(kind, architecture)
+    stem = kind if arch == ARCHITECTURES[kind] else f"{kind}-{arch}"
+    return f"{BACKBONES_SUBDIR}/{backbone_weights_name(stem)}"
 
 
 def init_backbone(kind: str, weights: str, image_size: int, features_dir: str | os.PathLike,
-                  *, seed: int, **hyperparameters) -> tuple[keras.Model, BackboneSpec]:
+                  *, seed: int, architecture: str | None = None,
+                  **hyperparameters) -> tuple[keras.Model, BackboneSpec]:
     """The backbone a feature extraction uses, and its spec.
 
     Random (``none``) weights are drawn after ``keras.utils.set_random_seed(seed)`` and saved
@@ -193,23 +214,25 @@ def init_backbone(kind: str, weights: str, image_size: int, features_dir: str | 
         image_size: the input side.
         features_dir: the extraction's output folder.
         seed: the seed of random weights.
+        architecture: see :func:`build_backbone`.
         **hyperparameters: see :func:`build_backbone`.
     """
+    arch = {"architecture": _architecture(kind, architecture)}
     if weights != "none":
-        model = build_backbone(kind, weights, image_size, **hyperparameters)
-        return model, backbone_spec(kind, weights, image_size)
-    rel = saved_weights_path(kind)
+        model = build_backbone(kind, weights, image_size, **arch, **hyperparameters)
+        return model, backbone_spec(kind, weights, image_size, **arch)
+    rel = saved_weights_path(kind, **arch)
     path = Path(features_dir) / rel
     if path.is_file():
-        model = build_backbone(kind, str(path), image_size, **hyperparameters)
+        model = build_backbone(kind, str(path), image_size, **arch, **hyperparameters)
     else:
         keras.utils.set_random_seed(seed)
-        model = build_backbone(kind, "none", image_size, **hyperparameters)
+        model = build_backbone(kind, "none", image_size, **arch, **hyperparameters)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{kind}.tmp-{os.getpid()}.weights.h5")
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.weights.h5")
         model.save_weights(tmp)
         os.replace(tmp, path)
-    return model, backbone_spec(kind, "none", image_size, saved_weights=rel)
+    return model, backbone_spec(kind, "none", image_size, saved_weights=rel, **arch)
 
 
 def restore_backbone(spec: BackboneSpec, kind: str, features_dir: str | os.PathLike,
@@ -220,14 +243,15 @@ def restore_backbone(spec: BackboneSpec, kind: str, features_dir: str | os.PathL
     unchanged weights file, or ImageNet.
 
     Raises:
-        WeightsError: the backbone was handed in by code, or its weights are gone (random
-            weights that were never saved, or a weights file that changed).
+        WeightsError: the backbone was handed in by code (or is unknown), or its weights are
+            gone (random weights that were never saved, or a weights file that changed).
     """
-    _check_kind(kind)
-    if spec.architecture != ARCHITECTURES[kind]:
+    try:
+        arch = _architecture(kind, spec.architecture)
+    except ValueError as e:
         raise WeightsError(f"the {kind} backbone of the features in {os.fspath(features_dir)} "
-                           f"is {spec.architecture!r}, not {ARCHITECTURES[kind]!r}: it cannot "
-                           "be rebuilt from the features folder")
+                           f"is {spec.architecture!r}, not one this code builds ({e}): it "
+                           "cannot be rebuilt from the features folder") from e
     weights = spec.weights_to_load(features_dir)
     if weights is None:
         raise WeightsError(
@@ -236,4 +260,4 @@ def restore_backbone(spec: BackboneSpec, kind: str, features_dir: str | os.PathL
             f"{spec.saved_weights or 'none'}): randomly initialised ('none') weights must be "
             "saved at extraction time and a weights file must be unchanged; re-run `maivar "
             "extract` into a fresh data.features_dir and retrain")
-    return build_backbone(kind, weights, spec.image_size, **hyperparameters)
+    return build_backbone(kind, weights, spec.image_size, architecture=arch, **hyperparameters)
