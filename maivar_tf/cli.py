@@ -83,7 +83,8 @@ def _train(cfg, run_dir: Path):
     from maivar_tf.features import load_features
     from maivar_tf.training import run_algorithm1
 
-    train = load_features(cfg.data.features_dir, "train", cfg.model.representation)
+    train = load_features(cfg.data.features_dir, "train", cfg.model.representation,
+                          audio_backbone=cfg.model.audio_backbone)
     return run_algorithm1(cfg, train, val=None, run_dir=run_dir)
 
 

@@ -440,6 +440,7 @@ def evaluate_run(run_dir: str | Path, features_dir: str | Path, representation: 
     from maivar_tf.runs import load_run
 
     run = load_run(run_dir)
-    features = load_features(features_dir, split, representation)
+    features = load_features(features_dir, split, representation,
+                             audio_backbone=run.info.audio_backbone)
     return evaluate_models(run_heads(run), features, out_dir or Path(run_dir) / EVAL_SUBDIR,
                            tsne=tsne, calibration={"fusion": run.info.calibration})

@@ -167,7 +167,8 @@ class ServableRun:
     Args:
         fusion: the fusion MLP (Algorithm 1's last model).
         video: BNInception's :class:`~maivar_tf.models.backbones.BackboneFeatures`.
-        audio: InceptionResNetV2's :class:`~maivar_tf.models.backbones.BackboneFeatures`.
+        audio: the audio backbone's :class:`~maivar_tf.models.backbones.BackboneFeatures`
+            (the run's ``model.audio_backbone``; InceptionResNetV2 by default).
         class_names: the classes the fusion logits index.
         cfg: the experiment the run was trained with (its ``data`` section is the
             preprocessing).
@@ -215,7 +216,8 @@ def run_config(cfg: ExperimentConfig, info: RunInfo, run_dir: str | Path) -> Exp
     return recorded
 
 
-def load_backbones(features_dir: str | Path) -> tuple[Any, Any, dict[str, Any]]:
+def load_backbones(features_dir: str | Path, audio_backbone: str | None = None
+                   ) -> tuple[Any, Any, dict[str, Any]]:
     """The video and audio backbones exactly as they were when the features were extracted.
 
     Each is rebuilt from its :class:`~maivar_tf.artifacts.BackboneSpec` in
@@ -225,6 +227,8 @@ def load_backbones(features_dir: str | Path) -> tuple[Any, Any, dict[str, Any]]:
 
     Args:
         features_dir: the features folder of the run.
+        audio_backbone: which of the folder's audio backbones (``model.audio_backbone``; the
+            run's, :attr:`RunInfo.audio_backbone`); default the folder's first.
 
     Returns:
         ``(video_backbone, audio_backbone, provenance)``: Keras models, and the features
@@ -233,17 +237,23 @@ def load_backbones(features_dir: str | Path) -> tuple[Any, Any, dict[str, Any]]:
     Raises:
         FileNotFoundError: ``features_dir`` holds no ``feature_info.json``.
         WeightsError: a backbone the features came from cannot be recovered (random weights
-            that were not saved, a changed weights file, a backbone handed in by code).
+            that were not saved, a changed weights file, a backbone handed in by code), or the
+            folder has no features of ``audio_backbone``.
     """
     from maivar_tf.models.backbones import restore_backbone
+    from maivar_tf.models.weights import WeightsError
 
     info = FeatureInfo.read(features_dir)
     provenance: dict[str, Any] = {"features_dir": str(features_dir)}
     models = {}
     for kind in ("video", "audio"):
-        spec = info.backbone(kind)
+        try:
+            spec = info.backbone(kind, audio_backbone if kind == "audio" else None)
+        except ValueError as e:
+            raise WeightsError(f"{FeatureInfo.path(features_dir)}: {e}") from e
         models[kind] = restore_backbone(spec, kind, features_dir)
         provenance[f"{kind}_backbone"] = spec.weights_to_load(features_dir)
+    provenance["audio_architecture"] = info.backbone("audio", audio_backbone).architecture
     return models["video"], models["audio"], provenance
 
 
@@ -294,7 +304,7 @@ def load_servable_run(cfg: ExperimentConfig, run_dir: str | Path, *,
                            "was trained on")
     provenance: dict[str, Any] = {"run_dir": str(run_dir.resolve())}
     if backbones is None:
-        video, audio, loaded_from = load_backbones(features_dir)
+        video, audio, loaded_from = load_backbones(features_dir, info.audio_backbone)
         provenance.update(loaded_from)
     else:
         (video, audio), provenance["backbones"] = backbones, "injected"

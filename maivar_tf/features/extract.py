@@ -223,7 +223,8 @@ def extract_features(cfg: ExperimentConfig, *, splits: Sequence[str] = ("train",
         tfrecords_schema_version=dataset_info.schema_version, keys=dict(FEATURE_KEYS),
         audio_backbones={name: AudioFeatures(audio_spec, audio.dim,
                                              audio_fingerprint(audio_spec))}),
-        name, extraction_fingerprint(cfg, dataset_info, video_spec, audio_spec, version=2))
+        name, lambda audio: extraction_fingerprint(cfg, dataset_info, video_spec, audio,
+                                                   version=2))
     job = _Job(out_dir=out_dir, representations=tuple(reps), video=video, audio=audio,
                audio_backbone=name, layout=layout, num_segments=int(cfg.data.num_segments),
                crop_size=int(cfg.data.crop_size),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +66,12 @@ def audio_fingerprint(audio: BackboneSpec) -> str:
     return _hash({"audio": audio.fingerprint()})
 
 
-def migrated(old: FeatureInfo, legacy_fingerprint: str, new_fingerprint: str) -> FeatureInfo:
+def migrated(old: FeatureInfo, legacy_fingerprint: Callable[[BackboneSpec], str],
+             new_fingerprint: str) -> FeatureInfo:
     """A version-2 record (one audio backbone) as version 3, when its fingerprint is the one
-    these settings gave in version 2; else unchanged (and then refused as stale)."""
-    if old.audio_backbones or old.fingerprint != legacy_fingerprint:
+    these settings gave in version 2 (``legacy_fingerprint(old audio spec)``); else unchanged
+    (and then refused as stale)."""
+    if old.audio_backbones or old.fingerprint != legacy_fingerprint(old.audio_backbone):
         return old
     entry = AudioFeatures(old.audio_backbone, old.audio_dim, audio_fingerprint(old.audio_backbone),
                           {split: s.representations for split, s in old.splits.items()})
@@ -78,12 +80,13 @@ def migrated(old: FeatureInfo, legacy_fingerprint: str, new_fingerprint: str) ->
 
 
 def start_feature_info(out_dir: Path, info: FeatureInfo, name: str,
-                        legacy_fingerprint: str) -> FeatureInfo:
+                       legacy_fingerprint: Callable[[BackboneSpec], str]) -> FeatureInfo:
     """Writes ``info`` (keeping the splits and the audio backbones already extracted) or
     refuses a stale folder.
 
-    ``info`` holds one audio backbone, ``name``; a folder holding others gets it added. The
-    fingerprints are recorded before any shard is written.
+    ``info`` holds one audio backbone, ``name``; a folder holding others gets it added. A
+    version-2 folder is migrated (:func:`migrated`). The fingerprints are recorded before any
+    shard is written.
 
     Raises:
         FeatureError: the folder holds features made with other settings (video backbone, K,
