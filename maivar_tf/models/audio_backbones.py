@@ -95,7 +95,8 @@ class AudioBackbone:
 
 def _table() -> dict[str, AudioBackbone]:
     rows = [AudioBackbone("inception_resnet_v2", "InceptionResNetV2", irv2.AUDIO_FEATURE_DIM,
-                          "tf", "inception_resnet_v2")]
+                          "tf", "inception_resnet_v2"),
+            AudioBackbone("resnet18", "", 512, "torch", "resnet18")]
     for depth in (50, 101, 152):
         rows.append(AudioBackbone(f"resnet{depth}", f"ResNet{depth}", 2048, "caffe", "resnet"))
     for depth in (50, 101, 152):
@@ -105,7 +106,6 @@ def _table() -> dict[str, AudioBackbone]:
     for b, dim in enumerate(dims):
         rows.append(AudioBackbone(f"efficientnet_b{b}", f"EfficientNetB{b}", dim,
                                   "efficientnet", "efficientnet"))
-    rows.append(AudioBackbone("resnet18", "", 512, "torch", "resnet18"))
     return {r.name: r for r in rows}
 
 
