@@ -1,7 +1,9 @@
 """MAiVAR's models (Shaikh et al., 2024): the two backbones and the three heads.
 
 :mod:`~maivar_tf.models.bn_inception` (video, block table as a hyperparameter),
-:mod:`~maivar_tf.models.inception_resnet_v2` (audio-images), :mod:`~maivar_tf.models.heads`
+:mod:`~maivar_tf.models.inception_resnet_v2` (audio-images; the other audio backbones of
+``model.audio_backbone`` in :mod:`~maivar_tf.models.audio_backbones` and
+:mod:`~maivar_tf.models.resnet18`), :mod:`~maivar_tf.models.heads`
 (VMLP, audio MLP, fusion MLP and Algorithm 1's initializer) and
 :mod:`~maivar_tf.models.weights` (weights by spec).
 

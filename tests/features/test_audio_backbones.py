@@ -147,3 +147,14 @@ def test_version_2_folder_reads_and_extends(tiny, extracted, traced, copy_of):
     np.testing.assert_array_equal(
         load_features(out, "test", "mfcc", audio_backbone=R18).audio,
         load_features(extracted, "test", "mfcc").audio)  # the same stand-in weights
+
+
+def test_runs_name_their_audio_backbone():
+    from maivar_tf.artifacts import RunInfo
+
+    def run(config):
+        return RunInfo(class_names=("a",), representation="mfcc", num_segments=2,
+                       video_feature_dim=4, audio_feature_dim=3, config=config)
+
+    assert run({"model": {"audio_backbone": R18}}).audio_backbone == R18
+    assert run({}).audio_backbone == "inception_resnet_v2"  # runs recorded before the choice
