@@ -419,6 +419,6 @@ def _run(cfg: ExperimentConfig, train: Any, val: Any, out_dir: Path,
 
 
 __all__ = [
-    "ExtraCallbacks", "StagePlan", "check_features", "run_algorithm1", "stage_inputs",
-    "stage_plans", "train_stage",
+    "ExtraCallbacks", "StagePlan", "check_features", "choose_late_stage", "run_algorithm1",
+    "stage_inputs", "stage_plans", "train_stage",
 ]
