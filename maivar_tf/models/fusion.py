@@ -219,7 +219,9 @@ def _late(spec, cfg, audio_stats, audio_dim, *, vmlp, audio_mlp, late_weight, **
     video_in, audio_in = _inputs(spec, audio_dim)
     heads = []
     for model, x in ((audio_mlp, audio_in), (vmlp, video_in)):
-        copy = keras.models.clone_model(model)
+        # from the config, not clone_model: that also copies a trained head's optimizer,
+        # whose variables would be saved in fusion.keras and refused (with a warning) on load
+        copy = keras.Model.from_config(model.get_config())
         copy.set_weights(model.get_weights())
         copy.trainable = False
         heads.append(copy(x))

@@ -7,6 +7,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import dataclasses
+import warnings
 
 import keras
 import numpy as np
@@ -131,8 +132,17 @@ def test_random_init_is_the_same_architecture_without_the_transfer():
     assert not fusion.get_layer("fusion_hidden").get_weights()[1].any()  # zero biases
 
 
-def test_late_fusion_is_the_weighted_mean_of_the_log_probabilities():
-    fusion, vmlp, audio_mlp = _build("late", late_weight=0.35)
+def test_late_fusion_is_the_weighted_mean_of_the_log_probabilities(tmp_path):
+    vmlp, audio_mlp, (a_mean, a_var) = _heads()
+    for head in (vmlp, audio_mlp):  # compiled, as the trained heads are in run_algorithm1
+        head.compile(optimizer="adam", loss="mse")
+        head.optimizer.build(head.trainable_variables)
+    fusion = build_fusion("late", vmlp, audio_mlp, CFG, a_mean, a_var, audio_dim=DA,
+                          late_weight=0.35)
+    fusion.save(tmp_path / "late.keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no optimizer of the heads travels in the late model
+        load_head(tmp_path / "late.keras")
     video, audio = _data(7, seed=4)
     expected = (0.35 * _log_softmax(audio_mlp(audio, training=False))
                 + 0.65 * _log_softmax(vmlp(video, training=False)))
