@@ -27,6 +27,11 @@ VIDEO_POOLING = ("mean", "flatten")
 AUDIO_ROWS_INIT = ("zeros", "glorot_uniform")
 SAMPLING_MODES = ("center", "random")
 COLORMAPS = ("viridis", "magma", "inferno", "plasma", "gray")
+# Placeholders on branch i10-ablate only (the ablation's tests override these fields); helper B
+# owns FUSION_METHODS / model.fusion and helper A AUDIO_BACKBONES / model.audio_backbone: at the
+# merge, keep their definitions and drop these.
+FUSION_METHODS = ("vmlp_init", "random_init", "linear", "late", "gated", "film")
+AUDIO_BACKBONES = ("inception_resnet_v2", "resnet18")
 
 
 class ConfigError(ValueError):
@@ -265,9 +270,13 @@ class ModelConfig:
     dropout: float = 0.5
     l1: float = 1e-5
     audio_rows_init: str = "zeros"
+    fusion: str = "vmlp_init"
+    audio_backbone: str = "inception_resnet_v2"
 
     def __post_init__(self) -> None:
         s = "model"
+        _check_choice(s, "fusion", self.fusion, FUSION_METHODS)
+        _check_choice(s, "audio_backbone", self.audio_backbone, AUDIO_BACKBONES)
         _check_weights(s, "video_weights", self.video_weights, allow_imagenet=False)
         _check_weights(s, "audio_weights", self.audio_weights, allow_imagenet=True)
         _check_choice(s, "representation", self.representation, REPRESENTATIONS)
