@@ -20,6 +20,7 @@ from maivar_tf.config.loading import (
     to_dict,
 )
 from maivar_tf.config.sections import (
+    AUDIO_BACKBONES,
     AUDIO_ROWS_INIT,
     COLORMAPS,
     DATASETS,
@@ -41,7 +42,8 @@ from maivar_tf.config.sections import (
 )
 
 __all__ = [
-    "AUDIO_ROWS_INIT", "COLORMAPS", "DATASETS", "DEFAULT_CONFIG", "FUSION_METHODS", "MOVED_KEYS",
+    "AUDIO_BACKBONES", "AUDIO_ROWS_INIT", "COLORMAPS", "DATASETS", "DEFAULT_CONFIG",
+    "FUSION_METHODS", "MOVED_KEYS",
     "REPRESENTATIONS", "SAMPLING_MODES", "STAGE_SECTIONS", "STRATEGIES", "VIDEO_POOLING",
     "AudioImageConfig", "ConfigError", "DataConfig", "ExperimentConfig", "ExtractConfig",
     "ModelConfig", "StageConfig", "SynthConfig", "TrainConfig", "apply_overrides",

@@ -29,6 +29,8 @@ AUDIO_ROWS_INIT = ("zeros", "glorot_uniform")
 FUSION_METHODS: tuple[str, ...] = ("vmlp_init", "random_init", "linear", "late", "gated", "film")
 SAMPLING_MODES = ("center", "random")
 COLORMAPS = ("viridis", "magma", "inferno", "plasma", "gray")
+# Placeholder until the audio-backbone branch lands (it owns AUDIO_BACKBONES / model.audio_backbone).
+AUDIO_BACKBONES = ("inception_resnet_v2", "resnet18")
 
 
 class ConfigError(ValueError):
@@ -274,9 +276,12 @@ class ModelConfig:
     l1: float = 1e-5
     audio_rows_init: str = "zeros"
     fusion: str = "vmlp_init"
+    audio_backbone: str = "inception_resnet_v2"
 
     def __post_init__(self) -> None:
         s = "model"
+        _check_choice(s, "fusion", self.fusion, FUSION_METHODS)
+        _check_choice(s, "audio_backbone", self.audio_backbone, AUDIO_BACKBONES)
         _check_weights(s, "video_weights", self.video_weights, allow_imagenet=False)
         _check_weights(s, "audio_weights", self.audio_weights, allow_imagenet=True)
         _check_choice(s, "representation", self.representation, REPRESENTATIONS)
