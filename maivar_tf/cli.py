@@ -1,8 +1,9 @@
-"""The ``maivar`` command: synth, build, extract, train, evaluate, sweep, export, predict, demo.
+"""The ``maivar`` command: synth, build, extract, train, evaluate, ablate (sweep), export,
+predict, demo.
 
 MAiVAR (Shaikh et al. 2024) end to end: the embedded dataset, the Beam TFRecord job, frozen
-backbone features, Algorithm 1's three heads, evaluation, the Table 3 sweep, export for TF
-Serving and prediction on video files.
+backbone features, Algorithm 1's three heads, evaluation, the ablations over seeds (the Table 3
+sweep among them), export for TF Serving and prediction on video files.
 
 Contracts:
 
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from maivar_tf.ablation_report import AXES
 from maivar_tf.config import DEFAULT_CONFIG
 
 #: One flag: ``(names, argparse keyword arguments)``.
@@ -48,6 +50,15 @@ def _flag(*names: str, **kwargs: Any) -> Flag:
 
 _TRAINED_RUN = _flag("--run-dir", default=None, help="trained run (default: train.output_dir)")
 _OUTPUT_RUN = _flag("--run-dir", default=None, help="output folder (default: train.output_dir)")
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: expected at least 1")
+    return value
+
+
+_SEEDS = _flag("--seeds", type=_at_least_one, default=3,
+               help="seeds per value: train.seed + 0 .. N-1 (default: 3)")
 
 
 @dataclass(frozen=True)
@@ -209,11 +220,24 @@ def _cmd_evaluate(args, cfg, cfg_path) -> int:
     return 0
 
 
-def _cmd_sweep(args, cfg, cfg_path) -> int:
-    from maivar_tf.experiments import representation_sweep
+def _ablate(cfg, over: str, values: list[str] | None, seeds: int) -> int:
+    from maivar_tf.ablation import ABLATION_SUBDIR, run_ablation
+    from maivar_tf.ablation_report import REPORT_FILES, format_ablation_table
 
-    print(representation_sweep(cfg, representations=_representations(args)))
+    report = run_ablation(cfg, over, values, seeds)
+    print(format_ablation_table(report))
+    out = Path(cfg.train.output_dir) / ABLATION_SUBDIR
+    print(f"{', '.join(REPORT_FILES)} in {out} (and {out / over}); "
+          f"{len(report['cells'])} cells in {report['seconds']:.0f}s")
     return 0
+
+
+def _cmd_ablate(args, cfg, cfg_path) -> int:
+    return _ablate(cfg, args.over, args.values.split(",") if args.values else None, args.seeds)
+
+
+def _cmd_sweep(args, cfg, cfg_path) -> int:
+    return _ablate(cfg, "representation", _representations(args), args.seeds)
 
 
 def _cmd_export(args, cfg, cfg_path) -> int:
@@ -256,8 +280,16 @@ COMMANDS: tuple[Command, ...] = (
             (_OUTPUT_RUN,)),
     Command("evaluate", "metrics, confusion matrix, t-SNE and report.json", _cmd_evaluate,
             (_TRAINED_RUN,)),
-    Command("sweep", "train+evaluate each audio-image representation (Table 3)", _cmd_sweep,
-            (_flag("--representations", default=None, help="comma list (default: all six)"),)),
+    Command("ablate", "train+evaluate every value of one axis with N seeds (Table 3 +- std)",
+            _cmd_ablate,
+            (_flag("--over", required=True, choices=AXES, help="the model field to ablate"),
+             _SEEDS,
+             _flag("--values", default=None,
+                   help="comma list (default: every fusion method / data.representations / "
+                        "every audio backbone)"))),
+    Command("sweep", "alias of `ablate --over representation` (the paper's Table 3)", _cmd_sweep,
+            (_flag("--representations", default=None,
+                   help="comma list (default: data.representations)"), _SEEDS)),
     Command("export", "export the fusion model as a SavedModel for TF Serving", _cmd_export,
             (_TRAINED_RUN,
              _flag("--export-dir", default="export", help="EXPORT_DIR/<model_name>/<version>/"),

@@ -1,33 +1,30 @@
 """Experiments that train and evaluate: the paper's audio-image representation sweep (Table 3).
 
 :func:`representation_sweep` trains Algorithm 1 (Shaikh et al. 2024) once per audio-image
-representation and evaluates every run on the test split with
-:func:`maivar_tf.evaluation.evaluate_models`; :func:`format_representation_table` prints the
+representation and evaluates every run on the test split; it is the one-seed case of
+``maivar ablate --over representation`` (:func:`maivar_tf.ablation.run_ablation`, which
+``maivar sweep`` now runs with ``--seeds``). :func:`format_representation_table` prints the
 results as the paper's Table 3 (representation | audio-only top-1 | fusion top-1).
 
 Contracts: the VMLP never sees audio, so it is trained once (with the first representation)
-and reused by every other run (:func:`train_representation` copies its ``vmlp.keras``, which
+and reused by every other run (the ablation copies its ``vmlp.keras``, which
 :func:`~maivar_tf.training.run_algorithm1` then loads instead of training). Each
-representation's run lives in ``out_dir/<rep>/`` (resumable like any run) with its evaluation
-in ``eval/``; the table goes to ``representation_sweep.md`` and the figures to
-``representation_sweep.json``.
+representation's run lives in ``out_dir/representation/<rep>/seed-<train.seed>/`` (resumable
+like any run; a finished one is skipped) with its evaluation in ``eval/``; the table goes to
+``representation_sweep.md`` and the figures to ``representation_sweep.json``, beside the
+ablation's ``report.md``, ``report.json`` and ``convergence.png``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from maivar_tf.artifacts import FeatureInfo
 from maivar_tf.config import REPRESENTATIONS, ExperimentConfig
-from maivar_tf.evaluation import EVAL_SUBDIR, evaluate_models, run_heads
 from maivar_tf.utils import write_json_atomic
-
-logger = logging.getLogger(__name__)
 
 #: Written into the sweep's output folder.
 SWEEP_TABLE = "representation_sweep.md"
@@ -75,28 +72,8 @@ def format_representation_table(results: Mapping[str, Mapping[str, float]],
     return "\n".join(lines) + "\n"
 
 
-def _check_representations(reps: Sequence[str]) -> None:
-    if not reps:
-        raise ValueError("no representations to sweep; allowed: " + ", ".join(REPRESENTATIONS))
-    for r in reps:
-        if r not in REPRESENTATIONS:
-            raise ValueError(f"unknown representation {r!r}; allowed: {', '.join(REPRESENTATIONS)}")
-
-
-def _extract_missing(cfg: ExperimentConfig, features_dir: Path, reps: Sequence[str]) -> None:
-    """Extracts the audio features of ``reps`` that ``features_dir`` lacks for train or test."""
-    from maivar_tf.features import extract_features
-
-    splits = FeatureInfo.read(features_dir).splits if FeatureInfo.exists(features_dir) else {}
-    done = {s: splits[s].representations if s in splits else () for s in ("train", "test")}
-    if any(r not in done[s] for s in done for r in reps):
-        logger.info("extracting the missing audio features of %s", ", ".join(reps))
-        extract_features(cfg, splits=("train", "test"), representations=list(reps),
-                         features_dir=features_dir)
-
-
-def _sweep_row(report: Mapping[str, Any]) -> dict[str, float]:
-    audio, fusion = report["models"]["audio"], report["models"]["fusion"]
+def _sweep_row(cell: Mapping[str, Any]) -> dict[str, float]:
+    audio, fusion = cell["test"]["audio"], cell["test"]["fusion"]
     return {"audio_top1": audio["top1"], "fusion_top1": fusion["top1"],
             "audio_mean_class_accuracy": audio["mean_class_accuracy"],
             "fusion_mean_class_accuracy": fusion["mean_class_accuracy"]}
@@ -106,21 +83,24 @@ def representation_sweep(cfg: ExperimentConfig, representations: Sequence[str] |
                          features_dir: str | Path | None = None,
                          out_dir: str | Path | None = None,
                          train_fn: TrainFn | None = None, extract_missing: bool = True) -> str:
-    """Trains and evaluates every audio-image representation; writes the paper's Table 3.
+    """Trains and evaluates every audio-image representation once; writes the paper's Table 3.
 
-    For each representation an audio MLP and a fusion MLP (initialised from the shared VMLP,
-    Algorithm 1) are trained on the train split and evaluated on the test split.
+    The one-seed case of ``maivar ablate --over representation``
+    (:func:`maivar_tf.ablation.run_ablation` with ``train.seed`` only): for each representation
+    an audio MLP and a fusion MLP (initialised from the shared VMLP, Algorithm 1) are trained on
+    the train split and evaluated on the test split.
 
     Args:
         cfg: the experiment (features from ``cfg.data.features_dir``).
         representations: which to sweep (default: ``cfg.data.representations``).
         features_dir: overrides ``cfg.data.features_dir``.
-        out_dir: where the runs, :data:`SWEEP_TABLE` and :data:`SWEEP_RESULTS` go (default:
+        out_dir: where the runs (``representation/<rep>/seed-<seed>/``), :data:`SWEEP_TABLE`,
+            :data:`SWEEP_RESULTS` and the ablation reports go (default:
             ``<cfg.train.output_dir>/sweep``).
         train_fn: ``train_fn(cfg, train_set, run_dir, vmlp_from) -> run`` with attributes
             ``audio_mlp``, ``vmlp``, ``fusion`` and ``run_dir``; ``vmlp_from`` is the first
-            representation's run folder (None for the first). Default:
-            :func:`train_representation`.
+            representation's run folder (None for the first), whose VMLP has been copied into
+            ``run_dir`` when it was finished. Default: :func:`train_representation`.
         extract_missing: first extract the audio features of representations that
             ``features_dir`` lacks (extraction is resumable, so only the missing audio-images
             go through the backbone).
@@ -131,33 +111,18 @@ def representation_sweep(cfg: ExperimentConfig, representations: Sequence[str] |
     Raises:
         ValueError: no or unknown representations.
     """
-    from maivar_tf.features import load_features
+    from maivar_tf.ablation import run_ablation
 
     reps = list(representations if representations is not None else cfg.data.representations)
-    _check_representations(reps)
-    features_dir = Path(features_dir or cfg.data.features_dir)
-    # the runs record (and serve with the backbones of) the features they were trained on
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data,
-                                                            features_dir=str(features_dir)))
+    if not reps:
+        raise ValueError("no representations to sweep; allowed: " + ", ".join(REPRESENTATIONS))
     out_dir = Path(out_dir or Path(cfg.train.output_dir) / "sweep")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if extract_missing:
-        _extract_missing(cfg, features_dir, reps)
-    train_fn = train_fn or train_representation
-    results: dict[str, dict[str, float]] = {}
-    first_run: Path | None = None
-    video_top1 = None
-    for rep in reps:
-        train = load_features(features_dir, "train", rep)
-        test = load_features(features_dir, "test", rep)
-        run = train_fn(cfg, train, out_dir / rep, first_run)
-        report = evaluate_models(run_heads(run), test, out_dir / rep / EVAL_SUBDIR, tsne=False)
-        if video_top1 is None:
-            video_top1 = report["models"]["video"]["top1"]
-            first_run = Path(run.run_dir)
-        results[rep] = _sweep_row(report)
-        logger.info("%s: audio-only %.2f%%, fusion %.2f%%", rep,
-                    100 * results[rep]["audio_top1"], 100 * results[rep]["fusion_top1"])
+    report = run_ablation(cfg, "representation", reps, 1, features_dir=features_dir,
+                          out_dir=out_dir, train_fn=train_fn or train_representation,
+                          extract=extract_missing)
+    cells = {c["value"]: c for c in report["cells"]}
+    results = {rep: _sweep_row(cells[rep]) for rep in reps}
+    video_top1 = cells[reps[0]]["test"]["video"]["top1"]
     table = format_representation_table(
         results, video_top1=video_top1,
         title=f"{cfg.name}: audio-image representations (test top-1)")

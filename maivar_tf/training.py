@@ -5,9 +5,12 @@ Algorithm 1 (Shaikh et al. 2024) on frozen backbone features:
 1. train the audio MLP on audio-image features (``train.audio``: epochs, Adam learning rate,
    global batch);
 2. train the VMLP on the K segment features (``train.video``; the paper: 1e-4, batch 512);
-3. build the fusion MLP from the trained VMLP (:func:`maivar_tf.models.heads.build_fusion_mlp`:
-   video rows and classifier copied, audio rows zero);
-4. train the fusion MLP on ``[video, audio]`` (``train.fusion``; the paper: 3e-5, batch 768).
+3. build the fusion model of ``model.fusion`` (:func:`maivar_tf.models.fusion.build_fusion`;
+   the default ``vmlp_init`` is the paper's fusion MLP from the trained VMLP: video rows and
+   classifier copied, audio rows zero);
+4. train it on ``[video, audio]`` (``train.fusion``; the paper: 3e-5, batch 768), except
+   ``late``, which is not fitted: its audio weight is chosen on the validation split (on the
+   training split when there is none) and recorded in the stage info.
 
 Then the fusion logits' temperature is fitted on the validation split (Guo et al. 2017,
 :mod:`maivar_tf.calibration`; held out of ``train`` when ``train.val_fraction > 0``) and
@@ -66,11 +69,11 @@ from maivar_tf.distribute import (
     worker_run_dir,
 )
 from maivar_tf.evaluation import evaluate_arrays, model_outputs
+from maivar_tf.models.fusion import build_fusion, choose_late_weight
 from maivar_tf.models.heads import (
     AUDIO_INPUT,
     VIDEO_INPUT,
     build_audio_mlp,
-    build_fusion_mlp,
     build_video_mlp,
     feature_statistics,
 )
@@ -241,7 +244,10 @@ def run_algorithm1(cfg: ExperimentConfig, train: Any, val: Any = None,
                    run_dir: str | Path | None = None, *,
                    strategy: tf.distribute.Strategy | None = None, verbose: Any = "auto",
                    extra_callbacks: ExtraCallbacks | None = None) -> TrainedRun:
-    """Trains the audio MLP, the VMLP and the fusion MLP (the paper's Algorithm 1).
+    """Trains the audio MLP, the VMLP and the fusion model (the paper's Algorithm 1).
+
+    The fusion model is ``cfg.model.fusion``'s (:func:`maivar_tf.models.fusion.build_fusion`);
+    ``run_info.json`` records it in ``config.model.fusion`` and ``stages.fusion.method``.
 
     Stages whose ``run_dir/<stage>.keras`` exists are loaded instead of trained; an interrupted
     stage resumes from its ``BackupAndRestore`` backup. ``run_info.json`` is rewritten after
@@ -315,9 +321,48 @@ def _builders(cfg: ExperimentConfig, train: Any) -> dict[str, Callable[..., kera
                                              feature_dim=audio_dim),
         "vmlp": lambda: build_video_mlp(num_classes, num_segments, mc, v_mean, v_var,
                                         feature_dim=video_dim),
-        "fusion": lambda vmlp: build_fusion_mlp(vmlp, mc, a_mean, a_var, audio_dim=audio_dim,
-                                                seed=cfg.train.seed),
+        "fusion": lambda vmlp, audio_mlp, **kw: build_fusion(
+            mc.fusion, vmlp, audio_mlp, mc, a_mean, a_var, audio_dim=audio_dim,
+            seed=cfg.train.seed, **kw),
     }
+
+
+def choose_late_stage(plan: StagePlan, build: Callable[..., keras.Model], heads: dict[str, Any],
+                      train: Any, val: Any, strategy: tf.distribute.Strategy, run_dir: Path
+                      ) -> tuple[keras.Model, dict[str, Any]]:
+    """``late`` fusion's stage: no fit; ``w`` chosen on val (else train); saves ``fusion.keras``.
+
+    Returns:
+        ``(model, stage_info)`` like :func:`train_stage`; the info records ``audio_weight``,
+        ``chosen_on`` (``val`` or ``train``), the criterion and the NLL of every grid value.
+    """
+    final = run_dir / f"{plan.name}.keras"
+    if final.exists():
+        logger.info("stage %s: %s exists, skipping", plan.name, final)
+        return load_head(final), {"skipped": True}
+    split, data = ("val", val) if val is not None else ("train", train)
+    if val is None:
+        logger.warning("late fusion: no validation split; choosing its weight on the training "
+                       "split (set train.val_fraction > 0 to hold one out)")
+    t0 = time.time()
+    choice = choose_late_weight(model_outputs(heads["audio_mlp"], stage_inputs("audio_mlp", data)),
+                                model_outputs(heads["vmlp"], stage_inputs("vmlp", data)),
+                                data.labels)
+    with strategy.scope():
+        model = build(late_weight=choice["audio_weight"])
+    _atomic_save(model, final)
+    logger.info("stage %s: audio weight %.2f chosen on %s (NLL %.4f)", plan.name,
+                choice["audio_weight"], split, choice["nll"])
+    return model, {"skipped": False, "fitted": False, "chosen_on": split, **choice,
+                   "seconds": round(time.time() - t0, 3)}
+
+
+def _check_same_fusion(old: RunInfo, cfg: ExperimentConfig, out_dir: Path) -> None:
+    """A saved fusion stage is reused only by a run of the same ``model.fusion``."""
+    method = old.config.get("model", {}).get("fusion", "vmlp_init")  # older runs: vmlp_init
+    if method != cfg.model.fusion and (out_dir / "fusion.keras").exists():
+        raise ValueError(f"{out_dir} holds a fusion stage made with model.fusion={method!r}, "
+                         f"not {cfg.model.fusion!r}; use another run folder (train.output_dir)")
 
 
 def _stage_metrics(model: keras.Model, stage: str, train: Any, val: Any) -> dict[str, Any]:
@@ -335,6 +380,7 @@ def _run(cfg: ExperimentConfig, train: Any, val: Any, out_dir: Path,
     metrics: dict[str, Any] = {}
     if RunInfo.exists(out_dir):  # keep what earlier (resumed) invocations recorded
         old = RunInfo.read(out_dir)
+        _check_same_fusion(old, cfg, out_dir)
         stages.update(old.stages)
         metrics.update(old.metrics)
     builders = _builders(cfg, train)
@@ -345,11 +391,17 @@ def _run(cfg: ExperimentConfig, train: Any, val: Any, out_dir: Path,
     for name in STAGES:
         build = builders[name]
         if name == "fusion":
-            build = functools.partial(build, models["vmlp"])
-        model, stage_info = train_stage(
-            plans[name], build, (stage_inputs(name, train), labels),
-            None if val is None else (stage_inputs(name, val), val_labels),
-            strategy, out_dir, verbose=verbose, extra_callbacks=extra_callbacks)
+            build = functools.partial(build, models["vmlp"], models["audio_mlp"])
+        if name == "fusion" and cfg.model.fusion == "late":
+            model, stage_info = choose_late_stage(plans[name], build, models, train, val,
+                                                  strategy, out_dir)
+        else:
+            model, stage_info = train_stage(
+                plans[name], build, (stage_inputs(name, train), labels),
+                None if val is None else (stage_inputs(name, val), val_labels),
+                strategy, out_dir, verbose=verbose, extra_callbacks=extra_callbacks)
+        if name == "fusion":
+            stage_info = {"method": cfg.model.fusion, **stage_info}
         models[name] = model
         if not stage_info["skipped"] or name not in stages:
             stages[name] = stage_info
@@ -367,6 +419,6 @@ def _run(cfg: ExperimentConfig, train: Any, val: Any, out_dir: Path,
 
 
 __all__ = [
-    "ExtraCallbacks", "StagePlan", "check_features", "run_algorithm1", "stage_inputs",
-    "stage_plans", "train_stage",
+    "ExtraCallbacks", "StagePlan", "check_features", "choose_late_stage", "run_algorithm1",
+    "stage_inputs", "stage_plans", "train_stage",
 ]

@@ -14,8 +14,8 @@ from maivar_tf.console import VERBOSE_ENV
 from tests.test_config import BAD_YAML_KINDS, bad_yaml
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ("synth", "build", "extract", "train", "evaluate", "sweep", "export", "predict",
-            "convert-weights", "demo")
+COMMANDS = ("synth", "build", "extract", "train", "evaluate", "ablate", "sweep", "export",
+            "predict", "convert-weights", "demo")
 #: TensorFlow's native start-up lines (the oneDNN notice, absl's pre-init warning, CUDA probes).
 BANNER_MARKERS = ("onednn", "absl::initializelog", "cuda")
 
@@ -49,7 +49,7 @@ def test_missing_config_file_is_one_line(capsys):
 
 #: Every command that reads the config, with the arguments it needs besides.
 CONFIG_COMMANDS = (["train"], ["extract"], ["evaluate"], ["export"], ["sweep"], ["synth"],
-                   ["demo"], ["build"], ["predict", "clip.mp4"])
+                   ["demo"], ["build"], ["predict", "clip.mp4"], ["ablate", "--over", "fusion"])
 
 
 @pytest.mark.parametrize("kind", BAD_YAML_KINDS)
@@ -69,6 +69,35 @@ def test_unreadable_yaml_in_a_real_process_is_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [f"maivar: invalid config: {message}"]
     assert not marker.exists()
+
+
+def test_ablate_and_its_sweep_alias_call_run_ablation(monkeypatch, tmp_path, capsys):
+    import maivar_tf.ablation
+
+    seen = []
+
+    def fake(cfg, over, values, seeds):
+        seen.append((over, values, seeds, cfg.train.seed))
+        return {"name": cfg.name, "axis": over, "baseline": "vmlp_init", "seeds": [0],
+                "values": ["late"], "cells": [], "seconds": 1.0,
+                "rows": {"late": {k: {"mean": 0.5, "std": None} for k in (
+                    "video_top1", "audio_top1", "fusion_top1", "epochs_to_95")}
+                    | {"fusion_vs_baseline": None}}}
+
+    monkeypatch.setattr(maivar_tf.ablation, "run_ablation", fake)
+    monkeypatch.chdir(tmp_path)
+    assert main(["ablate", "--over", "fusion", "--values", "late,gated", "--seeds", "2",
+                 "--set", "train.seed=4"]) == 0
+    assert "| late | 50.00 | 50.00 | **50.00** | n/a (baseline not run) | 0.5 |" in \
+        capsys.readouterr().out
+    assert main(["sweep", "--representations", "mfcc"]) == 0
+    assert main(["sweep"]) == 0
+    assert seen == [("fusion", ["late", "gated"], 2, 4), ("representation", ["mfcc"], 3, 0),
+                    ("representation", None, 3, 0)]
+    for argv in (["ablate", "--over", "dropout"], ["ablate", "--over", "fusion", "--seeds", "0"],
+                 ["ablate"]):
+        with pytest.raises(SystemExit):
+            parse_args(argv)
 
 
 def test_predict_arguments():

@@ -93,10 +93,11 @@ def test_representation_sweep_trains_once_per_rep_and_reuses_the_vmlp(tmp_path):
     lines = table.strip().splitlines()
     assert lines[2] == "| Representation | Audio-only top-1 (%) | Fusion top-1 (%) |"
     assert lines[4].startswith("| mfcc | ") and lines[5].startswith("| chromagram | ")
+    runs = {rep: out / "representation" / rep / "seed-0" for rep in ("mfcc", "chromagram")}
     # The VMLP is trained once: the second run loads the first run's weights.
-    assert (out / "chromagram" / "vmlp.keras").read_bytes() == \
-        (out / "mfcc" / "vmlp.keras").read_bytes()
-    info = json.loads((out / "chromagram" / "run_info.json").read_text())
+    assert (runs["chromagram"] / "vmlp.keras").read_bytes() == \
+        (runs["mfcc"] / "vmlp.keras").read_bytes()
+    info = json.loads((runs["chromagram"] / "run_info.json").read_text())
     assert info["stages"]["vmlp"]["skipped"] is True
     assert info["stages"]["fusion"]["skipped"] is False
     # Audio that carries the sound beats noise features, and fusion beats both single streams.
@@ -105,7 +106,7 @@ def test_representation_sweep_trains_once_per_rep_and_reuses_the_vmlp(tmp_path):
     assert r["chromagram"]["fusion_top1"] > max(res["video_top1"], r["chromagram"]["audio_top1"])
     assert "**" in lines[5]
     for rep in ("mfcc", "chromagram"):
-        assert (out / rep / "eval" / "report.json").exists()
+        assert (runs[rep] / "eval" / "report.json").exists()
 
 
 def test_sweep_with_fake_training_builds_table_and_extracts_missing_reps(tmp_path, monkeypatch):
@@ -137,13 +138,14 @@ def test_sweep_with_fake_training_builds_table_and_extracts_missing_reps(tmp_pat
     table = representation_sweep(elsewhere, ["chromagram", "mfcc"], train_fn=fake_train,
                                  features_dir=tmp_path / "features")
     assert asked == []  # both representations are there: nothing extracted
-    assert calls == [("chromagram", None), ("mfcc", tmp_path / "run" / "sweep" / "chromagram")]
+    cells = tmp_path / "run" / "sweep" / "representation"
+    assert calls == [("chromagram", None), ("mfcc", cells / "chromagram" / "seed-0")]
     lines = table.strip().splitlines()
     assert lines[0] == "### fake: audio-image representations (test top-1)"
     assert [ln.split("|")[1].strip() for ln in lines[4:6]] == ["mfcc", "chromagram"]  # paper order
     res = json.loads((tmp_path / "run" / "sweep" / "representation_sweep.json").read_text())
     for rep in ("mfcc", "chromagram"):
-        report = json.loads((tmp_path / "run" / "sweep" / rep / "eval" / "report.json").read_text())
+        report = json.loads((cells / rep / "seed-0" / "eval" / "report.json").read_text())
         assert res["results"][rep]["audio_top1"] == report["models"]["audio"]["top1"]
         assert res["results"][rep]["fusion_top1"] == report["models"]["fusion"]["top1"]
         assert f"| {rep} | {100 * report['models']['audio']['top1']:.2f} |" in table

@@ -24,6 +24,7 @@ from maivar_tf.config.sections import (
     AUDIO_ROWS_INIT,
     COLORMAPS,
     DATASETS,
+    FUSION_METHODS,
     REPRESENTATIONS,
     SAMPLING_MODES,
     STAGE_SECTIONS,
@@ -41,7 +42,8 @@ from maivar_tf.config.sections import (
 )
 
 __all__ = [
-    "AUDIO_BACKBONES", "AUDIO_ROWS_INIT", "COLORMAPS", "DATASETS", "DEFAULT_CONFIG", "MOVED_KEYS",
+    "AUDIO_BACKBONES", "AUDIO_ROWS_INIT", "COLORMAPS", "DATASETS", "DEFAULT_CONFIG",
+    "FUSION_METHODS", "MOVED_KEYS",
     "REPRESENTATIONS", "SAMPLING_MODES", "STAGE_SECTIONS", "STRATEGIES", "VIDEO_POOLING",
     "AudioImageConfig", "ConfigError", "DataConfig", "ExperimentConfig", "ExtractConfig",
     "ModelConfig", "StageConfig", "SynthConfig", "TrainConfig", "apply_overrides",

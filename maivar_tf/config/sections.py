@@ -25,6 +25,8 @@ DATASETS = ("synthetic", "ucf101", "ucf51", "kinetics_sounds", "csv")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 VIDEO_POOLING = ("mean", "flatten")
 AUDIO_ROWS_INIT = ("zeros", "glorot_uniform")
+#: How the fusion stage combines the modalities (``model.fusion``; maivar_tf/models/fusion.py).
+FUSION_METHODS: tuple[str, ...] = ("vmlp_init", "random_init", "linear", "late", "gated", "film")
 SAMPLING_MODES = ("center", "random")
 COLORMAPS = ("viridis", "magma", "inferno", "plasma", "gray")
 #: The audio-image backbones (``model.audio_backbone``; maivar_tf.models.audio_backbones builds
@@ -266,6 +268,12 @@ class ModelConfig:
         l1: L1 kernel regularisation factor (the paper's cross-entropy + L1).
         audio_rows_init: how the audio rows of the fusion kernel start (``zeros`` makes the
             fusion model equal the VMLP at step 0).
+        fusion: the fusion stage's model (:mod:`maivar_tf.models.fusion`): ``vmlp_init``
+            (MAiVAR's fusion MLP started from the trained VMLP, Algorithm 1; the default),
+            ``random_init`` (the same MLP, Glorot-initialised), ``linear`` (one softmax layer
+            on the concatenation), ``late`` (a weighted mean of the audio MLP's and the VMLP's
+            log-probabilities, the weight chosen on the validation split), ``gated`` (a sigmoid
+            gate on the concatenation, then the MLP) or ``film`` (audio FiLM-modulates video).
     """
 
     video_weights: str = "none"
@@ -277,6 +285,7 @@ class ModelConfig:
     dropout: float = 0.5
     l1: float = 1e-5
     audio_rows_init: str = "zeros"
+    fusion: str = "vmlp_init"
 
     def __post_init__(self) -> None:
         s = "model"
@@ -286,6 +295,7 @@ class ModelConfig:
         _check_choice(s, "representation", self.representation, REPRESENTATIONS)
         _check_choice(s, "video_pooling", self.video_pooling, VIDEO_POOLING)
         _check_choice(s, "audio_rows_init", self.audio_rows_init, AUDIO_ROWS_INIT)
+        _check_choice(s, "fusion", self.fusion, FUSION_METHODS)
         _check_positive(s, "hidden_units", self.hidden_units)
         _check_positive(s, "l1", self.l1, allow_zero=True)
         if not 0.0 <= self.dropout < 1.0:

@@ -4,13 +4,15 @@
 :mod:`~maivar_tf.models.inception_resnet_v2` (audio-images; the other audio backbones of
 ``model.audio_backbone`` in :mod:`~maivar_tf.models.audio_backbones` and
 :mod:`~maivar_tf.models.resnet18`), :mod:`~maivar_tf.models.heads`
-(VMLP, audio MLP, fusion MLP and Algorithm 1's initializer) and
+(VMLP, audio MLP, fusion MLP and Algorithm 1's initializer), :mod:`~maivar_tf.models.fusion`
+(the fusion stage's methods, ``model.fusion``) and
 :mod:`~maivar_tf.models.weights` (weights by spec).
 
 Importing this package registers every custom Keras object (``BNInception``,
-``TSNPreprocessing``, ``CeilMaxPooling2D``, ``VideoWeightsInitializer``), so
-``keras.saving.load_model("fusion.keras")`` or a saved BNInception loads in a fresh process
+``TSNPreprocessing``, ``CeilMaxPooling2D``, ``VideoWeightsInitializer``, ``FiLM``,
+``LateFusion``), so ``keras.saving.load_model("fusion.keras")`` or a saved BNInception loads in a fresh process
 after ``import maivar_tf.models``.
 """
 
-from maivar_tf.models import bn_inception, heads  # noqa: F401  (registers the Keras objects)
+# noqa: F401 below: imported to register the Keras objects
+from maivar_tf.models import bn_inception, fusion, heads  # noqa: F401

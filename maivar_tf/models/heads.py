@@ -157,7 +157,7 @@ class VideoWeightsInitializer(keras.initializers.Initializer):
 # ----------------------------------------------------------------------------- building blocks
 
 
-def _stats(mean: Any, var: Any, dim: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+def input_statistics(mean: Any, var: Any, dim: int, what: str) -> tuple[np.ndarray, np.ndarray]:
     """Validated float32 (mean, variance) of width ``dim``; zeros/ones (identity) when None."""
     if (mean is None) != (var is None):
         raise ValueError(f"{what}: give both mean and variance, or neither (identity)")
@@ -178,10 +178,15 @@ def _check_pooling(pooling: str) -> None:
                          f"allowed: {', '.join(VIDEO_POOLING)}")
 
 
-def _video_branch(video_in, pooling: str, mean: np.ndarray, var: np.ndarray):
+def video_branch(video_in, pooling: str, mean: np.ndarray, var: np.ndarray):
     """Standardise each segment feature with fixed statistics, then pool over the K segments."""
     # [B, K, D] -> [B, K, D]: the statistics broadcast over the segment axis.
     x = keras.layers.Normalization(axis=-1, mean=mean, variance=var, name="video_norm")(video_in)
+    return pool_segments(x, pooling)
+
+
+def pool_segments(x, pooling: str):
+    """The ``video_pool`` layer applied to segment features ``[B, K, D]``."""
     if pooling == "mean":
         # TSN average consensus: [B, K, D] -> [B, D]
         return keras.layers.GlobalAveragePooling1D(name="video_pool")(x)
@@ -189,15 +194,15 @@ def _video_branch(video_in, pooling: str, mean: np.ndarray, var: np.ndarray):
     return keras.layers.Flatten(name="video_pool")(x)
 
 
-def _audio_branch(audio_in, mean: np.ndarray, var: np.ndarray):
-    # [B, 1536] -> [B, 1536]
+def audio_branch(audio_in, mean: np.ndarray, var: np.ndarray):
+    """Standardise the audio features with fixed statistics: [B, 1536] -> [B, 1536]."""
     return keras.layers.Normalization(axis=-1, mean=mean, variance=var,
                                       name="audio_norm")(audio_in)
 
 
-def _classifier(x, num_classes: int, hidden_units: int, dropout: float, l1: float,
-                hidden_name: str, dropout_name: str, hidden_init=None, hidden_bias_init=None,
-                pred_init=None, pred_bias_init=None):
+def classifier(x, num_classes: int, hidden_units: int, dropout: float, l1: float,
+               hidden_name: str, dropout_name: str, hidden_init=None, hidden_bias_init=None,
+               pred_init=None, pred_bias_init=None):
     """Dense(hidden, relu, L1) -> Dropout -> Dense(num_classes) float32 logits."""
     x = keras.layers.Dense(
         hidden_units, activation="relu", name=hidden_name,
@@ -237,11 +242,11 @@ def build_video_mlp(num_classes: int, num_segments: int, cfg: ModelConfig,
         A functional ``keras.Model`` with the single input ``video_features``.
     """
     _check_pooling(cfg.video_pooling)
-    mean, var = _stats(video_mean, video_var, feature_dim, "video statistics")
+    mean, var = input_statistics(video_mean, video_var, feature_dim, "video statistics")
     video_in = keras.Input((int(num_segments), feature_dim), name=VIDEO_INPUT)
-    x = _video_branch(video_in, cfg.video_pooling, mean, var)
-    logits = _classifier(x, int(num_classes), cfg.hidden_units, cfg.dropout, cfg.l1,
-                         "hidden", "dropout")
+    x = video_branch(video_in, cfg.video_pooling, mean, var)
+    logits = classifier(x, int(num_classes), cfg.hidden_units, cfg.dropout, cfg.l1,
+                        "hidden", "dropout")
     return keras.Model(video_in, logits, name=name)
 
 
@@ -263,15 +268,15 @@ def build_audio_mlp(num_classes: int, cfg: ModelConfig, audio_mean: Any = None,
     Returns:
         A functional ``keras.Model`` with the single input ``audio_features``.
     """
-    mean, var = _stats(audio_mean, audio_var, feature_dim, "audio statistics")
+    mean, var = input_statistics(audio_mean, audio_var, feature_dim, "audio statistics")
     audio_in = keras.Input((feature_dim,), name=AUDIO_INPUT)
-    x = _audio_branch(audio_in, mean, var)
-    logits = _classifier(x, int(num_classes), cfg.hidden_units, cfg.dropout, cfg.l1,
-                         "hidden", "dropout")
+    x = audio_branch(audio_in, mean, var)
+    logits = classifier(x, int(num_classes), cfg.hidden_units, cfg.dropout, cfg.l1,
+                        "hidden", "dropout")
     return keras.Model(audio_in, logits, name=name)
 
 
-def _layer_stats(layer: keras.layers.Layer) -> tuple[np.ndarray, np.ndarray]:
+def layer_statistics(layer: keras.layers.Layer) -> tuple[np.ndarray, np.ndarray]:
     """(mean, variance) a built Normalization layer applies, as flat float32 arrays."""
     mean = np.asarray(keras.ops.convert_to_numpy(layer.mean), np.float32).reshape(-1)
     var = np.asarray(keras.ops.convert_to_numpy(layer.variance), np.float32).reshape(-1)
@@ -335,8 +340,8 @@ def build_fusion_mlp(vmlp: keras.Model, cfg: ModelConfig, audio_mean: Any = None
     if cfg.video_pooling != spec["pooling"]:
         raise ValueError(f"model.video_pooling is {cfg.video_pooling!r} but the VMLP pools with "
                          f"{spec['pooling']!r}; the fusion model must pool like its VMLP")
-    v_mean, v_var = _layer_stats(vmlp.get_layer("video_norm"))
-    a_mean, a_var = _stats(audio_mean, audio_var, audio_dim, "audio statistics")
+    v_mean, v_var = layer_statistics(vmlp.get_layer("video_norm"))
+    a_mean, a_var = input_statistics(audio_mean, audio_var, audio_dim, "audio statistics")
     hidden_kernel, hidden_bias = (keras.ops.convert_to_numpy(w)
                                   for w in vmlp.get_layer("hidden").weights)
     pred_kernel, pred_bias = (keras.ops.convert_to_numpy(w)
@@ -344,10 +349,10 @@ def build_fusion_mlp(vmlp: keras.Model, cfg: ModelConfig, audio_mean: Any = None
 
     video_in = keras.Input((spec["num_segments"], spec["feature_dim"]), name=VIDEO_INPUT)
     audio_in = keras.Input((audio_dim,), name=AUDIO_INPUT)
-    v = _video_branch(video_in, spec["pooling"], v_mean, v_var)
-    a = _audio_branch(audio_in, a_mean, a_var)
+    v = video_branch(video_in, spec["pooling"], v_mean, v_var)
+    a = audio_branch(audio_in, a_mean, a_var)
     x = keras.layers.Concatenate(axis=-1, name="concat")([v, a])  # [B, D_v + 1536]
-    logits = _classifier(
+    logits = classifier(
         x, spec["num_classes"], spec["hidden_units"], cfg.dropout, cfg.l1,
         "fusion_hidden", "fusion_dropout",
         hidden_init=VideoWeightsInitializer(hidden_kernel, extra_rows=audio_dim,
