@@ -109,12 +109,9 @@ def mean_curves(report: Mapping[str, Any], key: str = "val_accuracy"
 def plot_convergence(report: Mapping[str, Any], path: str | Path, dpi: int = 110) -> Path:
     """Validation accuracy and loss of the fusion stage per epoch, one line per value (mean
     over seeds) with a min-max band; writes ``path`` (PNG, matplotlib Agg)."""
-    import matplotlib
+    from maivar_tf.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = pyplot().subplots(1, 2, figsize=(11, 4))
     for ax, key, label in ((axes[0], "val_accuracy", "validation accuracy"),
                            (axes[1], "val_loss", "validation loss")):
         curves = mean_curves(report, key)
@@ -132,12 +129,7 @@ def plot_convergence(report: Mapping[str, Any], path: str | Path, dpi: int = 110
     n = len(report["seeds"])
     fig.suptitle(f"{report['name']}: {report['axis']} ablation, mean over {n} seed"
                  f"{'s' if n > 1 else ''} (band: min-max)")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=dpi)
 
 
 def write_reports(report: Mapping[str, Any], *out_dirs: str | Path) -> str:

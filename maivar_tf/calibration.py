@@ -150,12 +150,9 @@ def reliability_diagram(panels: Mapping[str, np.ndarray], labels: np.ndarray,
     Each panel draws the accuracy of every confidence bin against the diagonal of perfect
     calibration, the gap to the bin's mean confidence, and the ECE in its title.
     """
-    import matplotlib
+    from maivar_tf.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.5), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(4.5 * len(panels), 4.5), squeeze=False)
     for ax, (title, probs) in zip(axes[0], panels.items(), strict=True):
         b = reliability_bins(probs, labels, bins)
         centres, width = (b["edges"][:-1] + b["edges"][1:]) / 2, 1.0 / bins
@@ -168,12 +165,7 @@ def reliability_diagram(panels: Mapping[str, np.ndarray], labels: np.ndarray,
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top-1 probability)",
                ylabel="accuracy", title=f"{title}: ECE {100 * ece:.2f}%")
         ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 # ----------------------------------------------------------------------------- runs and reports

@@ -27,6 +27,7 @@ import numpy as np
 
 from maivar_tf.calibration import calibration_report
 from maivar_tf.models.heads import AUDIO_INPUT, VIDEO_INPUT
+from maivar_tf.plotting import pyplot, save_figure
 from maivar_tf.utils import write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -153,31 +154,10 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray,
 # ----------------------------------------------------------------------------- plots
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save_figure(fig, path: str | Path, dpi: int) -> Path:
-    """Writes a figure (creating the folder) and frees it."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
-
-
 def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: str | Path,
                           title: str = "") -> Path:
     """Saves a row-normalised confusion matrix with class names on both axes as a PNG."""
-    plt = _pyplot()
+    plt = pyplot()
     cm = np.asarray(cm, np.float64)
     rows = cm.sum(axis=1, keepdims=True)
     norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
@@ -201,7 +181,7 @@ def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: str 
     if title:
         ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
-    return _save_figure(fig, path, dpi=120)
+    return save_figure(fig, path, dpi=120)
 
 
 def tsne_embed(x: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -225,7 +205,7 @@ def tsne_embed(x: np.ndarray, seed: int = 0) -> np.ndarray:
 def plot_tsne(embeddings: Mapping[str, np.ndarray], labels: np.ndarray,
               class_names: Sequence[str], path: str | Path, seed: int = 0) -> Path:
     """One PNG with a t-SNE panel per embedding (e.g. video, audio, fused), coloured by class."""
-    plt = _pyplot()
+    plt = pyplot()
     names = list(embeddings)
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 5), squeeze=False)
     cmap = plt.get_cmap("tab20" if len(class_names) > 10 else "tab10")
@@ -241,7 +221,7 @@ def plot_tsne(embeddings: Mapping[str, np.ndarray], labels: np.ndarray,
         ax.set_yticks([])
     if len(class_names) <= 20:
         axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
-    return _save_figure(fig, path, dpi=110)
+    return save_figure(fig, path, dpi=110)
 
 
 # ----------------------------------------------------------------------------- models
