@@ -35,6 +35,7 @@ from maivar_tf.models.bn_inception import (  # noqa: E402
     TINY_STEM_FILTERS,
     build_video_backbone,
 )
+from tests.models.torch_batch_norm import randomise_batch_norm  # noqa: E402
 from tests.tiny_models import TINY_BN_INCEPTION_DIM, tiny_bn_inception  # noqa: E402
 
 TOLERANCE = 1e-4
@@ -139,24 +140,8 @@ def _calibrated_reference(blocks, stem, size: int):
     frames and their features."""
     torch.manual_seed(0)
     model = ReferenceBNInception(blocks, stem)
-    # Random affine BN parameters first; then calibrate the running statistics on a batch
-    # (momentum 1: running = batch statistics) so activations stay O(1) through every layer;
-    # then perturb them so that using the running statistics (not batch statistics) and
-    # mapping mean/var correctly both matter.
-    gen = torch.Generator().manual_seed(1)
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    with torch.no_grad():
-        for m in bns:
-            m.weight.uniform_(0.5, 1.5, generator=gen)
-            m.bias.normal_(0.0, 0.2, generator=gen)
-            m.momentum = 1.0
-        model.train()
-        model(torch.from_numpy(_to_tsn(_rgb_input(1, size)).transpose(0, 3, 1, 2).copy()))
-        for m in bns:
-            c = m.num_features
-            m.running_mean.add_(0.05 * m.running_var.sqrt() * torch.randn(c, generator=gen))
-            m.running_var.mul_(torch.empty(c).uniform_(0.9, 1.1, generator=gen))
-    model.eval()
+    randomise_batch_norm(model, torch.from_numpy(
+        _to_tsn(_rgb_input(1, size)).transpose(0, 3, 1, 2).copy()))
     rgb = _rgb_input(2, size)
     return model, rgb, _reference_features(model, rgb)
 

@@ -23,6 +23,7 @@ from maivar_tf.conversion import ConversionError, checkpoint_keys  # noqa: E402
 from maivar_tf.models.audio_backbones import build_audio_image_backbone  # noqa: E402
 from maivar_tf.models.resnet18 import TORCHVISION_MEAN, TORCHVISION_STD  # noqa: E402
 from maivar_tf.models.weights import WeightsError  # noqa: E402
+from tests.models.torch_batch_norm import randomise_batch_norm  # noqa: E402
 
 TOLERANCE = 1e-4
 SIZE = 64
@@ -100,20 +101,7 @@ def reference():
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = _reference_model()
-    gen = torch.Generator().manual_seed(1)
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    with torch.no_grad():
-        for m in bns:
-            m.weight.uniform_(0.5, 1.5, generator=gen)
-            m.bias.normal_(0.0, 0.2, generator=gen)
-            m.momentum = 1.0
-        model.train()
-        model(torch.from_numpy(_normalise(_rgb(1, 4))).float())
-        for m in bns:
-            c = m.num_features
-            m.running_mean.add_(0.05 * m.running_var.sqrt() * torch.randn(c, generator=gen))
-            m.running_var.mul_(torch.empty(c).uniform_(0.9, 1.1, generator=gen))
-    model.eval()
+    randomise_batch_norm(model, torch.from_numpy(_normalise(_rgb(1, 4))).float())
     rgb = _rgb(2)
     with torch.no_grad():
         feats = model.double()(torch.from_numpy(_normalise(rgb.astype(np.float64)))).numpy()
