@@ -124,9 +124,11 @@ class DatasetInfo(_Record):
         with tf.io.gfile.GFile(path, "r") as f:
             return cls.from_json(_load_json(f.read(), path), source=path)
 
-    def check_schema(self, data_dir: str | os.PathLike, expected: int) -> None:
-        """Raises :class:`SchemaVersionError` unless the shards have schema ``expected``."""
-        if self.schema_version != expected:
+    def check_schema(self, data_dir: str | os.PathLike, expected: int,
+                     readable: tuple[int, ...] = ()) -> None:
+        """Raises :class:`SchemaVersionError` unless the shards have schema ``expected`` (or
+        one of the older ``readable`` ones)."""
+        if self.schema_version != expected and self.schema_version not in readable:
             raise SchemaVersionError(
                 f"{os.fspath(data_dir)}: the shards use TFRecord schema version "
                 f"{self.schema_version!r}, this code reads version {expected}; rebuild them "

@@ -25,6 +25,7 @@ from maivar_tf.config.sections import (
     COLORMAPS,
     DATASETS,
     FUSION_METHODS,
+    MISSING_AUDIO,
     REPRESENTATIONS,
     SAMPLING_MODES,
     STAGE_SECTIONS,
@@ -43,7 +44,7 @@ from maivar_tf.config.sections import (
 
 __all__ = [
     "AUDIO_BACKBONES", "AUDIO_ROWS_INIT", "COLORMAPS", "DATASETS", "DEFAULT_CONFIG",
-    "FUSION_METHODS", "MOVED_KEYS",
+    "FUSION_METHODS", "MISSING_AUDIO", "MOVED_KEYS",
     "REPRESENTATIONS", "SAMPLING_MODES", "STAGE_SECTIONS", "STRATEGIES", "VIDEO_POOLING",
     "AudioImageConfig", "ConfigError", "DataConfig", "ExperimentConfig", "ExtractConfig",
     "ModelConfig", "StageConfig", "SynthConfig", "TrainConfig", "apply_overrides",

@@ -80,7 +80,7 @@ class ShardLayout:
             SchemaVersionError: the shards were written under another schema version.
         """
         info = DatasetInfo.read(data_dir)
-        info.check_schema(data_dir, schema.SCHEMA_VERSION)
+        info.check_schema(data_dir, schema.SCHEMA_VERSION, schema.READABLE_VERSIONS)
         stored = info.data_config
         return cls(data_dir=os.fspath(data_dir),
                    representations=tuple(stored.get("representations", ())),

@@ -5,8 +5,20 @@ MAiVAR (Shaikh et al. 2024) feeds its two streams. The context holds the clip's 
 label; feature lists hold one JPEG per sampled TSN segment frame and one PNG per audio-image
 representation (a single-element list under ``<REP>/image/encoded``).
 
+Version 2 adds, for untrimmed videos and missing sound tracks:
+
+* the annotated spans of the action under MediaSequence's segment keys (context int64 lists,
+  one entry per span): ``segment/start/timestamp`` and ``segment/end/timestamp`` in
+  microseconds from the file start, ``segment/label/index`` the span's class;
+* ``audio/missing`` (context int64, 1 when the clip had no audio track and its audio is the
+  silent one, ``data.on_missing_audio: silence``);
+* per-segment audio-images (``data.segment_audio``): a feature list of K PNGs per
+  representation under ``<REP>_SEGMENTS/image/encoded``, the audio window of each TSN
+  segment (:mod:`maivar_tf.data.segments`), in segment order.
+
 Bump :data:`SCHEMA_VERSION` whenever a key, dtype or meaning changes; ``dataset_info.json``
-records it and the reader refuses shards of another version.
+records it and the reader refuses shards of a version outside :data:`READABLE_VERSIONS`
+(version-1 shards read with no spans, audio present and no per-segment audio-images).
 """
 
 from __future__ import annotations
@@ -16,7 +28,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Versions this code reads (version 1 lacks the keys version 2 added; they take defaults).
+READABLE_VERSIONS = (1, 2)
 
 # Context keys.
 EXAMPLE_ID = "example/id"
@@ -31,6 +45,10 @@ IMAGE_WIDTH = "image/width"
 IMAGE_FRAME_RATE = "image/frame_rate"
 AUDIO_SAMPLE_RATE = "audio/sample_rate"
 SPLIT = "clip/split"
+SEGMENT_START_TIMESTAMP = "segment/start/timestamp"  # microseconds, one per annotated span
+SEGMENT_END_TIMESTAMP = "segment/end/timestamp"  # microseconds
+SEGMENT_LABEL_INDEX = "segment/label/index"
+AUDIO_MISSING = "audio/missing"  # 1: no audio track, the audio is the silent one
 
 # Feature-list keys.
 IMAGE_ENCODED = "image/encoded"  # one JPEG per sampled frame
@@ -41,6 +59,12 @@ WAVEFORM_FLOATS = "WAVEFORM/feature/floats"  # one element: the whole mono wavef
 def audio_image_key(representation: str) -> str:
     """Feature-list key of one audio-image representation, e.g. ``CHROMAGRAM/image/encoded``."""
     return f"{representation.upper()}/image/encoded"
+
+
+def segment_audio_image_key(representation: str) -> str:
+    """Feature-list key of one representation's K per-segment audio-images,
+    e.g. ``CHROMAGRAM_SEGMENTS/image/encoded``."""
+    return f"{representation.upper()}_SEGMENTS/image/encoded"
 
 
 @dataclass(frozen=True)
@@ -61,6 +85,9 @@ class ClipExample:
         audio_images_png: representation name -> PNG bytes.
         start_us, end_us: clip start and end in microseconds.
         waveform: optional mono float32 waveform.
+        spans: the annotated action spans ``(start_us, end_us, label_index)``.
+        segment_audio_images_png: representation name -> K PNGs, one per segment's window.
+        audio_missing: the clip had no audio track (its audio-images are the silent ones).
     """
 
     example_id: str
@@ -78,6 +105,9 @@ class ClipExample:
     start_us: int = 0
     end_us: int = 0
     waveform: np.ndarray | None = None
+    spans: Sequence[tuple[int, int, int]] = ()
+    segment_audio_images_png: Mapping[str, Sequence[bytes]] = field(default_factory=dict)
+    audio_missing: bool = False
 
 
 def _bytes(values: Sequence[bytes]):
@@ -115,7 +145,12 @@ def to_sequence_example(clip: ClipExample):
         IMAGE_WIDTH: _ints([clip.width]),
         IMAGE_FRAME_RATE: _floats([clip.frame_rate]),
         AUDIO_SAMPLE_RATE: _ints([clip.sample_rate]),
+        AUDIO_MISSING: _ints([int(bool(clip.audio_missing))]),
     }
+    if clip.spans:
+        ctx[SEGMENT_START_TIMESTAMP] = _ints([s for s, _, _ in clip.spans])
+        ctx[SEGMENT_END_TIMESTAMP] = _ints([e for _, e, _ in clip.spans])
+        ctx[SEGMENT_LABEL_INDEX] = _ints([c for _, _, c in clip.spans])
     lists = {
         IMAGE_ENCODED: tf.train.FeatureList(feature=[_bytes([f]) for f in clip.frames_jpeg]),
         IMAGE_TIMESTAMP: tf.train.FeatureList(
@@ -123,6 +158,9 @@ def to_sequence_example(clip: ClipExample):
     }
     for rep, png in clip.audio_images_png.items():
         lists[audio_image_key(rep)] = tf.train.FeatureList(feature=[_bytes([png])])
+    for rep, pngs in clip.segment_audio_images_png.items():
+        lists[segment_audio_image_key(rep)] = tf.train.FeatureList(
+            feature=[_bytes([png]) for png in pngs])
     if clip.waveform is not None:
         lists[WAVEFORM_FLOATS] = tf.train.FeatureList(
             feature=[tf.train.Feature(float_list=tf.train.FloatList(
@@ -133,7 +171,8 @@ def to_sequence_example(clip: ClipExample):
     )
 
 
-def feature_specs(representations: Sequence[str], with_waveform: bool = False):
+def feature_specs(representations: Sequence[str], with_waveform: bool = False,
+                  segment_representations: Sequence[str] = ()):
     """``(context_spec, sequence_spec)`` for ``tf.io.parse_single_sequence_example``."""
     import tensorflow as tf
 
@@ -150,6 +189,10 @@ def feature_specs(representations: Sequence[str], with_waveform: bool = False):
         IMAGE_WIDTH: tf.io.FixedLenFeature([], tf.int64),
         IMAGE_FRAME_RATE: tf.io.FixedLenFeature([], tf.float32, default_value=0.0),
         AUDIO_SAMPLE_RATE: tf.io.FixedLenFeature([], tf.int64, default_value=0),
+        AUDIO_MISSING: tf.io.FixedLenFeature([], tf.int64, default_value=0),
+        SEGMENT_START_TIMESTAMP: tf.io.VarLenFeature(tf.int64),
+        SEGMENT_END_TIMESTAMP: tf.io.VarLenFeature(tf.int64),
+        SEGMENT_LABEL_INDEX: tf.io.VarLenFeature(tf.int64),
     }
     sequence = {
         IMAGE_ENCODED: tf.io.FixedLenSequenceFeature([], tf.string),
@@ -157,20 +200,30 @@ def feature_specs(representations: Sequence[str], with_waveform: bool = False):
     }
     for rep in representations:
         sequence[audio_image_key(rep)] = tf.io.FixedLenSequenceFeature([], tf.string)
+    for rep in segment_representations:
+        sequence[segment_audio_image_key(rep)] = tf.io.FixedLenSequenceFeature([], tf.string)
     if with_waveform:
         sequence[WAVEFORM_FLOATS] = tf.io.VarLenFeature(tf.float32)
     return context, sequence
 
 
 def parse_sequence_example(serialized, representations: Sequence[str],
-                           with_waveform: bool = False):
-    """Parses one serialized SequenceExample into a flat dict of tensors (keys as above)."""
+                           with_waveform: bool = False,
+                           segment_representations: Sequence[str] = ()):
+    """Parses one serialized SequenceExample into a flat dict of tensors (keys as above).
+
+    The span keys come out dense (int64 ``[num_spans]``, empty without spans);
+    ``segment_representations`` adds each one's K per-segment PNGs (string ``[K]``).
+    """
     import tensorflow as tf
 
-    context_spec, sequence_spec = feature_specs(representations, with_waveform)
+    context_spec, sequence_spec = feature_specs(representations, with_waveform,
+                                                segment_representations)
     context, sequence = tf.io.parse_single_sequence_example(
         serialized, context_features=context_spec, sequence_features=sequence_spec)
     out = dict(context)
+    for key in (SEGMENT_START_TIMESTAMP, SEGMENT_END_TIMESTAMP, SEGMENT_LABEL_INDEX):
+        out[key] = tf.sparse.to_dense(context[key])
     out.update(sequence)
     if with_waveform:
         out[WAVEFORM_FLOATS] = tf.sparse.to_dense(sequence[WAVEFORM_FLOATS])[0]
