@@ -203,11 +203,13 @@ class BackboneSpec(_Record):
 
 @dataclass(frozen=True)
 class SplitFeatures(_Record):
-    """One split's extracted features: examples, input shards and representations done."""
+    """One split's extracted features: examples, input shards and representations done
+    (``segment_representations``: those whose per-segment audio features are done too)."""
 
     count: int
     num_shards: int
     representations: tuple[str, ...] = ()
+    segment_representations: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -220,16 +222,23 @@ class AudioFeatures(_Record):
         fingerprint: hash of what their values depend on beyond the folder's fingerprint
             (the backbone); another backbone spec under the same name is refused as stale.
         representations: per split, the representations extracted.
+        segment_representations: per split, the representations whose per-segment audio
+            features (``audio-<REP>_SEGMENTS-...`` shards) are extracted.
+        silent: per representation, the backbone's features of the silent audio-image
+            (``dim`` float32 values, exact through JSON): what a clip without sound gets.
     """
 
     backbone: BackboneSpec
     dim: int
     fingerprint: str = ""
     representations: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    segment_representations: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    silent: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "representations", {
-            k: tuple(v) for k, v in dict(self.representations).items()})
+        for name, cast in (("representations", tuple), ("segment_representations", tuple),
+                           ("silent", lambda v: tuple(map(float, v)))):
+            object.__setattr__(self, name, {k: cast(v) for k, v in getattr(self, name).items()})
 
 
 @dataclass(frozen=True)
