@@ -126,7 +126,11 @@ class AudioFeatures:
         def compute():
             m = self.mfcc()
             mean = tf.reduce_mean(m, axis=2, keepdims=True)
-            centred = m - mean
+            # An exactly constant row (silence) is exactly zero once centred, as in sklearn;
+            # float32's mean would leave a residue of either sign that depends on the length.
+            constant = tf.equal(tf.reduce_max(m, axis=2, keepdims=True),
+                                tf.reduce_min(m, axis=2, keepdims=True))
+            centred = tf.where(constant, tf.zeros_like(m), m - mean)
             std = tf.sqrt(tf.reduce_mean(centred * centred, axis=2, keepdims=True))
             # sklearn.preprocessing.scale leaves (near-)constant rows unscaled.
             std = tf.where(std < 10.0 * np.finfo(np.float32).eps, tf.ones_like(std), std)

@@ -104,13 +104,6 @@ def test_silent_features_are_the_backbone_on_the_silent_image(extracted_segments
                            load_features(extracted_segments, "test", "chromagram").silent_audio)
 
 
-_SCALED_NOISE = pytest.mark.xfail(strict=True, reason=(
-    "mfcc_scaled standardises each MFCC row over time; silence gives exactly constant rows, "
-    "but float32 reduce_mean leaves a residue above the absolute 10*eps threshold for some "
-    "lengths (2 s at 22050 Hz), so the image is length-dependent noise "
-    "(AudioFeatures.mfcc_scaled; fix: centre rows with max == min to 0)"))
-
-
 @pytest.fixture(scope="module")
 def silence_images():
     """The silent images at ``2 * n_fft`` samples and at two other lengths."""
@@ -118,12 +111,11 @@ def silence_images():
 
     cfg = AudioImageConfig(image_size=32)
     other = {n: render_audio_images(np.zeros(n, np.float32), REPRESENTATIONS, cfg)
-             for n in (3 * cfg.n_fft + 17, cfg.sample_rate * 2)}
+             for n in (3 * cfg.n_fft + 17, cfg.sample_rate * 2, cfg.sample_rate * 10)}
     return silent_audio_images(REPRESENTATIONS, cfg), other
 
 
-@pytest.mark.parametrize("rep", [pytest.param(r, marks=_SCALED_NOISE) if r == "mfcc_scaled"
-                                 else r for r in REPRESENTATIONS])
+@pytest.mark.parametrize("rep", REPRESENTATIONS)
 def test_silence_of_any_length_renders_the_same_image(silence_images, rep):
     short, other = silence_images
     for n, images in other.items():
