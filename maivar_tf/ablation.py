@@ -157,13 +157,18 @@ class Cell:
 
 def cell_config(cfg: ExperimentConfig, axis: str, value: str, seed: int) -> ExperimentConfig:
     """``cfg`` with the axis' field (:data:`AXIS_FIELDS`) ``=<value>`` and ``train.seed=<seed>``,
-    validated like ``--set``.
+    validated like ``--set``. A fusion cell other than ``temporal_binding`` also sets
+    ``model.localisation=false``: the localiser needs temporal binding's per-segment features,
+    so on the untrimmed config the clip-level cells train the three heads only.
 
     Raises:
         maivar_tf.config.ConfigError: the value is not allowed (naming the field).
     """
     axis_values(axis)
-    tree = apply_overrides(cfg.to_dict(), [f"{AXIS_FIELDS[axis]}={value}", f"train.seed={seed}"])
+    overrides = [f"{AXIS_FIELDS[axis]}={value}", f"train.seed={seed}"]
+    if axis == "fusion" and value != "temporal_binding":
+        overrides.append("model.localisation=false")
+    tree = apply_overrides(cfg.to_dict(), overrides)
     return from_dict(ExperimentConfig, tree)
 
 

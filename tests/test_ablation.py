@@ -10,7 +10,7 @@ import pytest
 
 import maivar_tf.ablation as ablation
 from maivar_tf.ablation_report import format_ablation_table, mean_curves
-from maivar_tf.config import ConfigError, ExperimentConfig, TrainConfig
+from maivar_tf.config import ConfigError, ExperimentConfig, TrainConfig, load_config
 
 #: Fusion-stage validation accuracy per (fusion method, seed); None: no validation column.
 CURVES = {"vmlp_init": {5: [0.5, 0.8, 0.9, 0.9, 0.9],  # final 0.9 -> epoch 3
@@ -185,6 +185,11 @@ def test_fusion_defaults_need_segment_audio_for_temporal_binding_and_dropout_axi
     assert (cell.train.fusion.modality_dropout, cell.train.seed) == (0.5, 6)
     with pytest.raises(ConfigError, match="modality_dropout"):
         ablation.cell_config(cfg, "modality_dropout", "1.5", 6)
+    untrimmed = load_config("configs/synthetic_untrimmed.yaml")
+    assert untrimmed.model.localisation and untrimmed.model.fusion == "temporal_binding"
+    clip = ablation.cell_config(untrimmed, "fusion", "vmlp_init", 0)
+    assert (clip.model.fusion, clip.model.localisation) == ("vmlp_init", False)
+    assert ablation.cell_config(untrimmed, "fusion", "temporal_binding", 0).model.localisation
 
 
 def test_silent_audio_and_localisation_columns_summarise_the_seeds():
