@@ -26,8 +26,21 @@ from typing import Any
 import numpy as np
 
 from maivar_tf.calibration import calibration_report
-from maivar_tf.models.heads import AUDIO_INPUT, VIDEO_INPUT
-from maivar_tf.plotting import pyplot, save_figure
+from maivar_tf.evaluation_plots import (  # noqa: F401  (re-exported)
+    plot_confusion_matrix,
+    plot_tsne,
+    stratified_subset,
+    tsne_embed,
+)
+from maivar_tf.localisation import (
+    SILENT,
+    load_split,
+    localisation_metrics,
+    needs_segments,
+    segment_audio,
+    silent_features,
+)
+from maivar_tf.models.heads import AUDIO_INPUT, AUDIO_SEGMENTS_INPUT, VIDEO_INPUT
 from maivar_tf.utils import write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -39,6 +52,8 @@ FUSION_HIDDEN_LAYER = "fusion_hidden"
 REPORT_JSON = "report.json"
 #: Where :func:`evaluate_run` writes a run's report (inside the run folder).
 EVAL_SUBDIR = "eval"
+#: Where :func:`evaluate_run` writes the report of the run on clips without sound.
+SILENT_EVAL_SUBDIR = "eval-silent"
 #: The report's model names, in print order: the VMLP, the audio MLP and the fusion MLP.
 STREAMS: tuple[str, ...] = ("video", "audio", "fusion")
 
@@ -151,79 +166,6 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray,
     }
 
 
-# ----------------------------------------------------------------------------- plots
-
-
-def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: str | Path,
-                          title: str = "") -> Path:
-    """Saves a row-normalised confusion matrix with class names on both axes as a PNG."""
-    plt = pyplot()
-    cm = np.asarray(cm, np.float64)
-    rows = cm.sum(axis=1, keepdims=True)
-    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
-    c = len(class_names)
-    side = max(4.0, 0.35 * c + 2.5)
-    fig, ax = plt.subplots(figsize=(side, side))
-    im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
-    ax.set_xticks(range(c))
-    ax.set_yticks(range(c))
-    fs = 8 if c <= 20 else max(3, int(160 / c))
-    ax.set_xticklabels(class_names, rotation=90, fontsize=fs)
-    ax.set_yticklabels(class_names, fontsize=fs)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    if c <= 20:
-        for i in range(c):
-            for j in range(c):
-                if cm[i, j]:
-                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=fs,
-                            color="white" if norm[i, j] > 0.5 else "black")
-    if title:
-        ax.set_title(title)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
-    return save_figure(fig, path, dpi=120)
-
-
-def tsne_embed(x: np.ndarray, seed: int = 0) -> np.ndarray:
-    """2-D t-SNE of ``x`` ``[N, D]`` (PCA to 50 dims first when D > 50); deterministic."""
-    from sklearn.decomposition import PCA
-    from sklearn.manifold import TSNE
-
-    x = np.asarray(x, np.float64).reshape(len(x), -1)
-    n = len(x)
-    if n < 3:
-        return np.zeros((n, 2))
-    if x.shape[1] > 50 and n > 50:
-        x = PCA(n_components=50, random_state=seed).fit_transform(x)
-    perplexity = float(min(30.0, max(2.0, (n - 1) / 3.0)))
-    # Exact gradients are faster than Barnes-Hut below a few hundred points.
-    method = "exact" if n <= 500 else "barnes_hut"
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
-                learning_rate="auto", method=method).fit_transform(x)
-
-
-def plot_tsne(embeddings: Mapping[str, np.ndarray], labels: np.ndarray,
-              class_names: Sequence[str], path: str | Path, seed: int = 0) -> Path:
-    """One PNG with a t-SNE panel per embedding (e.g. video, audio, fused), coloured by class."""
-    plt = pyplot()
-    names = list(embeddings)
-    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 5), squeeze=False)
-    cmap = plt.get_cmap("tab20" if len(class_names) > 10 else "tab10")
-    labels = np.asarray(labels)
-    for ax, name in zip(axes[0], names, strict=True):
-        xy = tsne_embed(embeddings[name], seed=seed)
-        for c in np.unique(labels):
-            m = labels == c
-            ax.scatter(xy[m, 0], xy[m, 1], s=10, color=cmap(int(c) % cmap.N),
-                       label=class_names[int(c)])
-        ax.set_title(f"{name} embedding")
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if len(class_names) <= 20:
-        axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
-    return save_figure(fig, path, dpi=110)
-
-
 # ----------------------------------------------------------------------------- models
 
 
@@ -235,10 +177,12 @@ def model_inputs(model, features) -> dict[str, np.ndarray]:
     """The feature arrays a head takes, keyed by its input names."""
     arrays = {VIDEO_INPUT: features.video, AUDIO_INPUT: features.audio}
     names = _input_names(model)
+    if AUDIO_SEGMENTS_INPUT in names:
+        arrays[AUDIO_SEGMENTS_INPUT] = segment_audio(features)
     unknown = [n for n in names if n not in arrays]
     if unknown:
         raise ValueError(f"model {model.name!r} has input(s) {unknown}; allowed: "
-                         f"{VIDEO_INPUT}, {AUDIO_INPUT}")
+                         f"{VIDEO_INPUT}, {AUDIO_INPUT}, {AUDIO_SEGMENTS_INPUT}")
     return {n: arrays[n] for n in names}
 
 
@@ -309,32 +253,29 @@ def embedding_kind(model) -> str | None:
 
 
 def hidden_activations(model, features) -> np.ndarray:
-    """The penultimate ``hidden``/``fusion_hidden`` layer's activations ``[N, units]``."""
+    """The penultimate ``hidden``/``fusion_hidden`` layer's activations ``[N, units]`` (per
+    segment ``[N, K, units]`` for temporal binding: averaged over the K segments)."""
     import keras
 
     layer_name = FUSION_HIDDEN_LAYER if embedding_kind(model) == "fused" else HIDDEN_LAYER
     sub = keras.Model(model.inputs, model.get_layer(layer_name).output)
-    return model_outputs(sub, model_inputs(model, features))
+    out = model_outputs(sub, model_inputs(model, features))
+    return out.mean(axis=1) if out.ndim == 3 else out
 
 
-def _stratified_subset(labels: np.ndarray, max_points: int, seed: int) -> np.ndarray:
-    """At most ``max_points`` row indices, sampled per class in proportion; sorted."""
-    n = len(labels)
-    if n <= max_points:
-        return np.arange(n)
-    rng = np.random.default_rng(seed)
-    keep = []
-    for c in np.unique(labels):
-        rows = np.flatnonzero(labels == c)
-        take = max(1, int(round(max_points * len(rows) / n)))
-        keep.append(rng.choice(rows, size=min(take, len(rows)), replace=False))
-    return np.sort(np.concatenate(keep))
+def localisation_report(localiser, features) -> dict[str, Any]:
+    """:func:`maivar_tf.localisation.localisation_metrics` of a localiser on ``features``, or a
+    note when the split has no segment labels."""
+    if getattr(features, "segment_labels", None) is None:
+        return {"note": "the split has no segment labels (no spans in its TFRecords)"}
+    logits = model_outputs(localiser, model_inputs(localiser, features))
+    return localisation_metrics(features.segment_labels, logits)
 
 
 def evaluate_models(models: Mapping[str, Any], features, out_dir: str | Path, *,
                     tsne: bool = True, tsne_max_points: int = 2000, seed: int = 0,
-                    calibration: Mapping[str, Mapping[str, Any]] | None = None
-                    ) -> dict[str, Any]:
+                    calibration: Mapping[str, Mapping[str, Any]] | None = None,
+                    localiser: Any = None, audio: str | None = None) -> dict[str, Any]:
     """Evaluates trained heads on a feature set and writes the report artefacts.
 
     Args:
@@ -347,12 +288,21 @@ def evaluate_models(models: Mapping[str, Any], features, out_dir: str | Path, *,
         seed: t-SNE / subsampling seed.
         calibration: name -> a run's calibration record (its ``temperature``): that head's
             report gets ``calibration[name]`` and ``reliability_<name>.png``.
+        localiser: a run's localisation head: the report gets ``localisation`` (see
+            :func:`localisation_report`).
+        audio: ``"silent"``: every clip's audio (clip-level and per segment) is first replaced
+            by the silent audio-image's features (:func:`maivar_tf.localisation.silent_features`).
 
     Returns:
-        The report: ``{"num_examples", "representation", "class_names", "models": {name:
-        metrics (see :func:`classification_metrics`) + "confusion_png"}, "tsne_png",
-        "calibration": {name: see :func:`maivar_tf.calibration.calibration_report`}}``.
+        The report: ``{"num_examples", "representation", "class_names", "audio"
+        (``"original"`` or ``"silent"``), "models": {name: metrics (see
+        :func:`classification_metrics`) + "confusion_png"}, "tsne_png", "calibration": {name:
+        see :func:`maivar_tf.calibration.calibration_report`}, "localisation"}``.
     """
+    if audio not in (None, "original", SILENT):
+        raise ValueError(f"audio: invalid value {audio!r}; allowed: original, {SILENT}")
+    if audio == SILENT:
+        features = silent_features(features)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     class_names = tuple(features.class_names)
@@ -361,6 +311,7 @@ def evaluate_models(models: Mapping[str, Any], features, out_dir: str | Path, *,
         "representation": features.representation,
         "num_segments": int(features.video.shape[1]) if features.video.ndim == 3 else None,
         "class_names": list(class_names),
+        "audio": audio or "original",
         "models": {},
     }
     embeddings: dict[str, np.ndarray] = {}
@@ -380,12 +331,14 @@ def evaluate_models(models: Mapping[str, Any], features, out_dir: str | Path, *,
             embeddings[kind] = hidden_activations(model, features)
     if tsne and embeddings and len(features.ids) >= 3:
         order = [k for k in ("video", "audio", "fused") if k in embeddings]
-        rows = _stratified_subset(features.labels, tsne_max_points, seed)
+        rows = stratified_subset(features.labels, tsne_max_points, seed)
         png = plot_tsne({k: embeddings[k][rows] for k in order}, features.labels[rows],
                         class_names, out_dir / "tsne.png", seed=seed)
         report["tsne_png"] = png.name
         report["tsne_embeddings"] = order
         report["tsne_points"] = int(len(rows))
+    if localiser is not None:
+        report["localisation"] = localisation_report(localiser, features)
     write_json_atomic(out_dir / REPORT_JSON, report)
     return report
 
@@ -397,16 +350,21 @@ def run_heads(run: Any) -> dict[str, Any]:
 
 def evaluate_run(run_dir: str | Path, features_dir: str | Path, representation: str, *,
                  split: str = "test", out_dir: str | Path | None = None,
-                 tsne: bool = True) -> dict[str, Any]:
+                 tsne: bool = True, audio: str | None = None) -> dict[str, Any]:
     """``maivar evaluate``: a trained run's three heads on one split, with the report artefacts.
+
+    A temporal-binding run is evaluated on the split's per-segment audio features; a run with a
+    localiser also reports ``localisation`` (segment accuracy against the spans).
 
     Args:
         run_dir: the run folder (:func:`maivar_tf.runs.load_run`).
         features_dir: the extracted features to evaluate on.
         representation: the audio-image whose audio features to use.
         split: the split to evaluate.
-        out_dir: where the report goes (default ``run_dir/eval``).
+        out_dir: where the report goes (default ``run_dir/eval``; ``run_dir/eval-silent``
+            with ``audio="silent"``).
         tsne: also draw the t-SNE panels.
+        audio: ``"silent"``: evaluate on clips without sound (see :func:`evaluate_models`).
 
     Returns:
         The report of :func:`evaluate_models` (models ``video``, ``audio``, ``fusion``; the
@@ -416,11 +374,13 @@ def evaluate_run(run_dir: str | Path, features_dir: str | Path, representation: 
         FileNotFoundError: the run is incomplete.
         maivar_tf.features.FeatureError: the split or representation was not extracted.
     """
-    from maivar_tf.features import load_features
     from maivar_tf.runs import load_run
 
     run = load_run(run_dir)
-    features = load_features(features_dir, split, representation,
-                             audio_backbone=run.info.audio_backbone)
-    return evaluate_models(run_heads(run), features, out_dir or Path(run_dir) / EVAL_SUBDIR,
-                           tsne=tsne, calibration={"fusion": run.info.calibration})
+    segments = needs_segments(run.info.config) or run.localiser is not None
+    features = load_split(features_dir, split, representation, run.info.audio_backbone,
+                          segments=segments)
+    default_dir = SILENT_EVAL_SUBDIR if audio == SILENT else EVAL_SUBDIR
+    return evaluate_models(run_heads(run), features, out_dir or Path(run_dir) / default_dir,
+                           tsne=tsne, calibration={"fusion": run.info.calibration},
+                           localiser=run.localiser, audio=audio)

@@ -8,6 +8,8 @@ features.
     run_info.json                  RunInfo: classes, K, feature widths, config, stages, metrics,
                                    the fusion head's calibration (temperature)
     audio_mlp.keras, vmlp.keras, fusion.keras    the heads of Algorithm 1's three stages
+    localiser.keras                the per-segment localisation head (only with
+                                   ``model.localisation``: a fourth, optional stage)
     <stage>/log.csv, <stage>/logs/  per-epoch metrics (CSVLogger) and TensorBoard events
 
 This module reads it back (:func:`load_run`); nothing else parses those files. For serving,
@@ -35,6 +37,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Algorithm 1's stages, in training order; each is saved as ``run_dir/<stage>.keras``.
 STAGES: tuple[str, ...] = ("audio_mlp", "vmlp", "fusion")
+#: The optional fourth stage (``model.localisation``), saved as ``run_dir/localiser.keras``.
+LOCALISER_STAGE = "localiser"
 #: The per-epoch CSV log of a stage, relative to the run folder.
 LOG_CSV = "log.csv"
 
@@ -53,6 +57,9 @@ class TrainedRun:
             including those before a resume).
         run_dir: where the run lives.
         info: the run's :class:`~maivar_tf.artifacts.RunInfo` (None while it is being written).
+        localiser: the localisation head (inputs ``video_features``,
+            ``audio_segment_features``; logits ``[B, K, C + 1]``, class C = background), or
+            None when the run has none.
     """
 
     audio_mlp: Any
@@ -61,6 +68,7 @@ class TrainedRun:
     histories: dict[str, dict[str, list[float]]]
     run_dir: Path
     info: RunInfo | None = field(default=None)
+    localiser: Any = None
 
     @property
     def temperature(self) -> float:
@@ -93,7 +101,8 @@ def read_csv_log(path: str | Path) -> dict[str, list[float]]:
 
 
 def load_run(run_dir: str | Path, compile: bool = False) -> TrainedRun:
-    """Loads a finished run: the three heads, their logs and the run info.
+    """Loads a finished run: the three heads (and ``localiser.keras`` when present), their logs
+    and the run info.
 
     Args:
         run_dir: the run folder.
@@ -111,9 +120,12 @@ def load_run(run_dir: str | Path, compile: bool = False) -> TrainedRun:
                                 "(train it with `maivar train`)")
     info = RunInfo.read(run_dir)
     models = {s: load_head(run_dir / f"{s}.keras", compile=compile) for s in STAGES}
-    histories = {s: read_csv_log(stage_log_path(run_dir, s)) for s in STAGES}
+    localiser = run_dir / f"{LOCALISER_STAGE}.keras"
+    if localiser.exists():
+        models[LOCALISER_STAGE] = load_head(localiser, compile=compile)
+    histories = {s: read_csv_log(stage_log_path(run_dir, s)) for s in models}
     return TrainedRun(models["audio_mlp"], models["vmlp"], models["fusion"], histories,
-                      run_dir, info)
+                      run_dir, info, localiser=models.get(LOCALISER_STAGE))
 
 
 class RunError(RuntimeError):

@@ -10,7 +10,16 @@ Algorithm 1 (Shaikh et al. 2024) on frozen backbone features:
    classifier copied, audio rows zero);
 4. train it on ``[video, audio]`` (``train.fusion``; the paper: 3e-5, batch 768), except
    ``late``, which is not fitted: its audio weight is chosen on the validation split (on the
-   training split when there is none) and recorded in the stage info.
+   training split when there is none) and recorded in the stage info;
+5. with ``model.localisation`` (temporal binding only), a fourth stage ``localiser``
+   (``train.localisation``, seed ``train.seed + 3``): the per-segment head of
+   :func:`maivar_tf.models.temporal.build_localiser` on the frozen fusion model's per-segment
+   features, trained on the segment labels ``[N, K]`` (class ``C`` = background); skipped, with
+   a log line, when the features hold no segment labels.
+
+``train.fusion.modality_dropout`` (``p > 0``) makes the fusion model replace each training
+clip's audio input by the silent audio-image's features with probability ``p``
+(:mod:`maivar_tf.models.modality`).
 
 Then the fusion logits' temperature is fitted on the validation split (Guo et al. 2017,
 :mod:`maivar_tf.calibration`; held out of ``train`` when ``train.val_fraction > 0``) and
@@ -42,7 +51,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import os
 import shutil
 import time
 import warnings
@@ -69,15 +77,27 @@ from maivar_tf.distribute import (
     worker_run_dir,
 )
 from maivar_tf.evaluation import evaluate_arrays, model_outputs
-from maivar_tf.models.fusion import build_fusion, choose_late_weight
+from maivar_tf.feature_checks import check_compatible, check_features, check_segment_features
+from maivar_tf.late_stage import choose_late_stage, save_model_atomic
+from maivar_tf.localisation import localisation_labels, localisation_metrics, segment_audio
+from maivar_tf.models.fusion import build_fusion
 from maivar_tf.models.heads import (
     AUDIO_INPUT,
+    AUDIO_SEGMENTS_INPUT,
     VIDEO_INPUT,
     build_audio_mlp,
     build_video_mlp,
     feature_statistics,
 )
-from maivar_tf.runs import STAGES, TrainedRun, load_head, read_csv_log, stage_log_path
+from maivar_tf.models.temporal import build_localiser
+from maivar_tf.runs import (
+    LOCALISER_STAGE,
+    STAGES,
+    TrainedRun,
+    load_head,
+    read_csv_log,
+    stage_log_path,
+)
 from maivar_tf.seeds import EpochStreams
 
 logger = logging.getLogger(__name__)
@@ -114,59 +134,24 @@ def stage_plans(tc: TrainConfig) -> dict[str, StagePlan]:
     return plans
 
 
-def stage_inputs(stage: str, features: Any) -> Any:
-    """What the head of ``stage`` takes from a FeatureSet (an array, or a dict for fusion)."""
+def localiser_plan(tc: TrainConfig) -> StagePlan:
+    """The ``localiser`` stage (``train.localisation``; seed ``train.seed + 3``)."""
+    sc = tc.localisation
+    return StagePlan(LOCALISER_STAGE, sc.epochs, sc.learning_rate, sc.batch_size,
+                     tc.seed + len(STAGE_SECTIONS))
+
+
+def stage_inputs(stage: str, features: Any, method: str = "vmlp_init") -> Any:
+    """What the head of ``stage`` takes from a FeatureSet (an array, or a dict for fusion; the
+    per-segment audio for a ``temporal_binding`` fusion ``method`` and the localiser)."""
     if stage == "audio_mlp":
         return np.asarray(features.audio, np.float32)
     if stage == "vmlp":
         return np.asarray(features.video, np.float32)
-    return {VIDEO_INPUT: np.asarray(features.video, np.float32),
-            AUDIO_INPUT: np.asarray(features.audio, np.float32)}
-
-
-def check_features(features: Any, name: str) -> None:
-    """Raises ValueError unless ``features`` is ``video [N,K,D]``, ``audio [N,D]`` (finite),
-    labels in range; the message names the split (``name``) and, for NaN/Inf, how many rows."""
-    video, audio = np.asarray(features.video), np.asarray(features.audio)
-    labels = np.asarray(features.labels)
-    if video.ndim != 3:
-        raise ValueError(f"{name}.video: shape {video.shape}; expected [N, K, D]")
-    if audio.ndim != 2:
-        raise ValueError(f"{name}.audio: shape {audio.shape}; expected [N, D]")
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{name}.labels: {labels.dtype} {labels.shape}; expected int [N]")
-    if not (len(video) == len(audio) == len(labels)) or len(labels) == 0:
-        raise ValueError(f"{name}: {len(video)} video rows, {len(audio)} audio rows, "
-                         f"{len(labels)} labels; expected the same non-zero count")
-    for part, x in (("video", video), ("audio", audio)):
-        rows = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
-        if rows.any():
-            ids = getattr(features, "ids", None)
-            eg = f", e.g. example id {ids[rows][0]}" if ids is not None else ""
-            raise ValueError(f"{name}.{part}: {int(rows.sum())} of {len(x)} rows hold non-finite "
-                             f"values (NaN or Inf){eg}; re-extract the features "
-                             "(`maivar extract`) or drop those examples")
-    num_classes = len(features.class_names)
-    bad = (labels < 0) | (labels >= num_classes)
-    if bad.any():
-        raise ValueError(f"{name}.labels: {int(bad.sum())} labels outside [0, {num_classes}) "
-                         f"(e.g. {int(labels[bad][0])}); drop examples whose class is not in "
-                         "class_names before training")
-
-
-def _check_compatible(train: Any, val: Any) -> None:
-    check_features(val, "val")
-    if tuple(val.class_names) != tuple(train.class_names):
-        raise ValueError("val.class_names differ from train.class_names")
-    if val.video.shape[1:] != train.video.shape[1:] or val.audio.shape[1:] != train.audio.shape[1:]:
-        raise ValueError(f"val features {val.video.shape[1:]}/{val.audio.shape[1:]} differ from "
-                         f"train features {train.video.shape[1:]}/{train.audio.shape[1:]}")
-
-
-def _atomic_save(model: keras.Model, path: Path) -> None:
-    tmp = path.with_name(path.stem + ".partial.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    video = np.asarray(features.video, np.float32)
+    if stage == LOCALISER_STAGE or method == "temporal_binding":
+        return {VIDEO_INPUT: video, AUDIO_SEGMENTS_INPUT: segment_audio(features)}
+    return {VIDEO_INPUT: video, AUDIO_INPUT: np.asarray(features.audio, np.float32)}
 
 
 def _compiled(build: Callable[[], keras.Model], plan: StagePlan,
@@ -229,7 +214,7 @@ def train_stage(plan: StagePlan, build: Callable[[], keras.Model], train_xy: tup
     model.fit(train_ds, epochs=plan.epochs, steps_per_epoch=steps, validation_data=val_ds,
               validation_steps=val_steps, callbacks=callbacks, verbose=verbose,
               shuffle=False)  # the dataset shuffles itself
-    _atomic_save(model, final)
+    save_model_atomic(model, final)
     shutil.rmtree(stage_io.stage_dir(run_dir, plan.name) / stage_io.BACKUP_SUBDIR,
                   ignore_errors=True)
     return model, {
@@ -277,10 +262,12 @@ def run_algorithm1(cfg: ExperimentConfig, train: Any, val: Any = None,
             list).
     """
     check_features(train, "train")
+    check_segment_features(train, "train", cfg)
     if val is None and cfg.train.val_fraction > 0:
         train, val = holdout_validation(train, cfg.train.val_fraction)
     if val is not None:
-        _check_compatible(train, val)
+        check_compatible(train, val)
+        check_segment_features(val, "val", cfg)
     if train.representation != cfg.model.representation:
         warnings.warn(f"training on {train.representation!r} audio features but "
                       f"model.representation is {cfg.model.representation!r}", stacklevel=2)
@@ -316,45 +303,21 @@ def _builders(cfg: ExperimentConfig, train: Any) -> dict[str, Callable[..., kera
     audio_dim = int(train.audio.shape[1])
     v_mean, v_var = feature_statistics(train.video)
     a_mean, a_var = feature_statistics(train.audio)
+    f_mean, f_var = a_mean, a_var  # the fusion's audio: per segment for temporal binding
+    if mc.fusion == "temporal_binding":
+        f_mean, f_var = feature_statistics(segment_audio(train))
+    dropout = cfg.train.fusion.modality_dropout
+    silent = getattr(train, "silent_audio", None) if dropout else None
     return {
+        LOCALISER_STAGE: None,  # built from the trained fusion model (localiser_stage)
         "audio_mlp": lambda: build_audio_mlp(num_classes, mc, a_mean, a_var,
                                              feature_dim=audio_dim),
         "vmlp": lambda: build_video_mlp(num_classes, num_segments, mc, v_mean, v_var,
                                         feature_dim=video_dim),
         "fusion": lambda vmlp, audio_mlp, **kw: build_fusion(
-            mc.fusion, vmlp, audio_mlp, mc, a_mean, a_var, audio_dim=audio_dim,
-            seed=cfg.train.seed, **kw),
+            mc.fusion, vmlp, audio_mlp, mc, f_mean, f_var, audio_dim=audio_dim,
+            seed=cfg.train.seed, modality_dropout=dropout, silent_audio=silent, **kw),
     }
-
-
-def choose_late_stage(plan: StagePlan, build: Callable[..., keras.Model], heads: dict[str, Any],
-                      train: Any, val: Any, strategy: tf.distribute.Strategy, run_dir: Path
-                      ) -> tuple[keras.Model, dict[str, Any]]:
-    """``late`` fusion's stage: no fit; ``w`` chosen on val (else train); saves ``fusion.keras``.
-
-    Returns:
-        ``(model, stage_info)`` like :func:`train_stage`; the info records ``audio_weight``,
-        ``chosen_on`` (``val`` or ``train``), the criterion and the NLL of every grid value.
-    """
-    final = run_dir / f"{plan.name}.keras"
-    if final.exists():
-        logger.info("stage %s: %s exists, skipping", plan.name, final)
-        return load_head(final), {"skipped": True}
-    split, data = ("val", val) if val is not None else ("train", train)
-    if val is None:
-        logger.warning("late fusion: no validation split; choosing its weight on the training "
-                       "split (set train.val_fraction > 0 to hold one out)")
-    t0 = time.time()
-    choice = choose_late_weight(model_outputs(heads["audio_mlp"], stage_inputs("audio_mlp", data)),
-                                model_outputs(heads["vmlp"], stage_inputs("vmlp", data)),
-                                data.labels)
-    with strategy.scope():
-        model = build(late_weight=choice["audio_weight"])
-    _atomic_save(model, final)
-    logger.info("stage %s: audio weight %.2f chosen on %s (NLL %.4f)", plan.name,
-                choice["audio_weight"], split, choice["nll"])
-    return model, {"skipped": False, "fitted": False, "chosen_on": split, **choice,
-                   "seconds": round(time.time() - t0, 3)}
 
 
 def _check_same_fusion(old: RunInfo, cfg: ExperimentConfig, out_dir: Path) -> None:
@@ -365,11 +328,66 @@ def _check_same_fusion(old: RunInfo, cfg: ExperimentConfig, out_dir: Path) -> No
                          f"not {cfg.model.fusion!r}; use another run folder (train.output_dir)")
 
 
-def _stage_metrics(model: keras.Model, stage: str, train: Any, val: Any) -> dict[str, Any]:
-    metrics = {"train": evaluate_arrays(model, stage_inputs(stage, train), train.labels)}
+def _stage_metrics(model: keras.Model, stage: str, train: Any, val: Any,
+                   method: str) -> dict[str, Any]:
+    if stage == LOCALISER_STAGE:
+        return {split: localisation_metrics(data.segment_labels,
+                                            model_outputs(model, stage_inputs(stage, data)))
+                for split, data in (("train", train), ("val", val))
+                if data is not None and getattr(data, "segment_labels", None) is not None}
+    metrics = {"train": evaluate_arrays(model, stage_inputs(stage, train, method), train.labels)}
     if val is not None:
-        metrics["val"] = evaluate_arrays(model, stage_inputs(stage, val), val.labels)
+        metrics["val"] = evaluate_arrays(model, stage_inputs(stage, val, method), val.labels)
     return metrics
+
+
+def _localiser_xy(features: Any) -> tuple[Any, np.ndarray] | None:
+    labels = getattr(features, "segment_labels", None) if features is not None else None
+    if labels is None:
+        return None
+    return (stage_inputs(LOCALISER_STAGE, features),
+            localisation_labels(labels, len(features.class_names)))
+
+
+def localiser_stage(cfg: ExperimentConfig, fusion: keras.Model, train: Any, val: Any,
+                    strategy: tf.distribute.Strategy, run_dir: Path, *, verbose: Any = "auto",
+                    extra_callbacks: ExtraCallbacks | None = None
+                    ) -> tuple[keras.Model | None, dict[str, Any] | None]:
+    """The ``localiser`` stage (:func:`train_stage` on the segment labels), or ``(None, None)``
+    with a log line when the training features hold no segment labels."""
+    train_xy = _localiser_xy(train)
+    if train_xy is None:
+        logger.warning("stage %s: the training features hold no segment labels (no spans in "
+                       "the TFRecords); not training the localiser (model.localisation)",
+                       LOCALISER_STAGE)
+        return None, None
+    num_classes = len(train.class_names)
+    return train_stage(localiser_plan(cfg.train),
+                       lambda: build_localiser(fusion, num_classes, cfg.model), train_xy,
+                       _localiser_xy(val), strategy, run_dir, verbose=verbose,
+                       extra_callbacks=extra_callbacks)
+
+
+def _train_one(name: str, cfg: ExperimentConfig, build: Callable[..., keras.Model],
+               plans: dict[str, StagePlan], models: dict[str, keras.Model], train: Any,
+               val: Any, strategy: tf.distribute.Strategy, out_dir: Path, verbose: Any,
+               extra_callbacks: ExtraCallbacks | None) -> tuple[Any, Any]:
+    """One stage of :func:`_run` (``(None, None)``: the localiser, not asked for or skipped)."""
+    if name == LOCALISER_STAGE:
+        if not cfg.model.localisation:
+            return None, None
+        return localiser_stage(cfg, models["fusion"], train, val, strategy, out_dir,
+                               verbose=verbose, extra_callbacks=extra_callbacks)
+    if name == "fusion":
+        build = functools.partial(build, models["vmlp"], models["audio_mlp"])
+        if cfg.model.fusion == "late":
+            return choose_late_stage(plans[name], build, models, train, val, strategy, out_dir)
+    method = cfg.model.fusion
+    return train_stage(
+        plans[name], build, (stage_inputs(name, train, method), np.asarray(train.labels, np.int64)),
+        None if val is None else (stage_inputs(name, val, method),
+                                  np.asarray(val.labels, np.int64)),
+        strategy, out_dir, verbose=verbose, extra_callbacks=extra_callbacks)
 
 
 def _run(cfg: ExperimentConfig, train: Any, val: Any, out_dir: Path,
@@ -385,40 +403,33 @@ def _run(cfg: ExperimentConfig, train: Any, val: Any, out_dir: Path,
         metrics.update(old.metrics)
     builders = _builders(cfg, train)
     plans = stage_plans(cfg.train)
-    labels = np.asarray(train.labels, np.int64)
     val_labels = None if val is None else np.asarray(val.labels, np.int64)
     models: dict[str, keras.Model] = {}
-    for name in STAGES:
-        build = builders[name]
-        if name == "fusion":
-            build = functools.partial(build, models["vmlp"], models["audio_mlp"])
-        if name == "fusion" and cfg.model.fusion == "late":
-            model, stage_info = choose_late_stage(plans[name], build, models, train, val,
-                                                  strategy, out_dir)
-        else:
-            model, stage_info = train_stage(
-                plans[name], build, (stage_inputs(name, train), labels),
-                None if val is None else (stage_inputs(name, val), val_labels),
-                strategy, out_dir, verbose=verbose, extra_callbacks=extra_callbacks)
+    method = cfg.model.fusion
+    for name in (*STAGES, LOCALISER_STAGE):
+        model, stage_info = _train_one(name, cfg, builders[name], plans, models, train, val,
+                                       strategy, out_dir, verbose, extra_callbacks)
+        if model is None:
+            break
         if name == "fusion":
             stage_info = {"method": cfg.model.fusion, **stage_info}
         models[name] = model
         if not stage_info["skipped"] or name not in stages:
             stages[name] = stage_info
-            metrics[name] = _stage_metrics(model, name, train, val)
+            metrics[name] = _stage_metrics(model, name, train, val, method)
             logger.info("stage %s: %s", name, metrics[name])
         record = dataclasses.replace(record, stages=dict(stages), metrics=dict(metrics))
         record.write(out_dir)
     val_logits = None if val is None else model_outputs(models["fusion"],
-                                                        stage_inputs("fusion", val))
+                                                        stage_inputs("fusion", val, method))
     record = dataclasses.replace(record, calibration=calibration_record(val_logits, val_labels))
     record.write(out_dir)
-    histories = {s: read_csv_log(stage_log_path(out_dir, s)) for s in STAGES}
+    histories = {s: read_csv_log(stage_log_path(out_dir, s)) for s in models}
     return TrainedRun(models["audio_mlp"], models["vmlp"], models["fusion"], histories,
-                      out_dir, record)
+                      out_dir, record, localiser=models.get(LOCALISER_STAGE))
 
 
 __all__ = [
-    "ExtraCallbacks", "StagePlan", "check_features", "choose_late_stage", "run_algorithm1",
-    "stage_inputs", "stage_plans", "train_stage",
+    "ExtraCallbacks", "StagePlan", "check_features", "choose_late_stage", "localiser_plan",
+    "localiser_stage", "run_algorithm1", "stage_inputs", "stage_plans", "train_stage",
 ]

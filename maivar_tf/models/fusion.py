@@ -22,7 +22,15 @@ VMLP (its input standardisation, pooling and hidden width) and, for ``late``, th
   Brousmiche et al. 2022 fuse audio and video): ``gamma, beta = Dense(audio)``,
   ``video' = gamma * video + beta`` on every segment (:class:`FiLM`; before the pooling, which
   for the mean is the same as after it), then the MLP on ``video'``. The generator starts as
-  the identity (zero kernels, ``gamma`` bias 1, ``beta`` bias 0).
+  the identity (zero kernels, ``gamma`` bias 1, ``beta`` bias 0);
+* ``temporal_binding``: per-segment audio bound to each video segment within
+  ``model.binding_window``, a shared MLP per segment, then the consensus over segments
+  (:func:`maivar_tf.models.temporal.build_temporal_binding`; inputs ``video_features`` and
+  ``audio_segment_features`` ``[B, K, Da]``).
+
+With ``modality_dropout > 0`` (``train.fusion.modality_dropout``) every fitted method puts a
+:class:`~maivar_tf.models.modality.ModalityDropout` layer on its raw audio input (``late`` is
+not fitted and refuses it).
 
 Every model takes ``{"video_features": [B, K, Dv], "audio_features": [B, Da]}``, standardises
 its inputs like the heads, and emits float32 logits ``[B, C]`` from a layer named
@@ -51,6 +59,8 @@ from maivar_tf.models.heads import (
     video_mlp_spec,
 )
 from maivar_tf.models.inception_resnet_v2 import AUDIO_FEATURE_DIM
+from maivar_tf.models.modality import audio_dropout
+from maivar_tf.models.temporal import build_temporal_binding
 
 #: ``w`` candidates of late fusion: 0, 0.05, ..., 1.
 LATE_WEIGHT_GRID = 21
@@ -165,11 +175,17 @@ def _inputs(spec: dict[str, Any], audio_dim: int):
             keras.Input((audio_dim,), name=AUDIO_INPUT))
 
 
+def _audio(audio_in, spec):
+    """The raw audio input after the modality dropout layer, if any."""
+    drop = spec.get("audio_dropout")
+    return audio_in if drop is None else drop(audio_in)
+
+
 def _concatenated(spec, audio_stats, audio_dim):
     """Inputs and the standardised concatenation ``[B, Dv + Da]`` (as the fusion MLP's)."""
     video_in, audio_in = _inputs(spec, audio_dim)
     v = video_branch(video_in, spec["pooling"], *spec["video_stats"])
-    a = audio_branch(audio_in, *audio_stats)
+    a = audio_branch(_audio(audio_in, spec), *audio_stats)
     x = keras.layers.Concatenate(axis=-1, name="concat")([v, a])
     return (video_in, audio_in), x
 
@@ -204,7 +220,7 @@ def _film(spec, cfg, audio_stats, audio_dim, **_):
     v_mean, v_var = spec["video_stats"]
     v = keras.layers.Normalization(axis=-1, mean=v_mean, variance=v_var,
                                    name="video_norm")(video_in)          # [B, K, Dv]
-    a = audio_branch(audio_in, *audio_stats)                             # [B, Da]
+    a = audio_branch(_audio(audio_in, spec), *audio_stats)               # [B, Da]
     dim = spec["feature_dim"]
     gamma = keras.layers.Dense(dim, name="film_gamma", kernel_initializer="zeros",
                                bias_initializer="ones")(a)
@@ -235,35 +251,49 @@ _BUILDERS = {"random_init": _random_init, "linear": _linear, "late": _late, "gat
 def build_fusion(method: str, vmlp: keras.Model, audio_mlp: keras.Model | None,
                  cfg: ModelConfig, audio_mean: Any = None, audio_var: Any = None, *,
                  audio_dim: int = AUDIO_FEATURE_DIM, seed: int = 0, late_weight: float = 0.5,
+                 modality_dropout: float = 0.0, silent_audio: Any = None,
                  name: str = "fusion") -> keras.Model:
     """The fusion stage's model for ``method`` (one of :data:`FUSION_METHODS`).
 
     Args:
-        method: ``vmlp_init``, ``random_init``, ``linear``, ``late``, ``gated`` or ``film``.
+        method: ``vmlp_init``, ``random_init``, ``linear``, ``late``, ``gated``, ``film`` or
+            ``temporal_binding``.
         vmlp: the trained VMLP (its video statistics, pooling, hidden width and classes; for
             ``vmlp_init`` its weights, for ``late`` a frozen copy of it).
         audio_mlp: the trained audio MLP (used by ``late`` only; may be None otherwise).
         cfg: ``dropout``, ``l1``, ``video_pooling`` (must be the VMLP's), ``audio_rows_init``.
-        audio_mean, audio_var: the audio features' statistics (None: identity).
+        audio_mean, audio_var: the audio features' statistics (None: identity); for
+            ``temporal_binding`` those of the per-segment audio features.
         audio_dim: the audio feature width.
         seed: ``vmlp_init``'s Glorot audio rows (other methods draw from Keras' global seed).
         late_weight: ``late``'s audio weight ``w`` (see :func:`choose_late_weight`).
+        modality_dropout: the probability that a training clip's audio input is replaced by
+            ``silent_audio`` (:class:`~maivar_tf.models.modality.ModalityDropout`).
+        silent_audio: the silent audio-image's features ``[Da]`` (needed when
+            ``modality_dropout > 0``).
         name: the model name.
 
     Returns:
-        A functional ``keras.Model`` with inputs ``{"video_features", "audio_features"}``.
+        A functional ``keras.Model`` with inputs ``{"video_features", "audio_features"}``
+        (``temporal_binding``: ``{"video_features", "audio_segment_features"}``).
 
     Raises:
-        ValueError: an unknown method, a model that is not a VMLP, a pooling mismatch, or
-            ``late`` without an audio MLP.
+        ValueError: an unknown method, a model that is not a VMLP, a pooling mismatch,
+            ``late`` without an audio MLP or with modality dropout, modality dropout without
+            silent features, ``temporal_binding`` with ``video_pooling: flatten``.
     """
     if method not in FUSION_METHODS:
         raise ValueError(f"model.fusion: invalid value {method!r}; "
                          f"allowed: {', '.join(FUSION_METHODS)}")
+    if method == "temporal_binding":
+        return build_temporal_binding(vmlp, cfg, audio_mean, audio_var, audio_dim=audio_dim,
+                                      seed=seed, modality_dropout=modality_dropout,
+                                      silent_audio=silent_audio, name=name)
+    drop = audio_dropout(modality_dropout, silent_audio, audio_dim, method, seed)
     if method == "vmlp_init":
         return build_fusion_mlp(vmlp, cfg, audio_mean, audio_var, audio_dim=audio_dim,
-                                seed=seed, name=name)
-    spec = _spec(vmlp, cfg)
+                                seed=seed, name=name, audio_transform=drop)
+    spec = {**_spec(vmlp, cfg), "audio_dropout": drop}
     audio_stats = input_statistics(audio_mean, audio_var, audio_dim, "audio statistics")
     (video_in, audio_in), logits = _BUILDERS[method](
         spec, cfg, audio_stats, audio_dim, vmlp=vmlp, audio_mlp=audio_mlp,

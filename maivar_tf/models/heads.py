@@ -45,6 +45,8 @@ from maivar_tf.models.inception_resnet_v2 import AUDIO_FEATURE_DIM
 #: Input names of the heads (the feature keys of the training arrays and serving inputs).
 VIDEO_INPUT = "video_features"
 AUDIO_INPUT = "audio_features"
+#: Per-segment audio features ``[B, K, Da]`` (temporal binding, :mod:`maivar_tf.models.temporal`).
+AUDIO_SEGMENTS_INPUT = "audio_segment_features"
 
 
 # ----------------------------------------------------------------------------- initializer
@@ -309,7 +311,7 @@ def video_mlp_spec(vmlp: keras.Model) -> dict[str, Any]:
 
 def build_fusion_mlp(vmlp: keras.Model, cfg: ModelConfig, audio_mean: Any = None,
                      audio_var: Any = None, *, audio_dim: int = AUDIO_FEATURE_DIM,
-                     seed: int = 0, name: str = "fusion") -> keras.Model:
+                     seed: int = 0, name: str = "fusion", audio_transform=None) -> keras.Model:
     """The fusion MLP, initialised from a trained VMLP (Algorithm 1, steps 3-4).
 
     Layers: the VMLP's ``video_norm`` statistics and ``video_pool`` (copied) and ``audio_norm``
@@ -328,6 +330,8 @@ def build_fusion_mlp(vmlp: keras.Model, cfg: ModelConfig, audio_mean: Any = None
         audio_dim: the audio feature width.
         seed: seed of Glorot-uniform audio rows (``cfg.audio_rows_init="glorot_uniform"``).
         name: the model name.
+        audio_transform: applied to the raw audio input before ``audio_norm`` (e.g. a
+            :class:`~maivar_tf.models.modality.ModalityDropout` layer); None: nothing.
 
     Returns:
         A functional ``keras.Model`` with inputs ``{"video_features", "audio_features"}``.
@@ -350,7 +354,8 @@ def build_fusion_mlp(vmlp: keras.Model, cfg: ModelConfig, audio_mean: Any = None
     video_in = keras.Input((spec["num_segments"], spec["feature_dim"]), name=VIDEO_INPUT)
     audio_in = keras.Input((audio_dim,), name=AUDIO_INPUT)
     v = video_branch(video_in, spec["pooling"], v_mean, v_var)
-    a = audio_branch(audio_in, a_mean, a_var)
+    a = audio_branch(audio_in if audio_transform is None else audio_transform(audio_in),
+                     a_mean, a_var)
     x = keras.layers.Concatenate(axis=-1, name="concat")([v, a])  # [B, D_v + 1536]
     logits = classifier(
         x, spec["num_classes"], spec["hidden_units"], cfg.dropout, cfg.l1,
