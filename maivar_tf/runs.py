@@ -192,7 +192,7 @@ class ServableRun:
             calibration, :mod:`maivar_tf.calibration`; 1.0 for older runs).
         silent_audio: float32 ``[Da]``, the audio backbone's features of the silent
             audio-image (from the features folder; None for older folders).
-        localiser: the localisation head (``run_dir/localiser.keras``; None without one).
+        localiser: the localisation head (:attr:`TrainedRun.localiser`; None without one).
     """
 
     fusion: Any
@@ -329,8 +329,6 @@ def load_servable_run(cfg: ExperimentConfig, run_dir: str | Path, *,
         run_cfg = dataclasses.replace(run_cfg, data=dataclasses.replace(run_cfg.data,
                                                                         num_segments=k))
     crop, size = int(run_cfg.data.crop_size), int(run_cfg.data.audio.image_size)
-    localiser_path = run_dir / LOCALISER_FILE
-    localiser = load_head(localiser_path) if localiser_path.is_file() else None
     return ServableRun(
         fusion=run.fusion, video=BackboneFeatures(video, (crop, crop, 3)),
         audio=BackboneFeatures(audio, (size, size, 3)), class_names=tuple(info.class_names),
@@ -338,11 +336,7 @@ def load_servable_run(cfg: ExperimentConfig, run_dir: str | Path, *,
         ten_crop=ten_crop, provenance=provenance, temperature=run.temperature,
         silent_audio=silent_audio_of(features_dir, str(info.representation),
                                      info.audio_backbone),
-        localiser=localiser)
-
-
-#: The localisation head of a temporal-binding run (``model.localisation``), when trained.
-LOCALISER_FILE = "localiser.keras"
+        localiser=run.localiser)
 
 
 def silent_audio_of(features_dir: str | Path, representation: str,
