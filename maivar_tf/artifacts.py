@@ -203,11 +203,13 @@ class BackboneSpec(_Record):
 
 @dataclass(frozen=True)
 class SplitFeatures(_Record):
-    """One split's extracted features: examples, input shards and representations done."""
+    """One split's extracted features: examples, input shards and representations done
+    (``segment_representations``: those whose per-segment audio features are done too)."""
 
     count: int
     num_shards: int
     representations: tuple[str, ...] = ()
+    segment_representations: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -220,16 +222,26 @@ class AudioFeatures(_Record):
         fingerprint: hash of what their values depend on beyond the folder's fingerprint
             (the backbone); another backbone spec under the same name is refused as stale.
         representations: per split, the representations extracted.
+        segment_representations: per split, the representations whose per-segment audio
+            features (``audio-<REP>_SEGMENTS-...`` shards) are extracted.
+        silent: per representation, the backbone's features of the silent audio-image
+            (``dim`` floats; float32 values, exact through JSON): what a clip without sound
+            gets and modality dropout substitutes.
     """
 
     backbone: BackboneSpec
     dim: int
     fingerprint: str = ""
     representations: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    segment_representations: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    silent: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "representations", {
-            k: tuple(v) for k, v in dict(self.representations).items()})
+        for name in ("representations", "segment_representations"):
+            object.__setattr__(self, name, {
+                k: tuple(v) for k, v in dict(getattr(self, name)).items()})
+        object.__setattr__(self, "silent", {
+            k: tuple(float(x) for x in v) for k, v in dict(self.silent).items()})
 
 
 @dataclass(frozen=True)

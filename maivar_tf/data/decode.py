@@ -9,6 +9,13 @@ the audio-images (Sec. 3.2). The training input pipeline, feature extraction (ce
 whole frames for TSN's ten crops) and ``maivar predict`` all call :func:`decode_example`, so they
 see the same pixels.
 
+Every decode also returns what untrimmed videos and missing sound tracks need (schema 2; cheap,
+context and timestamps only): the kept segments' times in seconds, their span labels
+(:func:`segment_labels`: the class of the annotated span ``[start, end)`` holding the segment's
+frame timestamp, -1 for background), whether the record has spans and whether its audio is the
+silent one. ``segment_representations`` also decodes the K per-segment audio-images
+(``<REP>_SEGMENTS/image/encoded``), kept for the same segments as the frames.
+
 Crop modes:
 
 * ``"center"``: the centre ``crop_size`` square of every frame (evaluation, extraction);
@@ -61,6 +68,50 @@ def _pick_segments(encoded: tf.Tensor, num_segments: int | None,
     return tf.gather(encoded, _segment_index(tf.shape(encoded)[0], num_segments))
 
 
+def segment_labels(times_us, starts_us, ends_us, labels) -> tf.Tensor:
+    """Per segment, the label of the first span ``[start, end)`` holding its time, else -1.
+
+    Args:
+        times_us: int64 ``[K]`` segment (frame) timestamps.
+        starts_us, ends_us, labels: int64 ``[J]`` the spans (``J`` may be 0).
+
+    Returns:
+        int64 ``[K]``.
+    """
+    big = tf.constant([np.iinfo(np.int64).max], tf.int64)
+    # A last span holding every time, labelled -1: the first match is then always defined.
+    starts = tf.concat([tf.cast(starts_us, tf.int64), -big], 0)
+    ends = tf.concat([tf.cast(ends_us, tf.int64), big], 0)
+    labels = tf.concat([tf.cast(labels, tf.int64), tf.constant([-1], tf.int64)], 0)
+    t = tf.cast(times_us, tf.int64)[:, None]
+    inside = tf.logical_and(t >= starts[None, :], t < ends[None, :])
+    return tf.gather(labels, tf.argmax(tf.cast(inside, tf.int32), axis=1, output_type=tf.int32))
+
+
+def _segment_context(parsed: Mapping[str, tf.Tensor], num_segments: int | None,
+                     stored_segments: int | None) -> dict[str, tf.Tensor]:
+    """``segment_times`` / ``segment_labels`` of the kept segments, ``has_spans``,
+    ``audio_missing`` (timestamps a record lacks count as 0)."""
+    stamps = tf.cast(parsed[schema.IMAGE_TIMESTAMP], tf.int64)
+    short = tf.maximum(tf.shape(parsed[schema.IMAGE_ENCODED])[0] - tf.shape(stamps)[0], 0)
+    stamps = _pick_segments(tf.pad(stamps, [[0, short]]), num_segments, stored_segments)
+    starts = parsed[schema.SEGMENT_START_TIMESTAMP]
+    return {
+        "segment_times": tf.cast(stamps, tf.float32) / 1e6,
+        "segment_labels": segment_labels(stamps, starts, parsed[schema.SEGMENT_END_TIMESTAMP],
+                                         parsed[schema.SEGMENT_LABEL_INDEX]),
+        "has_spans": tf.size(starts) > 0,
+        "audio_missing": tf.cast(parsed[schema.AUDIO_MISSING], tf.int64) > 0,
+    }
+
+
+def _decode_pngs(encoded: tf.Tensor, image_size: int | None) -> tf.Tensor:
+    """``[K]`` PNG strings -> uint8 ``[K, S, S, 3]``."""
+    images = tf.map_fn(lambda b: tf.io.decode_png(b, channels=3), encoded,
+                       fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+    return tf.ensure_shape(images, [None, image_size, image_size, 3])
+
+
 def _decode_jpegs(encoded: tf.Tensor) -> tf.Tensor:
     """``[K]`` JPEG strings -> uint8 ``[K, H, W, 3]`` (whole frames: see :func:`decode_parsed`)."""
     return tf.map_fn(lambda b: tf.io.decode_jpeg(b, channels=3), encoded,
@@ -82,7 +133,8 @@ def decode_parsed(parsed: Mapping[str, tf.Tensor], *, representations: Sequence[
                   crop_size: int, num_segments: int | None = None,
                   stored_segments: int | None = None, crop: str = "center",
                   image_size: int | None = None, seed=None,
-                  include_frames: bool = True) -> dict[str, Any]:
+                  include_frames: bool = True,
+                  segment_representations: Sequence[str] = ()) -> dict[str, Any]:
     """Decodes what :func:`~maivar_tf.data.schema.parse_sequence_example` returned.
 
     Frames are JPEG-decoded whole, then cropped: ``decode_and_crop_jpeg`` differs from decoding
@@ -94,7 +146,8 @@ def decode_parsed(parsed: Mapping[str, tf.Tensor], *, representations: Sequence[
     if crop not in CROP_MODES:
         raise ValueError(f"crop: {crop!r}; allowed: {', '.join(CROP_MODES)}")
     out: dict[str, Any] = {"label": parsed[schema.LABEL_INDEX],
-                           "example_id": parsed[schema.EXAMPLE_ID]}
+                           "example_id": parsed[schema.EXAMPLE_ID],
+                           **_segment_context(parsed, num_segments, stored_segments)}
     if include_frames:
         encoded = _pick_segments(parsed[schema.IMAGE_ENCODED], num_segments, stored_segments)
         frames = _crop_frames(_decode_jpegs(encoded), crop, int(crop_size), seed)
@@ -106,6 +159,12 @@ def decode_parsed(parsed: Mapping[str, tf.Tensor], *, representations: Sequence[
                 tf.io.decode_png(parsed[schema.audio_image_key(rep)][0], channels=3),
                 [image_size, image_size, 3])
             for rep in representations}
+    if segment_representations:
+        out["audio_segments"] = {
+            rep: tf.ensure_shape(_decode_pngs(_pick_segments(
+                parsed[schema.segment_audio_image_key(rep)], num_segments, stored_segments),
+                image_size), [num_segments, image_size, image_size, 3])
+            for rep in segment_representations}
     return out
 
 
@@ -113,7 +172,8 @@ def decode_parsed(parsed: Mapping[str, tf.Tensor], *, representations: Sequence[
 def decode_example(serialized, *, representations: Sequence[str], crop_size: int,
                    num_segments: int | None = None, stored_segments: int | None = None,
                    crop: str = "center", image_size: int | None = None, seed=None,
-                   include_frames: bool = True) -> dict[str, Any]:
+                   include_frames: bool = True,
+                   segment_representations: Sequence[str] = ()) -> dict[str, Any]:
     """One serialized ``SequenceExample`` -> decoded tensors (graph-friendly: map it).
 
     Args:
@@ -128,21 +188,30 @@ def decode_example(serialized, *, representations: Sequence[str], crop_size: int
         image_size: the audio-image side, to give it a static shape.
         seed: int64 ``[2]`` stateless seed, for ``crop="random"``.
         include_frames: decode the frames (``False`` for audio-only consumers).
+        segment_representations: per-segment audio-images to decode (empty: none); the
+            records must hold them (``data.segment_audio``).
 
     Returns:
         ``{"frames": uint8 [K, c, c, 3] (or [K, H, W, 3] uncropped), "audio_images": {rep:
-        uint8 [S, S, 3]}, "label": int64 [], "example_id": string []}``; ``frames`` only with
-        ``include_frames``, ``audio_images`` only when representations are asked for.
+        uint8 [S, S, 3]}, "audio_segments": {rep: uint8 [K, S, S, 3]}, "label": int64 [],
+        "example_id": string [], "segment_times": float32 [K] seconds from the file start,
+        "segment_labels": int64 [K] (span label, -1 background), "has_spans": bool [],
+        "audio_missing": bool []}``; ``frames`` only with ``include_frames``, ``audio_images``
+        only when representations are asked for, ``audio_segments`` only when segment
+        representations are.
 
     Raises:
         ValueError: an unknown crop mode, or ``crop="random"`` without a seed.
     """
     representations = tuple(representations)
-    parsed = schema.parse_sequence_example(serialized, representations)
+    segment_representations = tuple(segment_representations)
+    parsed = schema.parse_sequence_example(serialized, representations,
+                                           segment_representations=segment_representations)
     return decode_parsed(parsed, representations=representations, crop_size=crop_size,
                          num_segments=num_segments, stored_segments=stored_segments,
                          crop=crop, image_size=image_size, seed=seed,
-                         include_frames=include_frames)
+                         include_frames=include_frames,
+                         segment_representations=segment_representations)
 
 
 def decode_examples(serialized: Sequence[bytes], **options) -> list[dict[str, Any]]:

@@ -63,6 +63,7 @@ class ShardLayout:
         num_segments: frames stored per clip.
         frame_short_side: the frames' shorter side.
         image_size: the audio-images' side.
+        segment_audio: the records hold per-segment audio-images (``data.segment_audio``).
     """
 
     data_dir: str
@@ -70,6 +71,7 @@ class ShardLayout:
     num_segments: int
     frame_short_side: int
     image_size: int
+    segment_audio: bool = False
 
     @classmethod
     def read(cls, data_dir: str | os.PathLike, cfg: DataConfig) -> ShardLayout:
@@ -87,12 +89,20 @@ class ShardLayout:
                    num_segments=int(stored.get("num_segments", cfg.num_segments)),
                    frame_short_side=int(stored.get("frame_short_side", cfg.frame_short_side)),
                    image_size=int(stored.get("audio", {}).get("image_size",
-                                                              cfg.audio.image_size)))
+                                                              cfg.audio.image_size)),
+                   segment_audio=bool(stored.get("segment_audio", False)))
 
     def check(self, representations: Sequence[str], num_segments: int,
-              crop_size: int | None) -> None:
-        """Raises ValueError unless the shards hold these representations, K and crop size."""
-        missing = [r for r in representations if r not in self.representations]
+              crop_size: int | None, segment_representations: Sequence[str] = ()) -> None:
+        """Raises ValueError unless the shards hold these representations (and per-segment
+        audio-images of ``segment_representations``), K and crop size."""
+        if segment_representations and not self.segment_audio:
+            raise ValueError(f"segment_audio: per-segment audio-images asked "
+                             f"({', '.join(segment_representations)}), the shards of "
+                             f"{self.data_dir} hold none; rebuild them with "
+                             "data.segment_audio=true")
+        missing = [r for r in (*representations, *segment_representations)
+                   if r not in self.representations]
         if missing:
             raise ValueError(f"representations {missing} are not in the shards of "
                              f"{self.data_dir}; allowed: "
@@ -108,18 +118,20 @@ class ShardLayout:
                              f"{self.frame_short_side}")
 
     def decoder(self, representations: Sequence[str], num_segments: int, crop_size: int, *,
-                crop: str = "center", include_frames: bool = True) -> Callable:
+                crop: str = "center", include_frames: bool = True,
+                segment_representations: Sequence[str] = ()) -> Callable:
         """:func:`decode_example` bound to these shards (checked first, see :meth:`check`).
 
         Returns:
             ``decode(serialized, seed=None) -> dict`` of tensors.
         """
-        reps = tuple(representations)
-        self.check(reps, num_segments, crop_size if include_frames else None)
+        reps, seg_reps = tuple(representations), tuple(segment_representations)
+        self.check(reps, num_segments, crop_size if include_frames else None, seg_reps)
         return functools.partial(
             decode_example, representations=reps, crop_size=int(crop_size),
             num_segments=int(num_segments), stored_segments=self.num_segments, crop=crop,
-            image_size=self.image_size, include_frames=include_frames)
+            image_size=self.image_size, include_frames=include_frames,
+            segment_representations=seg_reps)
 
 
 # ----------------------------------------------------------------------------- stages
@@ -190,7 +202,8 @@ def make_dataset(data_dir: str | os.PathLike, split: str, cfg: DataConfig, *, ba
                  include_frames: bool = True, repeat: bool = False,
                  input_context: tf.distribute.InputContext | None = None,
                  num_segments: int | None = None, shuffle_buffer: int = 256,
-                 seed: int | None = None, drop_remainder: bool = False) -> tf.data.Dataset:
+                 seed: int | None = None, drop_remainder: bool = False,
+                 segment_representations: Sequence[str] = ()) -> tf.data.Dataset:
     """Batches of decoded clips from the shards of one split.
 
     Args:
@@ -212,22 +225,30 @@ def make_dataset(data_dir: str | os.PathLike, split: str, cfg: DataConfig, *, ba
         shuffle_buffer: examples in the training shuffle buffer.
         seed: seed of the training shuffle and augmentation.
         drop_remainder: drop the last partial batch.
+        segment_representations: also decode these per-segment audio-images
+            (``audio_segments``; the shards must hold them, ``data.segment_audio``).
 
     Returns:
         A dataset of ``{"frames": uint8 [B, K, crop, crop, 3], "audio_images": {rep: uint8
-        [B, S, S, 3]}, "label": int64 [B], "example_id": string [B]}`` (``frames`` only with
-        ``include_frames``, ``audio_images`` only when representations are asked for).
+        [B, S, S, 3]}, "audio_segments": {rep: uint8 [B, K, S, S, 3]}, "label": int64 [B],
+        "example_id": string [B], "segment_times": float32 [B, K], "segment_labels": int64
+        [B, K], "has_spans": bool [B], "audio_missing": bool [B]}`` (``frames`` only with
+        ``include_frames``, ``audio_images`` only when representations are asked for,
+        ``audio_segments`` only when segment representations are;
+        :func:`~maivar_tf.data.decode.decode_example`).
 
     Raises:
         FileNotFoundError: no ``dataset_info.json`` or no shard of ``split``.
         SchemaVersionError: the shards were written under another schema version.
-        ValueError: a representation, K or crop size the shards cannot provide.
+        ValueError: a representation, K or crop size the shards cannot provide, or
+            per-segment audio-images they do not hold.
     """
     augment = training and cfg.train_augment and include_frames
     decode = ShardLayout.read(data_dir, cfg).decoder(
         cfg.representations if representations is None else representations,
         int(num_segments or cfg.num_segments), int(cfg.crop_size),
-        crop="random" if augment else "center", include_frames=include_frames)
+        crop="random" if augment else "center", include_frames=include_frames,
+        segment_representations=segment_representations)
     files = shard_files(data_dir, split)
     records = _records(files, training=training, input_context=input_context, seed=seed,
                        shuffle_buffer=shuffle_buffer, repeat=repeat)

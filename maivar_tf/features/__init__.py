@@ -16,16 +16,20 @@ from maivar_tf.features.extract import extract_features
 from maivar_tf.features.shards import (
     FeatureError,
     FeatureSet,
+    audio_segment_shard_name,
     audio_shard_name,
     load_features,
     pair_by_id,
+    read_audio_segment_shards,
     read_audio_shards,
     read_feature_info,
     read_video_shards,
     video_shard_name,
+    write_audio_segment_shard,
     write_audio_shard,
     write_video_shard,
 )
+from maivar_tf.features.silent import silent_audio_image, silent_audio_images, silent_features
 
 __all__ = [
     # the run, and reading its output back
@@ -33,6 +37,9 @@ __all__ = [
     # pairing by example id
     "pair_by_id",
     # the shard files and their codec
-    "video_shard_name", "audio_shard_name", "write_video_shard", "write_audio_shard",
-    "read_video_shards", "read_audio_shards",
+    "video_shard_name", "audio_shard_name", "audio_segment_shard_name", "write_video_shard",
+    "write_audio_shard", "write_audio_segment_shard", "read_video_shards", "read_audio_shards",
+    "read_audio_segment_shards",
+    # the silent audio-image (a clip without sound, modality dropout)
+    "silent_audio_image", "silent_audio_images", "silent_features",
 ]

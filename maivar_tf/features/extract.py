@@ -7,6 +7,13 @@ TFRecords with :func:`maivar_tf.data.decode.decode_example` and running the back
 :mod:`maivar_tf.models.backbones` (the same code as serving), and writes the shards
 :mod:`maivar_tf.features.shards` reads.
 
+When the TFRecords hold per-segment audio-images (``data.segment_audio``), the audio backbone
+also runs on the K images of each clip (batched like the others) into per-segment audio shards
+(``audio-<REP>_SEGMENTS-...``, :func:`~maivar_tf.features.shards.audio_segment_shard_name`),
+and the video shards carry each clip's K segment labels and times and its audio-missing flag.
+Every run also records the audio backbone's features of each representation's silent
+audio-image in ``feature_info.json`` (:mod:`maivar_tf.features.silent`).
+
 One output shard per input shard (``SSSSS`` is the input shard's index). Each output is written
 under a temporary name and renamed when complete, so an interrupted run leaves no half-written
 shard under a final name; a re-run skips every output that already exists (and computes only
@@ -47,6 +54,7 @@ from maivar_tf.artifacts import (
 from maivar_tf.config import ExperimentConfig
 from maivar_tf.console import progress as progress_bar
 from maivar_tf.data import schema
+from maivar_tf.features.codec import video_extras
 from maivar_tf.features.info import (
     audio_fingerprint,
     extraction_fingerprint,
@@ -56,10 +64,12 @@ from maivar_tf.features.info import (
 from maivar_tf.features.shards import (
     FEATURE_KEYS,
     FeatureError,
+    audio_segment_shard_name,
     audio_shard_name,
     feature_example,
     video_shard_name,
 )
+from maivar_tf.features.silent import record_silent_features, tfrecords_audio_config
 
 if TYPE_CHECKING:  # the run imports TensorFlow and Keras only when it starts
     from maivar_tf.data.input_pipeline import ShardLayout
@@ -103,6 +113,7 @@ class _Job:
     crop_size: int
     ten_crop: bool
     batch_size: int
+    segment_audio: bool = False
 
 
 def _backbone_features(cfg: ExperimentConfig, out_dir: Path, injected: Mapping[str, Any]
@@ -225,10 +236,13 @@ def extract_features(cfg: ExperimentConfig, *, splits: Sequence[str] = ("train",
                                              audio_fingerprint(audio_spec))}),
         name, lambda audio: extraction_fingerprint(cfg, dataset_info, video_spec, audio,
                                                    version=2))
+    info = record_silent_features(info, out_dir, name, audio, reps,
+                                  tfrecords_audio_config(dataset_info, cfg.data.audio))
     job = _Job(out_dir=out_dir, representations=tuple(reps), video=video, audio=audio,
                audio_backbone=name, layout=layout, num_segments=int(cfg.data.num_segments),
                crop_size=int(cfg.data.crop_size),
-               ten_crop=bool(cfg.extract.ten_crop), batch_size=int(cfg.extract.batch_size))
+               ten_crop=bool(cfg.extract.ten_crop), batch_size=int(cfg.extract.batch_size),
+               segment_audio=layout.segment_audio)
     for split in splits:
         total = (dataset_info.counts.get(split) or {}).get("total")
         with progress_bar(total=total, desc=f"extract {split}", unit="video",
@@ -250,20 +264,29 @@ def _extract_split(job: _Job, split: str, files: Sequence[Path], bar) -> SplitFe
         video_name = video_shard_name(split, index)
         audio_names = {r: audio_shard_name(r, split, index, job.audio_backbone)
                        for r in job.representations}
-        _remove_stale_temps(job.out_dir, [video_name, *audio_names.values()])
+        segment_names = {r: audio_segment_shard_name(r, split, index, job.audio_backbone)
+                         for r in (job.representations if job.segment_audio else ())}
+        _remove_stale_temps(job.out_dir, [video_name, *audio_names.values(),
+                                          *segment_names.values()])
         todo_video = not (job.out_dir / video_name).exists()
         todo = {r: n for r, n in audio_names.items() if not (job.out_dir / n).exists()}
-        if not todo_video and not todo:
+        todo_segments = {r: n for r, n in segment_names.items()
+                         if not (job.out_dir / n).exists()}
+        if not todo_video and not todo and not todo_segments:
             n = _count_records(job.out_dir / video_name)
             bar.update(n)
         else:
-            n = _extract_shard(job, shard, video_name if todo_video else None, todo, bar)
+            n = _extract_shard(job, shard, video_name if todo_video else None, todo,
+                               todo_segments, bar)
         count += n
     return SplitFeatures(count=count, num_shards=len(files),
-                         representations=job.representations)
+                         representations=job.representations,
+                         segment_representations=job.representations if job.segment_audio
+                         else ())
 
 
-def _shard_dataset(job: _Job, shard: Path, frames: bool, reps: Sequence[str]):
+def _shard_dataset(job: _Job, shard: Path, frames: bool, reps: Sequence[str],
+                   segment_reps: Sequence[str] = ()):
     """One input shard decoded in file order, only the parts still to extract: batches of
     clips (single clips for ten crops, whose whole frames may differ in size between clips)."""
     import tensorflow as tf
@@ -271,14 +294,40 @@ def _shard_dataset(job: _Job, shard: Path, frames: bool, reps: Sequence[str]):
     from maivar_tf.data.input_pipeline import pipeline_options
 
     decode = job.layout.decoder(reps, job.num_segments, job.crop_size,
-                                crop="none" if job.ten_crop else "center", include_frames=frames)
+                                crop="none" if job.ten_crop else "center", include_frames=frames,
+                                segment_representations=segment_reps)
     batch = 1 if (frames and job.ten_crop) else job.batch_size
     ds = tf.data.TFRecordDataset(str(shard)).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch).with_options(pipeline_options()).prefetch(tf.data.AUTOTUNE)
 
 
+def _batch_rows(job: _Job, batch, video_name: str | None, audio_names: dict[str, str],
+                segment_names: dict[str, str]) -> dict[str, tuple[np.ndarray, str]]:
+    """``{shard name: (features, kind)}`` of one decoded batch; kind ``video``, ``audio`` or
+    ``segments`` (per-segment audio, ``[B, K, Da]``)."""
+    import tensorflow as tf
+
+    from maivar_tf.models.backbones import MAX_IMAGES_PER_CALL, video_features
+
+    rows: dict[str, tuple[np.ndarray, str]] = {}
+    if video_name is not None:
+        rows[video_name] = (video_features(
+            job.video, batch["frames"], job.crop_size, job.ten_crop,
+            max_images=MAX_IMAGES_PER_CALL).numpy(), "video")
+    for rep, name in audio_names.items():
+        rows[name] = (job.audio(batch["audio_images"][rep],
+                                max_images=MAX_IMAGES_PER_CALL).numpy(), "audio")
+    for rep, name in segment_names.items():
+        images = batch["audio_segments"][rep]  # [B, K, S, S, 3]
+        flat = tf.reshape(images, [-1, *images.shape[2:]])
+        feats = job.audio(flat, max_images=MAX_IMAGES_PER_CALL).numpy()
+        rows[name] = (feats.reshape(int(images.shape[0]), int(images.shape[1]), -1),
+                      "segments")
+    return rows
+
+
 def _extract_shard(job: _Job, shard: Path, video_name: str | None, audio_names: dict[str, str],
-                   bar) -> int:
+                   segment_names: dict[str, str], bar) -> int:
     """Extracts one input shard into temp files and renames them when all are complete.
 
     Returns:
@@ -290,28 +339,26 @@ def _extract_shard(job: _Job, shard: Path, video_name: str | None, audio_names: 
     """
     import tensorflow as tf
 
-    from maivar_tf.models.backbones import MAX_IMAGES_PER_CALL, video_features
-
     expected = _shard_ids(shard)
-    names = ([video_name] if video_name else []) + list(audio_names.values())
+    names = (([video_name] if video_name else []) + list(audio_names.values())
+             + list(segment_names.values()))
     tmps = {name: job.out_dir / f".{name}{_TMP_MARK}{os.getpid()}" for name in names}
     writers = {name: tf.io.TFRecordWriter(str(path)) for name, path in tmps.items()}
     seen: list[bytes] = []
     try:
-        for batch in _shard_dataset(job, shard, video_name is not None, list(audio_names)):
+        for batch in _shard_dataset(job, shard, video_name is not None, list(audio_names),
+                                    list(segment_names)):
             ids, labels = batch["example_id"].numpy(), batch["label"].numpy()
-            rows: dict[str, tuple[np.ndarray, bool]] = {}
-            if video_name is not None:
-                rows[video_name] = (video_features(
-                    job.video, batch["frames"], job.crop_size, job.ten_crop,
-                    max_images=MAX_IMAGES_PER_CALL).numpy(), True)
-            for rep, name in audio_names.items():
-                rows[name] = (job.audio(batch["audio_images"][rep],
-                                        max_images=MAX_IMAGES_PER_CALL).numpy(), False)
-            for name, (feats, is_video) in rows.items():
+            rows = _batch_rows(job, batch, video_name, audio_names, segment_names)
+            extras = [video_extras(*row) for row in zip(
+                batch["segment_labels"].numpy(), batch["segment_times"].numpy(),
+                batch["has_spans"].numpy(), batch["audio_missing"].numpy(), strict=True)]
+            for name, (feats, kind) in rows.items():
                 check_finite_features(shard, name, ids, feats)
-                for i, label, row in zip(ids, labels, feats, strict=True):
-                    writers[name].write(feature_example(i, label, row, video=is_video))
+                for i, label, row, extra in zip(ids, labels, feats, extras, strict=True):
+                    writers[name].write(feature_example(
+                        i, label, row, video=kind == "video", segments=kind == "segments",
+                        extras=extra if kind == "video" else None))
             seen.extend(ids.tolist())
             bar.update(len(ids))
         if seen != expected:

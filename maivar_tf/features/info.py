@@ -121,17 +121,32 @@ def start_feature_info(out_dir: Path, info: FeatureInfo, name: str,
 
 
 def record_split(info: FeatureInfo, name: str, split: str, done: SplitFeatures) -> FeatureInfo:
-    """``info`` with audio backbone ``name``'s representations of ``split`` extended by
-    ``done``'s; the split's own record mirrors the folder's first audio backbone."""
+    """``info`` with audio backbone ``name``'s representations (and per-segment ones) of
+    ``split`` extended by ``done``'s; the split's own record mirrors the folder's first audio
+    backbone."""
     def union(*groups):
         return tuple(sorted(set().union(*groups), key=REPRESENTATIONS.index))
 
     entry = info.audio_backbones[name]
-    entry = dataclasses.replace(entry, representations={**entry.representations, split: union(
-        entry.representations.get(split, ()), done.representations)})
+    entry = dataclasses.replace(
+        entry,
+        representations={**entry.representations, split: union(
+            entry.representations.get(split, ()), done.representations)},
+        segment_representations={**entry.segment_representations, split: union(
+            entry.segment_representations.get(split, ()), done.segment_representations)})
     backbones = {**info.audio_backbones, name: entry}
     first = next(iter(backbones.values()))
     split_record = dataclasses.replace(
-        done, representations=first.representations.get(split, ()))
+        done, representations=first.representations.get(split, ()),
+        segment_representations=first.segment_representations.get(split, ()))
     return dataclasses.replace(info, audio_backbones=backbones,
                                splits={**info.splits, split: split_record})
+
+
+def record_silent(info: FeatureInfo, name: str, silent: Mapping[str, Any]) -> FeatureInfo:
+    """``info`` with audio backbone ``name``'s silent features of each representation of
+    ``silent`` (``{rep: [dim] floats}``) recorded beside those it holds."""
+    entry = info.audio_backbones[name]
+    entry = dataclasses.replace(entry, silent={**entry.silent, **{
+        rep: tuple(float(x) for x in values) for rep, values in silent.items()}})
+    return dataclasses.replace(info, audio_backbones={**info.audio_backbones, name: entry})

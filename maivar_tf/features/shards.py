@@ -4,12 +4,23 @@ The paper's heads (Shaikh et al. 2024, Sec. 3.4) train on frozen backbone featur
 in ``features_dir`` as::
 
     video-<split>-SSSSS.tfrecord          {example/id, clip/label/index,
-                                           video/features (K*D floats), video/num_segments}
+                                           video/features (K*D floats), video/num_segments,
+                                           segment/label/index (K), segment/time (K),
+                                           segment/has_spans, audio/missing}
     audio-<REP>-<split>-SSSSS.tfrecord    {example/id, clip/label/index, audio/features (D)}
     audio-<backbone>-<REP>-<split>-SSSSS.tfrecord
                                           the same, from another audio backbone than the
                                           default InceptionResNetV2 (model.audio_backbone)
-    feature_info.json                     a FeatureInfo (maivar_tf.artifacts)
+    audio-[<backbone>-]<REP>_SEGMENTS-<split>-SSSSS.tfrecord
+                                          {example/id, clip/label/index,
+                                           audio/segment_features (K*D), audio/num_segments}:
+                                          the audio backbone on each segment's audio-image,
+                                          when the TFRecords hold them (data.segment_audio)
+    feature_info.json                     a FeatureInfo (maivar_tf.artifacts); per audio
+                                          backbone also its features of the silent
+                                          audio-image of each representation (``silent``)
+
+The codec is :mod:`maivar_tf.features.codec`.
 
 The audio features of several backbones live side by side in one folder (the backbone
 ablation of the paper's Sec. 5.2.1); ``load_features(..., audio_backbone=...)`` picks them.
@@ -32,16 +43,19 @@ import numpy as np
 
 from maivar_tf.artifacts import DEFAULT_AUDIO_BACKBONE, ArtifactError, FeatureInfo
 from maivar_tf.config import REPRESENTATIONS
+from maivar_tf.features.codec import (  # noqa: F401  (re-exported: the shard API lives here)
+    FEATURE_KEYS,
+    feature_example,
+    read_audio_segment_shards,
+    read_audio_shards,
+    read_video_shards,
+    write_audio_segment_shard,
+    write_audio_shard,
+    write_video_shard,
+)
 
-# Feature-shard keys (tf.train.Example).
-ID_KEY = "example/id"
-LABEL_KEY = "clip/label/index"
-VIDEO_FEATURES_KEY = "video/features"
-VIDEO_SEGMENTS_KEY = "video/num_segments"
-AUDIO_FEATURES_KEY = "audio/features"
-#: The keys, as ``FeatureInfo.keys`` records them.
-FEATURE_KEYS = {"id": ID_KEY, "label": LABEL_KEY, "video": VIDEO_FEATURES_KEY,
-                "num_segments": VIDEO_SEGMENTS_KEY, "audio": AUDIO_FEATURES_KEY}
+#: The optional per-row fields of a FeatureSet (``None`` or one row per id).
+_OPTIONAL_ROWS = ("audio_segments", "segment_labels", "segment_times", "audio_missing")
 
 
 class FeatureError(RuntimeError):
@@ -60,6 +74,15 @@ class FeatureSet:
         class_names: the class list the labels index.
         representation: which audio-image the audio features come from.
         audio_backbone: which audio backbone (``model.audio_backbone``) made them.
+        audio_segments: per-segment audio features, float32 ``[N, K, Da]`` (only when loaded
+            with ``load_features(..., segments=True)``).
+        segment_labels: int64 ``[N, K]``, the span label of each event segment, -1 for
+            background; None when no example of the split has spans.
+        segment_times: float32 ``[N, K]`` seconds from the file start (the segments' frame
+            timestamps); None for features extracted before they were stored.
+        audio_missing: bool ``[N]``, the clip had no audio track (its audio is the silent one).
+        silent_audio: float32 ``[Da]``, the audio backbone's features of this representation's
+            silent audio-image (what a clip without sound gets); None when not extracted.
     """
 
     ids: np.ndarray
@@ -69,10 +92,16 @@ class FeatureSet:
     class_names: tuple[str, ...]
     representation: str
     audio_backbone: str = DEFAULT_AUDIO_BACKBONE
+    audio_segments: np.ndarray | None = None
+    segment_labels: np.ndarray | None = None
+    segment_times: np.ndarray | None = None
+    audio_missing: np.ndarray | None = None
+    silent_audio: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.ids)
-        for name in ("video", "audio", "labels"):
+        optional = [f for f in _OPTIONAL_ROWS if getattr(self, f) is not None]
+        for name in ("video", "audio", "labels", *optional):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"FeatureSet.{name} has {len(getattr(self, name))} rows; "
                                  f"expected {n} (one per id)")
@@ -91,10 +120,13 @@ class FeatureSet:
         return int(self.video.shape[1])
 
     def subset(self, index: np.ndarray | Sequence[int]) -> FeatureSet:
-        """The rows at ``index`` (e.g. a validation split), keeping the class list."""
+        """The rows at ``index`` (e.g. a validation split), keeping the class list (every
+        per-row field follows)."""
         index = np.asarray(index)
+        rows = {f: getattr(self, f)[index] for f in _OPTIONAL_ROWS
+                if getattr(self, f) is not None}
         return dataclasses.replace(self, ids=self.ids[index], video=self.video[index],
-                                   audio=self.audio[index], labels=self.labels[index])
+                                   audio=self.audio[index], labels=self.labels[index], **rows)
 
 
 # ----------------------------------------------------------------------------- file names
@@ -105,11 +137,11 @@ def video_shard_name(split: str, index: int) -> str:
     return f"video-{split}-{index:05d}.tfrecord"
 
 
-def _audio_prefix(representation: str, backbone: str) -> str:
+def _audio_prefix(representation: str, backbone: str, segments: bool = False) -> str:
     """``audio-<REP>`` for the default backbone (the names of version 2), else
-    ``audio-<backbone>-<REP>``."""
+    ``audio-<backbone>-<REP>``; ``<REP>_SEGMENTS`` for per-segment features."""
     named = "" if backbone == DEFAULT_AUDIO_BACKBONE else f"{backbone}-"
-    return f"audio-{named}{representation.upper()}"
+    return f"audio-{named}{representation.upper()}{'_SEGMENTS' if segments else ''}"
 
 
 def audio_shard_name(representation: str, split: str, index: int,
@@ -120,103 +152,21 @@ def audio_shard_name(representation: str, split: str, index: int,
     return f"{_audio_prefix(representation, backbone)}-{split}-{index:05d}.tfrecord"
 
 
+def audio_segment_shard_name(representation: str, split: str, index: int,
+                             backbone: str = DEFAULT_AUDIO_BACKBONE) -> str:
+    """File name of one representation's per-segment audio feature shard for input shard
+    ``index`` (``audio-MFCC_SEGMENTS-train-00000.tfrecord``, other backbones
+    ``audio-resnet18-MFCC_SEGMENTS-...``; no glob of the other shards matches it)."""
+    return f"{_audio_prefix(representation, backbone, True)}-{split}-{index:05d}.tfrecord"
+
+
 def _shard_files(features_dir: Path, split: str, representation: str | None,
-                 backbone: str = DEFAULT_AUDIO_BACKBONE) -> list[Path]:
+                 backbone: str = DEFAULT_AUDIO_BACKBONE, segments: bool = False) -> list[Path]:
     """The split's video shards (``representation`` None) or audio shards, sorted."""
     digits = "[0-9]" * 5
-    prefix = "video" if representation is None else _audio_prefix(representation, backbone)
+    prefix = ("video" if representation is None
+              else _audio_prefix(representation, backbone, segments))
     return sorted(features_dir.glob(f"{prefix}-{split}-{digits}.tfrecord"))
-
-
-# ----------------------------------------------------------------------------- codec
-
-
-def _to_bytes(s: str | bytes) -> bytes:
-    return s if isinstance(s, bytes) else str(s).encode()
-
-
-def feature_example(example_id: str | bytes, label: int, features: np.ndarray, *,
-                    video: bool) -> bytes:
-    """One serialized feature ``tf.train.Example``: id, label and the flattened features.
-
-    Serialized deterministically (the same bytes in every process).
-
-    Args:
-        example_id: the clip's ``example/id``.
-        label: its class index.
-        features: float32 ``[K, D]`` segment features (``video``) or ``[D]`` audio features.
-        video: which of the two kinds ``features`` is.
-    """
-    import tensorflow as tf
-
-    def ints(v: int):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v)]))
-
-    features = np.asarray(features, np.float32)
-    feature = {
-        ID_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[_to_bytes(example_id)])),
-        LABEL_KEY: ints(label),
-        VIDEO_FEATURES_KEY if video else AUDIO_FEATURES_KEY: tf.train.Feature(
-            float_list=tf.train.FloatList(value=features.reshape(-1))),
-    }
-    if video:
-        feature[VIDEO_SEGMENTS_KEY] = ints(features.shape[0])
-    example = tf.train.Example(features=tf.train.Features(feature=feature))
-    # Map keys sorted: the default order differs between processes, and a resumed extraction
-    # must give the very bytes of an uninterrupted one.
-    return example.SerializeToString(deterministic=True)
-
-
-def _write_shard(path: str | Path, ids, labels, rows, video: bool) -> None:
-    import tensorflow as tf
-
-    with tf.io.TFRecordWriter(str(path)) as w:
-        for i, label, row in zip(ids, labels, rows, strict=True):
-            w.write(feature_example(i, label, row, video=video))
-
-
-def write_video_shard(path: str | Path, ids: Sequence[str], labels: Sequence[int],
-                      video: np.ndarray) -> None:
-    """Writes a video feature shard (``video`` float32 ``[N, K, D]``) in the given row order."""
-    _write_shard(path, ids, labels, video, video=True)
-
-
-def write_audio_shard(path: str | Path, ids: Sequence[str], labels: Sequence[int],
-                      audio: np.ndarray) -> None:
-    """Writes an audio feature shard (``audio`` float32 ``[N, D]``) in the given row order."""
-    _write_shard(path, ids, labels, audio, video=False)
-
-
-def _read_columns(files: Sequence[Path], key: str, width: int) -> dict[str, np.ndarray]:
-    """``{"ids", "labels", "features" [N, width]}`` of every Example in ``files``, in order."""
-    import tensorflow as tf
-
-    spec = {ID_KEY: tf.io.FixedLenFeature([], tf.string),
-            LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
-            key: tf.io.FixedLenFeature([width], tf.float32)}
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in spec}
-    if files:
-        ds = tf.data.TFRecordDataset([str(f) for f in files]).batch(1024)
-        for batch in ds.map(lambda s: tf.io.parse_example(s, spec)).as_numpy_iterator():
-            for k, v in batch.items():
-                cols[k].append(v)
-    joined = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in cols.items()}
-    return {"ids": joined[ID_KEY].astype(str), "labels": joined[LABEL_KEY].astype(np.int64),
-            "features": joined[key].astype(np.float32).reshape(-1, width)}
-
-
-def read_video_shards(files: Sequence[Path], num_segments: int, dim: int
-                      ) -> dict[str, np.ndarray]:
-    """``{"ids", "labels", "video" [N,K,D]}`` from video feature shards, in file order."""
-    cols = _read_columns(files, VIDEO_FEATURES_KEY, num_segments * dim)
-    return {"ids": cols["ids"], "labels": cols["labels"],
-            "video": cols["features"].reshape(-1, num_segments, dim)}
-
-
-def read_audio_shards(files: Sequence[Path], dim: int) -> dict[str, np.ndarray]:
-    """``{"ids", "labels", "audio" [N,D]}`` from audio feature shards, in file order."""
-    cols = _read_columns(files, AUDIO_FEATURES_KEY, dim)
-    return {"ids": cols["ids"], "labels": cols["labels"], "audio": cols["features"]}
 
 
 # ----------------------------------------------------------------------------- pairing
@@ -257,7 +207,8 @@ def pair_by_id(video: dict[str, np.ndarray], audio: dict[str, np.ndarray], *,
         split, representation: named in error messages.
 
     Returns:
-        ``{"ids", "labels", "video", "audio"}`` sorted by id.
+        ``{"ids", "labels", "video", "audio"}`` sorted by id (and every other column of
+        ``video``, e.g. ``segment_labels``, in the same order).
 
     Raises:
         FeatureError: an id without its partner (a few are listed), duplicated ids, or a label
@@ -278,8 +229,9 @@ def pair_by_id(video: dict[str, np.ndarray], audio: dict[str, np.ndarray], *,
         eg = ", ".join(f"{ids[b]!r} (video {v_labels[b]}, audio {a_labels[b]})" for b in bad[:5])
         raise FeatureError(f"labels differ between video and audio features ({where}) for "
                            f"{len(bad)} id(s), e.g. {eg}")
-    return {"ids": np.array(ids, dtype=str), "labels": v_labels.astype(np.int64),
-            "video": video["video"][v_rows], "audio": audio["audio"][a_rows]}
+    extra = {k: v[v_rows] for k, v in video.items() if k not in ("ids", "labels", "audio")}
+    return {**extra, "ids": np.array(ids, dtype=str), "labels": v_labels.astype(np.int64),
+            "audio": audio["audio"][a_rows]}
 
 
 # ----------------------------------------------------------------------------- loading
@@ -338,8 +290,28 @@ def _check_extracted(info: FeatureInfo, features_dir: Path, split: str,
             f"Run `maivar extract --representations {representation}{which}`.")
 
 
+def _check_segments_extracted(info: FeatureInfo, features_dir: Path, split: str,
+                              representation: str, backbone: str) -> None:
+    done = info.audio(backbone).segment_representations.get(split, ())
+    if representation not in done:
+        which = "" if backbone == DEFAULT_AUDIO_BACKBONE else f" --set model.audio_backbone={backbone}"
+        raise FeatureError(
+            f"no per-segment {representation!r} audio features ({backbone}) for split "
+            f"{split!r} in {features_dir}; extracted: {', '.join(done) or 'none'}. Build the "
+            "TFRecords with data.segment_audio=true, then run `maivar extract "
+            f"--representations {representation}{which}`.")
+
+
+def _per_clip_fields(paired: dict[str, np.ndarray]) -> dict[str, np.ndarray | None]:
+    """The video shards' per-clip extras as FeatureSet fields (None where not stored)."""
+    times = paired["segment_times"]
+    return {"segment_labels": paired["segment_labels"] if paired["has_spans"].any() else None,
+            "segment_times": None if np.isnan(times).any() else times,
+            "audio_missing": paired["audio_missing"]}
+
+
 def load_features(features_dir: str | os.PathLike, split: str, representation: str,
-                  audio_backbone: str | None = None) -> FeatureSet:
+                  audio_backbone: str | None = None, segments: bool = False) -> FeatureSet:
     """Loads one split's video and audio features, joined by example id (never by position).
 
     Args:
@@ -348,26 +320,44 @@ def load_features(features_dir: str | os.PathLike, split: str, representation: s
         representation: the audio-image whose audio features to pair with the video features.
         audio_backbone: whose audio features (``model.audio_backbone``); default: the default
             backbone's when the folder has them, else the folder's only audio backbone's.
+        segments: also load the per-segment audio features (``FeatureSet.audio_segments``).
 
     Returns:
-        A :class:`FeatureSet` sorted by example id.
+        A :class:`FeatureSet` sorted by example id, with its segment labels and times, the
+        audio-missing flags and the silent audio features (see :class:`FeatureSet`).
 
     Raises:
-        FeatureError: no features for that split/representation, or ids that do not pair.
+        FeatureError: no features for that split/representation (or no per-segment ones with
+            ``segments``), or ids that do not pair.
     """
     features_dir = Path(features_dir)
     info = read_feature_info(features_dir)
     backbone = resolve_audio_backbone(info, audio_backbone)
     _check_extracted(info, features_dir, split, representation, backbone)
+    if segments:
+        _check_segments_extracted(info, features_dir, split, representation, backbone)
+    dim = info.audio(backbone).dim
     video = read_video_shards(_shard_files(features_dir, split, None), info.num_segments,
                               info.video_dim)
-    audio = read_audio_shards(_shard_files(features_dir, split, representation, backbone),
-                              info.audio(backbone).dim)
+    audio = read_audio_shards(_shard_files(features_dir, split, representation, backbone), dim)
     paired = pair_by_id(video, audio, split=split, representation=representation)
     expected = info.splits[split].count
     if len(paired["ids"]) != int(expected):
         raise FeatureError(f"{features_dir}: {len(paired['ids'])} {split!r} examples paired, "
                            f"{FeatureInfo.FILE} says {expected}; re-run `maivar extract`")
+    audio_segments = None
+    if segments:
+        seg = read_audio_segment_shards(
+            _shard_files(features_dir, split, representation, backbone, segments=True),
+            info.num_segments, dim)
+        audio_segments = pair_by_id(
+            {k: paired[k] for k in ("ids", "labels", "video")},
+            {"ids": seg["ids"], "labels": seg["labels"], "audio": seg["audio_segments"]},
+            split=split, representation=f"{representation} per segment")["audio"]
+    silent = info.audio(backbone).silent.get(representation)
     return FeatureSet(ids=paired["ids"], video=paired["video"], audio=paired["audio"],
                       labels=paired["labels"], class_names=tuple(info.class_names),
-                      representation=representation, audio_backbone=backbone)
+                      representation=representation, audio_backbone=backbone,
+                      audio_segments=audio_segments,
+                      silent_audio=None if silent is None else np.asarray(silent, np.float32),
+                      **_per_clip_fields(paired))

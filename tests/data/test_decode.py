@@ -58,7 +58,8 @@ def _jpeg_frames(serialized: bytes) -> np.ndarray:
 def test_centre_crop_audio_images_label_and_id(examples):
     serialized, frames, images = examples[1]
     out = decode_example(serialized, representations=REPS, crop_size=CROP, image_size=IMG)
-    assert set(out) == {"frames", "audio_images", "label", "example_id"}
+    assert set(out) == {"frames", "audio_images", "label", "example_id", "segment_times",
+                        "segment_labels", "has_spans", "audio_missing"}
     assert out["frames"].shape == (K, CROP, CROP, 3) and out["frames"].dtype == tf.uint8
     whole = _jpeg_frames(serialized)
     np.testing.assert_array_equal(out["frames"].numpy(),
