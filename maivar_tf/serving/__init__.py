@@ -35,12 +35,11 @@ from maivar_tf.serving.module import (
     TOP_K,
     ServingModule,
     as_numpy_outputs,
-    silent_audio_image,
 )
 
 __all__ = [
     "OUTPUT_KEYS", "SEGMENT_OUTPUT_KEYS", "SIGNATURES", "SIGNATURE_FEATURES",
     "SIGNATURE_MEDIA", "SIGNATURE_WAVEFORM", "TOP_K", "ExportError", "ServingModule", "as_numpy_outputs", "export_config", "export_info",
     "export_run", "export_servable", "next_version", "read_export_info",
-    "resolve_saved_model_dir", "serving_module", "silent_audio_image",
+    "resolve_saved_model_dir", "serving_module",
 ]

@@ -23,7 +23,7 @@ divided by the run's temperature, :func:`maivar_tf.calibration.scaled_softmax`; 
 the graph, 1.0 for an uncalibrated run), ``top_classes`` string ``[B, min(5, C)]``,
 ``top_scores`` float32 ``[B, min(5, C)]`` and ``audio_missing`` bool ``[B]``: the audio input
 was the silent one (``serve_media``: the audio-image(s) equal the silent audio-image of the
-representation, a zero waveform rendered with the shared renderer; ``serve_waveform``: the
+representation, :func:`maivar_tf.features.silent.silent_audio_image`; ``serve_waveform``: the
 waveform is all zeros; ``serving_default``: the audio features equal the run's silent audio
 features, allclose, when the run knows them, else False). Under ``data.on_missing_audio:
 silence`` ``serve_waveform`` also takes an all-zero waveform shorter than ``audio.n_fft`` (a
@@ -50,6 +50,7 @@ import tensorflow as tf
 
 from maivar_tf import ops
 from maivar_tf.calibration import check_temperature, scaled_softmax
+from maivar_tf.features.silent import silent_audio_image
 from maivar_tf.models.heads import AUDIO_INPUT, VIDEO_INPUT
 from maivar_tf.serving import checks, segments
 from maivar_tf.serving.signatures import (
@@ -75,23 +76,10 @@ __all__ = [
     "SIGNATURES", "SIGNATURE_FEATURES", "SIGNATURE_MEDIA", "SIGNATURE_WAVEFORM", "TOP_K",
     "UNKNOWN_CLASS", "ServingModule", "as_numpy_outputs", "check_class_names",
     "describe_signatures", "input_signatures", "label_table", "output_keys",
-    "silent_audio_image",
 ]
 
 #: Tolerances of ``serving_default``'s "the audio features are the silent ones".
 SILENT_RTOL, SILENT_ATOL = 1e-4, 1e-4
-
-
-def silent_audio_image(representation: str, audio_cfg) -> np.ndarray:
-    """uint8 ``[S, S, 3]``: the audio-image of a zero waveform (what a clip without sound gets).
-
-    Rendered by the shared renderer (:mod:`maivar_tf.data.audio_image`) from ``audio.n_fft``
-    zeros; the image of silence does not depend on its length.
-    """
-    from maivar_tf.data.audio_image import render_audio_images
-
-    zeros = np.zeros(int(audio_cfg.n_fft), np.float32)
-    return render_audio_images(zeros, representation, audio_cfg)[representation]
 
 
 def _fusion_inputs(fusion: Any) -> tuple[int | None, bool]:

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 import tensorflow as tf
 
 from maivar_tf.models.heads import AUDIO_INPUT, AUDIO_SEGMENTS_INPUT, VIDEO_INPUT
+
 #: Signature names (``serving_default`` is TF Serving's default signature).
 SIGNATURE_FEATURES = "serving_default"
 SIGNATURE_MEDIA = "serve_media"
