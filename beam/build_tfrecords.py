@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"experiment YAML (default: {DEFAULT_CONFIG} if present, else defaults)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value (repeatable), e.g. --set data.num_segments=4")
-    p.add_argument("--dataset", help="data.dataset: synthetic, ucf101, ucf51, kinetics_sounds, csv")
+    p.add_argument("--dataset",
+                   help="data.dataset: synthetic, ucf101, ucf51, ave, kinetics_sounds, csv")
     p.add_argument("--video_root", help="data.video_root: the folder holding the videos")
     p.add_argument("--annotations", help="data.annotations: annotation folder or CSV file")
     p.add_argument("--output_dir", help="data.output_dir: where shards and dataset_info go")
@@ -185,8 +186,10 @@ def _print_summary(published: Published, cfg: DataConfig, seconds: float) -> Non
     print(f"Beam job finished in {seconds:.1f}s; output in {output_dir}")
     for split, c in summary["counts"].items():
         nshards = len(info.shards.get(split, [])) if info is not None else 0
+        silent = (f", {c['audio_missing']} kept with silent audio"
+                  if c.get("audio_missing") else "")
         print(f"  {split}: {c['total']} examples in {nshards} shards "
-              f"({join(output_dir, split)}{'-*-of-*.tfrecord'})")
+              f"({join(output_dir, split)}{'-*-of-*.tfrecord'}{silent})")
     failed = summary["failed"]
     reasons = ", ".join(f"{k}: {v}" for k, v in failed["by_reason"].items()) or "none"
     print(f"  failed: {failed['total']} ({reasons})"

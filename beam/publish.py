@@ -10,7 +10,8 @@ described by an old ``dataset_info.json``, and a job killed during those renames
 folder without one, which every reader refuses and the next run replaces. The next run also
 removes the staging folders of killed runs (:func:`remove_leftover_staging`). Counts per
 (split, class) come from the job's Beam metrics, or from the staged shards on a runner that
-reports none. Every file operation goes through Beam's ``FileSystems``, so ``output_dir`` may
+reports none; so are the clips kept with silent audio (``counts[split]["audio_missing"]``).
+Every file operation goes through Beam's ``FileSystems``, so ``output_dir`` may
 be local or any filesystem Beam supports (``gs://...``). One job at a time per ``output_dir``.
 """
 
@@ -28,7 +29,13 @@ from typing import Any
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 
-from beam.transforms import COUNTS_NAMESPACE, FAILED_GLOB, LOGGER, SHARD_GLOB
+from beam.transforms import (
+    AUDIO_MISSING_NAMESPACE,
+    COUNTS_NAMESPACE,
+    FAILED_GLOB,
+    LOGGER,
+    SHARD_GLOB,
+)
 from maivar_tf.artifacts import DATASET_INFO, DatasetInfo
 from maivar_tf.config import ExperimentConfig
 from maivar_tf.data.schema import SCHEMA_VERSION
@@ -196,11 +203,13 @@ def file_digest(path: str) -> str:
 # ----------------------------------------------------------------------------- counts
 
 
-def counts_from_shards(paths: Sequence[str]) -> dict[tuple[str, int], int]:
+def counts_from_shards(paths: Sequence[str], audio_missing: bool = False
+                       ) -> dict[tuple[str, int], int]:
     """``{(split, label_index): count}`` by parsing written shards (runners without metrics).
 
     Args:
         paths: shard files.
+        audio_missing: count only the examples with ``audio/missing`` set.
     """
     import tensorflow as tf
 
@@ -211,10 +220,25 @@ def counts_from_shards(paths: Sequence[str]) -> dict[tuple[str, int], int]:
         for raw in tf.data.TFRecordDataset(path):
             ex = tf.train.SequenceExample.FromString(raw.numpy())
             feat = ex.context.feature
+            if audio_missing and not (schema.AUDIO_MISSING in feat
+                                      and feat[schema.AUDIO_MISSING].int64_list.value[0]):
+                continue
             key = (feat[schema.SPLIT].bytes_list.value[0].decode(),
                    int(feat[schema.LABEL_INDEX].int64_list.value[0]))
             counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+def _counters(result, namespace: str):
+    try:
+        return result.metrics().query(MetricsFilter().with_namespace(namespace))["counters"]
+    except Exception:  # noqa: BLE001 - a runner without metrics support
+        return None
+
+
+def _value(counter) -> int:
+    value = counter.committed if counter.committed is not None else counter.attempted
+    return int(value or 0)
 
 
 def success_counts(result) -> dict[tuple[str, int], int] | None:
@@ -225,21 +249,27 @@ def success_counts(result) -> dict[tuple[str, int], int] | None:
     Args:
         result: the finished ``PipelineResult``.
     """
-    try:
-        counters = result.metrics().query(
-            MetricsFilter().with_namespace(COUNTS_NAMESPACE))["counters"]
-    except Exception:  # noqa: BLE001 - a runner without metrics support
+    counters = _counters(result, COUNTS_NAMESPACE)
+    if counters is None:
         return None
     counts: dict[tuple[str, int], int] = {}
     for c in counters:
         split, label = c.key.metric.name.rsplit("/", 1)
-        value = c.committed if c.committed is not None else c.attempted
-        counts[(split, int(label))] = counts.get((split, int(label)), 0) + int(value or 0)
+        counts[(split, int(label))] = counts.get((split, int(label)), 0) + _value(c)
+    return counts
+
+
+def audio_missing_counts(result) -> dict[str, int]:
+    """``{split: clips kept with silent audio}`` from the job's metrics (empty: none)."""
+    counts: dict[str, int] = {}
+    for c in _counters(result, AUDIO_MISSING_NAMESPACE) or ():
+        counts[c.key.metric.name] = counts.get(c.key.metric.name, 0) + _value(c)
     return counts
 
 
 def summarize(success: Mapping[tuple[str, int], int], failed_lines: Sequence[str],
-              splits: Iterable[str], class_names: Sequence[str]) -> dict[str, Any]:
+              splits: Iterable[str], class_names: Sequence[str],
+              audio_missing: Mapping[str, int] | None = None) -> dict[str, Any]:
     """Counts per split and class, and failures by reason.
 
     Args:
@@ -247,9 +277,11 @@ def summarize(success: Mapping[tuple[str, int], int], failed_lines: Sequence[str
         failed_lines: the dead-letter JSON lines.
         splits: every split of the input (each gets an entry, maybe of zero).
         class_names: the dataset's classes.
+        audio_missing: ``{split: n}`` clips kept with silent audio (:func:`audio_missing_counts`);
+            given, every split gets an ``audio_missing`` count (maybe of zero).
 
     Returns:
-        ``{"counts": {split: {"total", "per_class": {class: n}}},
+        ``{"counts": {split: {"total", "per_class": {class: n}[, "audio_missing": n]}},
         "failed": {"total", "by_reason": {reason: n}}}``.
     """
     counts: dict[str, dict[str, Any]] = {
@@ -259,6 +291,9 @@ def summarize(success: Mapping[tuple[str, int], int], failed_lines: Sequence[str
         name = class_names[label_index]
         split["per_class"][name] = split["per_class"].get(name, 0) + n
         split["total"] += n
+    if audio_missing is not None:
+        for name, split in counts.items():
+            split["audio_missing"] = int(audio_missing.get(name, 0))
     by_reason = Counter(json.loads(line)["reason"] for line in failed_lines)
     return {"counts": counts,
             "failed": {"total": sum(by_reason.values()), "by_reason": dict(sorted(
@@ -344,8 +379,9 @@ def publish_job(result, staging: str, output_dir: str, *, exp: ExperimentConfig,
                 num_records: int) -> Published:
     """Counts a finished job, stages ``dataset_info.json`` and publishes the staged files.
 
-    Counts come from the job's metrics; when the runner reported none although not every
-    video failed, they are read from the staged shards instead. ``dataset_info.json`` (with
+    Counts (and the clips kept with silent audio) come from the job's metrics; when the
+    runner reported none although not every video failed, they are read from the staged
+    shards instead. ``dataset_info.json`` (with
     every shard's digest) is written into the staging folder before anything in
     ``output_dir`` changes, and moved in last by :func:`publish`. Shards are published only
     when at least one video succeeded; the dead letters always are.
@@ -361,10 +397,15 @@ def publish_job(result, staging: str, output_dir: str, *, exp: ExperimentConfig,
     """
     failed_lines = read_lines(match(join(staging, FAILED_GLOB)))
     success = success_counts(result)
+    missing = audio_missing_counts(result)
     if not success and len(failed_lines) < num_records:
         LOGGER.warning("the runner reported no success counts; reading them from the shards")
         success = counts_from_shards(match(join(staging, SHARD_GLOB)))
-    summary = summarize(success or {}, failed_lines, splits, class_names)
+        missing = {}
+        for (split, _), n in counts_from_shards(match(join(staging, SHARD_GLOB)),
+                                                audio_missing=True).items():
+            missing[split] = missing.get(split, 0) + n
+    summary = summarize(success or {}, failed_lines, splits, class_names, missing)
     ok = num_written(summary)
     info, info_path = None, None
     if ok:

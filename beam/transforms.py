@@ -56,6 +56,9 @@ FAILED_GLOB = f"{FAILED_PREFIX}-*.jsonl"
 METRICS_NAMESPACE = "maivar_tf"
 #: Namespace of the per-(split, class) success counters, named ``<split>/<label_index>``.
 COUNTS_NAMESPACE = "maivar_tf.counts"
+#: Namespace of the per-split counters of clips kept with silent audio
+#: (``data.on_missing_audio: silence``), named ``<split>``.
+AUDIO_MISSING_NAMESPACE = "maivar_tf.audio_missing"
 #: With ``data.num_shards: 0``, a split gets one shard per this many videos (at least one).
 VIDEOS_PER_SHARD = 256
 
@@ -106,6 +109,9 @@ def warm_up_renderers(cfg: DataConfig) -> None:
 
     render_audio_images(np.zeros(2 * cfg.audio.n_fft, np.float32), cfg.representations,
                         cfg.audio)
+    if cfg.segment_audio:  # the per-segment audio-images render a [K, L] batch
+        render_audio_images(np.zeros((2, 2 * cfg.audio.n_fft), np.float32),
+                            cfg.representations, cfg.audio)
 
 
 def record_to_element(record: VideoRecord) -> dict[str, Any]:
@@ -149,8 +155,9 @@ class ProcessVideoDoFn(apache_beam.DoFn):
     Each split's ``(example id, serialized example)`` pairs go to the tagged output named after the split, and every
     rejected video to :data:`FAILED_TAG` as :func:`dead_letter` describes. Beam metrics count
     successes (``videos_ok``) and failures per reason (``failed_<reason>``) in
-    :data:`METRICS_NAMESPACE`, and successes per split and class (``<split>/<label_index>``)
-    in :data:`COUNTS_NAMESPACE`; ``dataset_info.json`` is made from those (a counting branch
+    :data:`METRICS_NAMESPACE`, successes per split and class (``<split>/<label_index>``)
+    in :data:`COUNTS_NAMESPACE`, and clips kept with silent audio per split in
+    :data:`AUDIO_MISSING_NAMESPACE` (each also logged on one line); ``dataset_info.json`` is made from those (a counting branch
     of transforms would cost more than the metrics).
 
     Args:
@@ -179,6 +186,7 @@ class ProcessVideoDoFn(apache_beam.DoFn):
         self._ok = Metrics.counter(METRICS_NAMESPACE, "videos_ok")
         self._failed = {}
         self._per_class = {}
+        self._missing = {}
         self._processed = 0
         self._t0 = time.monotonic()
 
@@ -193,6 +201,13 @@ class ProcessVideoDoFn(apache_beam.DoFn):
             self._per_class[key] = Metrics.counter(COUNTS_NAMESPACE, key)
         self._per_class[key].inc()
         self._ok.inc()
+
+    def _count_audio_missing(self, record: VideoRecord) -> None:
+        if record.split not in self._missing:
+            self._missing[record.split] = Metrics.counter(AUDIO_MISSING_NAMESPACE, record.split)
+        self._missing[record.split].inc()
+        LOGGER.warning("%s: no audio; kept with silent audio (data.on_missing_audio: silence, "
+                       "audio/missing = 1)", resolve_video_path(record.path, self._cfg.video_root))
 
     def _log_progress(self) -> None:
         self._processed += 1
@@ -213,6 +228,8 @@ class ProcessVideoDoFn(apache_beam.DoFn):
             yield apache_beam.pvalue.TaggedOutput(FAILED_TAG, letter)
         else:
             self._count_success(record.split, int(record.label_index))
+            if clip.audio_missing:
+                self._count_audio_missing(record)
             yield apache_beam.pvalue.TaggedOutput(record.split, (record.example_id, serialized))
         self._log_progress()
 

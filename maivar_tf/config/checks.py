@@ -17,7 +17,7 @@ REPRESENTATIONS: tuple[str, ...] = (
     "spectral_rolloff",
     "chromagram",
 )
-DATASETS = ("synthetic", "ucf101", "ucf51", "kinetics_sounds", "csv")
+DATASETS = ("synthetic", "ucf101", "ucf51", "ave", "kinetics_sounds", "csv")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 VIDEO_POOLING = ("mean", "flatten")
 AUDIO_ROWS_INIT = ("zeros", "glorot_uniform")

@@ -29,7 +29,7 @@ from maivar_tf.data.container import (
     time_base_of,
 )
 
-__all__ = ["AudioCollector", "check_audio", "decode_audio"]
+__all__ = ["AudioCollector", "check_audio", "decode_audio", "silent_waveform"]
 
 
 class AudioCollector:
@@ -112,6 +112,13 @@ class AudioCollector:
         if self.limit is not None and self.collected >= self._offset() + self.limit + 4096:
             self.done = True
 
+    def start_time(self) -> float:
+        """The relative time of the waveform's first sample (``start_s``, or later when the
+        audio stream starts after it)."""
+        if self.first_time is None:
+            return self.start_s
+        return max(self.start_s, self.first_time)
+
     def decode_packet(self, packet) -> None:
         """Decodes one packet into the collector, counting (not raising) corrupt packets."""
         if self.done:
@@ -137,6 +144,25 @@ class AudioCollector:
         offset = self._offset()
         stop = None if self.limit is None else offset + self.limit
         return np.ascontiguousarray(y[offset:stop], dtype=np.float32)
+
+
+def silent_waveform(duration_s: float, sample_rate: int, max_seconds: float = 0.0,
+                    min_samples: int = 1) -> np.ndarray:
+    """The waveform of a clip without sound (``data.on_missing_audio: silence``): zeros.
+
+    Args:
+        duration_s: the video window's duration in seconds.
+        sample_rate: the audio rate (``audio.sample_rate``).
+        max_seconds: cap on the duration, as for decoded audio (0: none).
+        min_samples: the least length (``audio.n_fft``, what an audio-image needs).
+
+    Returns:
+        float32 ``[max(min_samples, round(min(duration_s, max_seconds) * sample_rate))]``.
+    """
+    seconds = float(duration_s)
+    if max_seconds > 0:
+        seconds = min(seconds, max_seconds)
+    return np.zeros(max(int(min_samples), int(round(seconds * sample_rate))), np.float32)
 
 
 def check_audio(path, y: np.ndarray, errors: int, min_samples: int) -> np.ndarray:

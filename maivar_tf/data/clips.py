@@ -2,7 +2,10 @@
 
 This is the only place where a video becomes what a TFRecord stores: the K TSN segment frames
 as JPEG (:func:`maivar_tf.data.video.load_clip` decodes them and the waveform), and every
-configured audio-image (the paper's Sec. 3.2 representations) as PNG. The Beam job
+configured audio-image (the paper's Sec. 3.2 representations) as PNG; with
+``data.segment_audio`` also, per representation, the K audio-images of the segments' audio
+windows (:mod:`maivar_tf.data.segments`), rendered by the same renderer. The record's spans
+and whether its audio was missing (``data.on_missing_audio: silence``) go along. The Beam job
 (``beam/build_tfrecords.py``) calls it once per video; benchmarks call it in a plain loop.
 
 Example:
@@ -29,6 +32,7 @@ from maivar_tf.data.schema import ClipExample
 
 if TYPE_CHECKING:  # pragma: no cover
     from maivar_tf.data.annotations import VideoRecord
+    from maivar_tf.data.video import DecodedClip
 
 
 def resolve_video_path(record_path: str, video_root: str) -> str:
@@ -69,11 +73,14 @@ def clip_example_from_record(record: VideoRecord, cfg: DataConfig,
             (seeded by the example id, so still reproducible).
 
     Returns:
-        The clip with K JPEG frames, their timestamps and one PNG per representation.
+        The clip with K JPEG frames, their timestamps, one PNG per representation (and K
+        more per representation with ``cfg.segment_audio``), the record's spans in
+        microseconds and ``audio_missing``.
 
     Raises:
         MediaError: ``unknown_label`` for a record whose label is not in the class list, or
-            whatever the decoder rejects the file for (``missing``, ``empty``, ``no_audio``...).
+            whatever the decoder rejects the file for (``missing``, ``empty``, ``no_audio``
+            under ``cfg.on_missing_audio: reject``...).
         ConfigError: ``mode`` is not one of the sampling modes.
     """
     if mode not in SAMPLING_MODES:
@@ -95,6 +102,7 @@ def clip_example_from_record(record: VideoRecord, cfg: DataConfig,
     frames_jpeg = [encode_jpeg(frame, quality=cfg.jpeg_quality) for frame in frames]
     images = render_audio_images(decoded.waveform, cfg.representations, cfg.audio)
     audio_images_png = {rep: encode_png(np.asarray(images[rep])) for rep in cfg.representations}
+    segment_pngs = (segment_audio_images(decoded, cfg) if cfg.segment_audio else {})
     waveform = (np.asarray(decoded.waveform, np.float32).ravel() if cfg.store_waveform
                 else None)
     return ClipExample(
@@ -113,4 +121,32 @@ def clip_example_from_record(record: VideoRecord, cfg: DataConfig,
         start_us=int(round(record.start_s * 1e6)),
         end_us=int(round(record.end_s * 1e6)),
         waveform=waveform,
+        spans=[(int(round(a * 1e6)), int(round(b * 1e6)), int(record.label_index))
+               for a, b in record.spans],
+        segment_audio_images_png=segment_pngs,
+        audio_missing=bool(decoded.audio_missing),
     )
+
+
+def segment_audio_images(decoded: DecodedClip, cfg: DataConfig) -> dict[str, list[bytes]]:
+    """The K per-segment audio-images of a decoded clip, as PNGs per representation.
+
+    Segment k's window is ``cfg.audio.segment_seconds`` long, centred on its frame's
+    timestamp (relative to the waveform's first sample, ``decoded.audio_start_s``) and moved
+    inside the clip (:func:`maivar_tf.data.segments.segment_windows`); the K windows are
+    rendered as one ``[K, L]`` batch by
+    :func:`maivar_tf.data.audio_image.render_audio_images`, the clip-level renderer.
+
+    Returns:
+        ``{representation: [K PNG bytes]}`` in segment order.
+    """
+    from maivar_tf.data.audio_image import encode_png, render_audio_images
+    from maivar_tf.data.segments import cut_windows, segment_centres, segment_windows
+
+    y = np.asarray(decoded.waveform, np.float32).ravel()
+    centres = segment_centres(decoded.video.timestamps_us, decoded.audio_start_s)
+    windows = segment_windows(centres, y.shape[0], decoded.sample_rate,
+                              cfg.audio.segment_seconds)
+    images = render_audio_images(cut_windows(y, windows), cfg.representations, cfg.audio)
+    return {rep: [encode_png(img) for img in np.asarray(images[rep])]
+            for rep in cfg.representations}

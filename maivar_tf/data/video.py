@@ -18,10 +18,9 @@ Decoding makes a single pass over the file (one container open for video and aud
    out): the very op the serving graph resizes with, so decode-time and serve-time resizing
    are one implementation.
 
-Clips with fewer frames than K repeat frames. Timestamps are microseconds from the start
-of the file (so a Kinetics ``[start_s, end_s)`` trim gives timestamps inside the window).
-Failures raise :class:`~maivar_tf.data.errors.MediaError`; see
-:mod:`maivar_tf.data.container` for how truncation is detected.
+Clips with fewer frames than K repeat frames. Timestamps are microseconds from the file start
+(a Kinetics ``[start_s, end_s)`` trim gives timestamps inside the window). Failures raise
+:class:`~maivar_tf.data.errors.MediaError` (:mod:`maivar_tf.data.container`: truncation).
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ import numpy as np
 from maivar_tf import ops
 from maivar_tf.config import SAMPLING_MODES, DataConfig
 from maivar_tf.data import container as media
-from maivar_tf.data.audio import AudioCollector, check_audio
+from maivar_tf.data.audio import AudioCollector, check_audio, silent_waveform
 from maivar_tf.data.container import media_error
 
 __all__ = [
@@ -82,11 +81,18 @@ class DecodedClip:
         video: the sampled frames.
         waveform: float32 [N] mono samples at ``sample_rate``.
         sample_rate: the waveform's rate in Hz.
+        audio_missing: the file has no audio stream (or it decodes to no samples) and
+            ``data.on_missing_audio`` is ``silence``: ``waveform`` is zeros
+            (:func:`maivar_tf.data.audio.silent_waveform`).
+        audio_start_s: the time of ``waveform[0]`` in seconds from the file start (the trim
+            ``start_s``, or later when the audio stream starts after it).
     """
 
     video: VideoClip
     waveform: np.ndarray
     sample_rate: int
+    audio_missing: bool = False
+    audio_start_s: float = 0.0
 
 
 def sample_segment_indices(num_frames: int, num_segments: int, mode: str = "center",
@@ -128,8 +134,6 @@ def sample_segment_indices(num_frames: int, num_segments: int, mode: str = "cent
     else:
         raise ValueError(f"unknown sampling mode {mode!r}; allowed: {', '.join(SAMPLING_MODES)}")
     return np.clip(idx, 0, n - 1).astype(np.int64)
-
-
 
 
 def pixel_aspect(stream) -> float:
@@ -321,29 +325,41 @@ def _video_clip(selector: _FrameSelector, fps: float, short_side: int,
 
 def _decode(path, *, num_segments: int, short_side: int, mode: str, seed,
             start_s: float, end_s: float, audio: dict | None):
-    """The single pass behind :func:`decode_segment_frames` and :func:`load_clip`."""
+    """The single pass behind :func:`decode_segment_frames` and :func:`load_clip`.
+
+    Returns ``(clip, waveform or None, audio_start_s, audio_missing)``.
+    """
     _check_arguments(num_segments, short_side, mode, start_s, end_s)
+    keep_silent = audio is not None and audio.get("on_missing") == "silence"
     with media.open_media(path) as container:
         vs = media.video_stream(container)
         if vs is None:
             raise media_error("no_video_stream", path, "the file has no video stream")
         ast = media.audio_stream(container)
-        if audio is not None and ast is None:
+        if audio is not None and ast is None and not keep_silent:
             raise media_error("no_audio", path, "the file has no audio stream")
         t0 = media.container_start(container)
         collector = None
-        if audio is not None:
+        if audio is not None and ast is not None:
             collector = AudioCollector(audio["sample_rate"], start_s, end_s,
                                        audio["max_seconds"], t0, media.time_base_of(ast))
         packets, in_window = _demux(path, container, vs, ast, collector, t0, start_s, end_s)
         selector = _select_frames(path, vs, packets, in_window, num_segments=num_segments,
                                   mode=mode, seed=seed, start_s=start_s, end_s=end_s, t0=t0)
-        waveform = None
+        # no audio stream: a no_audio error above, unless kept silent (on_missing_audio)
+        waveform, audio_start, missing = None, start_s, audio is not None and ast is None
         if collector is not None:  # after the video, so an empty window is "too_short"
-            waveform = check_audio(path, collector.finish(ast), collector.errors,
-                                   audio["min_samples"])
+            y = collector.finish(ast)
+            audio_start = collector.start_time()
+            missing = keep_silent and y.size == 0 and not collector.errors  # no samples
+            if not missing:
+                waveform = check_audio(path, y, collector.errors, audio["min_samples"])
         fps, aspect = _frame_rate(vs), pixel_aspect(vs)
-    return _video_clip(selector, fps, short_side, aspect), waveform
+    clip = _video_clip(selector, fps, short_side, aspect)
+    if missing:
+        waveform = silent_waveform(clip.duration_s, audio["sample_rate"], audio["max_seconds"],
+                                   audio["min_samples"])
+    return clip, waveform, audio_start, missing
 
 
 def decode_segment_frames(path: str | os.PathLike, num_segments: int, short_side: int = 256,
@@ -368,8 +384,8 @@ def decode_segment_frames(path: str | os.PathLike, num_segments: int, short_side
             ``too_short``, ``truncated`` or ``decode_error``; the message names the file.
         ValueError: invalid arguments (mode, counts, window).
     """
-    clip, _ = _decode(path, num_segments=num_segments, short_side=short_side, mode=mode,
-                      seed=seed, start_s=start_s, end_s=end_s, audio=None)
+    clip, _, _, _ = _decode(path, num_segments=num_segments, short_side=short_side, mode=mode,
+                            seed=seed, start_s=start_s, end_s=end_s, audio=None)
     return clip
 
 
@@ -382,8 +398,13 @@ def load_clip(path: str | os.PathLike, cfg: DataConfig, mode: str = "center",
 
     Args:
         path: the video file.
-        cfg: ``num_segments``, ``frame_short_side`` and ``audio`` (``sample_rate``,
-            ``max_seconds``; fewer than ``audio.n_fft`` samples is ``too_short``).
+        cfg: ``num_segments``, ``frame_short_side``, ``audio`` (``sample_rate``,
+            ``max_seconds``; fewer than ``audio.n_fft`` samples is ``too_short``) and
+            ``on_missing_audio``: with ``silence`` a file without an audio stream, or whose
+            audio stream decodes to no samples, is kept with a silent waveform of the video
+            window's duration
+            (:func:`~maivar_tf.data.audio.silent_waveform`) and ``audio_missing`` set; corrupt audio is
+            still an error.
         mode: ``center`` or ``random`` segment sampling.
         seed: seed for ``random``.
         start_s: window start in seconds.
@@ -393,15 +414,17 @@ def load_clip(path: str | os.PathLike, cfg: DataConfig, mode: str = "center",
         The frames and the mono waveform.
 
     Raises:
-        MediaError: any reason of :func:`decode_segment_frames`, plus ``no_audio``.
+        MediaError: any reason of :func:`decode_segment_frames`, plus ``no_audio`` (under
+            ``on_missing_audio: reject``).
         ValueError: invalid arguments.
     """
     audio = {"sample_rate": cfg.audio.sample_rate, "max_seconds": cfg.audio.max_seconds,
-             "min_samples": cfg.audio.n_fft}
-    clip, waveform = _decode(path, num_segments=cfg.num_segments,
-                             short_side=cfg.frame_short_side, mode=mode, seed=seed,
-                             start_s=start_s, end_s=end_s, audio=audio)
-    return DecodedClip(video=clip, waveform=waveform, sample_rate=cfg.audio.sample_rate)
+             "min_samples": cfg.audio.n_fft, "on_missing": cfg.on_missing_audio}
+    clip, waveform, audio_start, missing = _decode(
+        path, num_segments=cfg.num_segments, short_side=cfg.frame_short_side, mode=mode,
+        seed=seed, start_s=start_s, end_s=end_s, audio=audio)
+    return DecodedClip(video=clip, waveform=waveform, sample_rate=cfg.audio.sample_rate,
+                       audio_missing=missing, audio_start_s=float(audio_start))
 
 
 def encode_jpeg(frame: np.ndarray, quality: int = 90) -> bytes:

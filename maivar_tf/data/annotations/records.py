@@ -33,6 +33,9 @@ class VideoRecord:
         start_s: clip start in seconds (untrimmed Kinetics videos); 0 = start of file.
         end_s: clip end in seconds; 0 = end of file.
         example_id: stable unique id derived from the path (+ time range).
+        spans: the annotated action spans ``(start_s, end_s)`` in seconds from the file start
+            (untrimmed videos: AVE's ``Annotations.txt``, the untrimmed embedded dataset), each
+            of the record's label; empty for trimmed videos.
     """
 
     path: str
@@ -42,6 +45,11 @@ class VideoRecord:
     start_s: float = 0.0
     end_s: float = 0.0
     example_id: str = ""
+    spans: tuple[tuple[float, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        # tuples of floats whatever came in (lists after a round trip through a Beam coder)
+        object.__setattr__(self, "spans", tuple((float(s), float(e)) for s, e in self.spans))
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,10 @@ pixel noise; note onsets, tempo, octave, loudness and background noise. The back
 the base octave and noise level are drawn per *group* (like UCF101's groups of clips sharing a
 scene), and test videos use other groups than train videos.
 
+Untrimmed clips (``synth.untrimmed``) show and sound their class only inside one annotated
+span (``Annotations.txt``, AVE's layout); elsewhere a distractor motion shared by every class
+(:data:`DISTRACTOR`) and noise.
+
 Files are deterministic: every video's random stream is seeded from
 ``(cfg.seed, motion, sound, group, clip)``, so one config always decodes to identical frames and
 samples. Generation is idempotent: ``synth_manifest.json`` records the config; calling again
@@ -28,28 +32,51 @@ Example:
 from __future__ import annotations
 
 from maivar_tf.data.synthetic.dataset import (
+    ANNOTATIONS_NAME,
     CLIPS_PER_GROUP,
     GENERATOR_VERSION,
     MANIFEST_NAME,
+    SPAN_DECIMALS,
+    ClipSpan,
     class_names,
+    clip_spans,
     generate_dataset,
 )
-from maivar_tf.data.synthetic.motion import MOTIONS, SHUTTER_SAMPLES, motion_coverage, render_video
+from maivar_tf.data.synthetic.motion import (
+    DISTRACTOR,
+    MOTIONS,
+    SHUTTER_SAMPLES,
+    motion_coverage,
+    render_untrimmed_video,
+    render_video,
+)
 from maivar_tf.data.synthetic.mp4 import rgb_to_yuv420p, write_mp4
-from maivar_tf.data.synthetic.sound import SOUND_PITCH_CLASSES, SOUNDS, render_audio
+from maivar_tf.data.synthetic.sound import (
+    SOUND_PITCH_CLASSES,
+    SOUNDS,
+    render_audio,
+    render_untrimmed_audio,
+)
 
 __all__ = [
+    "ANNOTATIONS_NAME",
     "CLIPS_PER_GROUP",
+    "DISTRACTOR",
     "GENERATOR_VERSION",
     "MANIFEST_NAME",
     "MOTIONS",
     "SHUTTER_SAMPLES",
     "SOUNDS",
     "SOUND_PITCH_CLASSES",
+    "SPAN_DECIMALS",
+    "ClipSpan",
     "class_names",
+    "clip_spans",
     "generate_dataset",
     "motion_coverage",
     "render_audio",
+    "render_untrimmed_audio",
+    "render_untrimmed_video",
     "render_video",
     "rgb_to_yuv420p",
     "write_mp4",

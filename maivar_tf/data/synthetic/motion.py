@@ -15,7 +15,9 @@ particle:
 * ``Pulse``: thin rings growing and shrinking in step -- sharp edges, periodic area.
 
 The temporal pattern over the K segments differs too: constant for Slide and Rotate, periodic
-blur for Bounce and periodic area for Pulse. The backdrop is a tint of the mean colour that
+blur for Bounce and periodic area for Pulse. Untrimmed clips (:func:`render_untrimmed_video`)
+show their class's motion only inside the annotated span; outside it, a background
+:data:`DISTRACTOR` field shared by every class: a few large, dim blobs drifting slowly. The backdrop is a tint of the mean colour that
 the network subtracts, so it enters the network as almost zero and the particles dominate the
 pooled features. Everything random comes from the generators passed in.
 """
@@ -28,10 +30,13 @@ import numpy as np
 
 from maivar_tf.config import SynthConfig
 
-__all__ = ["MOTIONS", "SHUTTER_SAMPLES", "motion_coverage", "render_video"]
+__all__ = ["DISTRACTOR", "MOTIONS", "SHUTTER_SAMPLES", "motion_coverage", "render_untrimmed_video",
+           "render_video"]
 
 #: Kinds of object motion, in class order.
 MOTIONS: tuple[str, ...] = ("Slide", "Bounce", "Rotate", "Pulse")
+#: The background motion of untrimmed clips, the same kind for every class.
+DISTRACTOR = "Drift"
 #: Positions averaged per frame (motion blur over a 360-degree shutter).
 SHUTTER_SAMPLES = 8
 
@@ -143,6 +148,35 @@ def _pulse(rng: np.random.Generator, p: int, w: int, h: int, scale: float):
     return pulse
 
 
+def _drift(rng: np.random.Generator, w: int, h: int, scale: float):
+    """The distractor: 4-7 large blobs drifting slowly together, wrapping around.
+
+    Unlike every class motion: few and large (radius 14-24 px at 120 px height, the class
+    particles are 3-16 px), slow (4-10 px/s against the class motions' hundreds of px/s or
+    several Hz) and dim (:func:`_dim_colour`).
+    """
+    p = int(rng.integers(4, 8))
+    r = rng.uniform(14, 24, p) * scale
+    direction = rng.uniform(0, 2 * np.pi)
+    speed = rng.uniform(4, 10) * scale
+    vx, vy = speed * np.cos(direction), speed * np.sin(direction)
+    margin = 2 * r.max()
+    x0, y0 = rng.uniform(0, w + 2 * margin, p), rng.uniform(0, h + 2 * margin, p)
+
+    def drift(t):
+        x = np.mod(x0[_COL] + vx * t[None], w + 2 * margin) - margin
+        y = np.mod(y0[_COL] + vy * t[None], h + 2 * margin) - margin
+        return ("disc", x, y, _full(r, x))
+    return drift
+
+
+def _dim_colour(rng: np.random.Generator, backdrop: np.ndarray) -> np.ndarray:
+    """The distractor's colour: 12-25 grey levels off the backdrop (class objects: > 60)."""
+    sign = rng.choice([-1.0, 1.0])
+    return (backdrop + np.float32(sign * rng.uniform(12, 25))
+            + rng.uniform(-4, 4, 3).astype(np.float32)).astype(np.float32)
+
+
 #: One particle-field builder per motion, in :data:`MOTIONS` order.
 _FIELDS = (_slide, _bounce, _rotate, _pulse)
 
@@ -229,6 +263,24 @@ def motion_coverage(motion: int, rng: np.random.Generator, cfg: SynthConfig) -> 
     return np.stack([_coverage(path(i / cfg.fps + sub), w, h) for i in range(n)])
 
 
+def _composite(bg0: np.ndarray, bg1: np.ndarray, colour: np.ndarray, alpha: np.ndarray,
+               clip_rng: np.random.Generator, cfg: SynthConfig) -> np.ndarray:
+    """Backdrop gradient + pixel noise + objects of ``colour`` ([3] or [T, 1, 1, 3]) at
+    coverage ``alpha`` [T, H, W, 1], as uint8 RGB frames."""
+    w, h = cfg.width, cfg.height
+    ramp = np.linspace(0.0, 1.0, w, dtype=np.float32)[None, :, None]
+    if clip_rng.uniform() < 0.5:
+        ramp = ramp[:, ::-1]
+    background = bg0 + (bg1 - bg0) * ramp + np.zeros((h, 1, 1), np.float32)
+    noise_sigma = clip_rng.uniform(1.0, 4.0)
+    img = clip_rng.standard_normal(alpha.shape[:3] + (3,), dtype=np.float32)
+    img *= np.float32(noise_sigma)
+    img += background
+    img += (colour - background) * alpha
+    np.rint(img, out=img)
+    return np.clip(img, 0, 255, out=img).astype(np.uint8)
+
+
 def render_video(motion: int, group_rng: np.random.Generator, clip_rng: np.random.Generator,
                  cfg: SynthConfig) -> np.ndarray:
     """Renders one clip's frames.
@@ -242,17 +294,40 @@ def render_video(motion: int, group_rng: np.random.Generator, clip_rng: np.rando
     Returns:
         uint8 ``[round(seconds * fps), height, width, 3]`` RGB frames.
     """
-    w, h = cfg.width, cfg.height
     bg0, bg1, obj = _scene(group_rng, clip_rng)
     alpha = motion_coverage(motion, clip_rng, cfg)[..., None]
-    ramp = np.linspace(0.0, 1.0, w, dtype=np.float32)[None, :, None]
-    if clip_rng.uniform() < 0.5:
-        ramp = ramp[:, ::-1]
-    background = bg0 + (bg1 - bg0) * ramp + np.zeros((h, 1, 1), np.float32)
-    noise_sigma = clip_rng.uniform(1.0, 4.0)
-    img = clip_rng.standard_normal(alpha.shape[:3] + (3,), dtype=np.float32)
-    img *= np.float32(noise_sigma)
-    img += background
-    img += (obj - background) * alpha
-    np.rint(img, out=img)
-    return np.clip(img, 0, 255, out=img).astype(np.uint8)
+    return _composite(bg0, bg1, obj, alpha, clip_rng, cfg)
+
+
+def render_untrimmed_video(motion: int, group_rng: np.random.Generator,
+                           clip_rng: np.random.Generator, event_rng: np.random.Generator,
+                           cfg: SynthConfig, span: tuple[float, float]) -> np.ndarray:
+    """Renders one untrimmed clip: the class's motion inside ``span``, the distractor outside.
+
+    Frame ``i`` (at ``i / fps`` s) shows the class's particle field (as :func:`render_video`
+    draws it from ``clip_rng``) when ``start <= i / fps < end``, else the :data:`DISTRACTOR`
+    field drawn from ``event_rng``; backdrop and noise as in :func:`render_video`.
+
+    Args:
+        motion: index into :data:`MOTIONS`.
+        group_rng: the group's random stream (backdrop tint).
+        clip_rng: the clip's random stream (object colour, class motion, noise).
+        event_rng: the clip's span stream (distractor field and colour).
+        cfg: the dataset config (size, fps, duration).
+        span: ``(start_s, end_s)`` of the class's motion.
+
+    Returns:
+        uint8 ``[round(seconds * fps), height, width, 3]`` RGB frames.
+    """
+    w, h = cfg.width, cfg.height
+    bg0, bg1, obj = _scene(group_rng, clip_rng)
+    path = _motion_path(motion, clip_rng, w, h)
+    drift = _drift(event_rng, w, h, h / 120.0)
+    dim = _dim_colour(event_rng, bg0)
+    n = int(round(cfg.seconds * cfg.fps))
+    sub = (np.arange(SHUTTER_SAMPLES) + 0.5) / SHUTTER_SAMPLES / cfg.fps
+    inside = [span[0] - 1e-9 <= i / cfg.fps < span[1] - 1e-9 for i in range(n)]
+    alpha = np.stack([_coverage((path if inside[i] else drift)(i / cfg.fps + sub), w, h)
+                      for i in range(n)])[..., None]
+    colour = np.where(np.array(inside)[:, None, None, None], obj, dim).astype(np.float32)
+    return _composite(bg0, bg1, colour, alpha, clip_rng, cfg)

@@ -9,6 +9,8 @@ octaves (and the in-set major third) so the harmonics do not leak into another k
 classes. They also differ in **envelope and timbre** (sustained soft chime, bright decaying
 plucks, a tremolo drone, pure beeps), so MFCCs, spectral centroid/rolloff and the waveplot
 carry part of the information too. Everything random comes from the generators passed in.
+Untrimmed clips (:func:`render_untrimmed_audio`) sound only inside their sound span and carry
+background noise alone elsewhere.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 
 from maivar_tf.config import SynthConfig
 
-__all__ = ["SOUNDS", "SOUND_PITCH_CLASSES", "render_audio"]
+__all__ = ["SOUNDS", "SOUND_PITCH_CLASSES", "render_audio", "render_untrimmed_audio"]
 
 #: Kinds of sound, in class order.
 SOUNDS: tuple[str, ...] = ("Chime", "Pluck", "Drone", "Beep")
@@ -100,21 +102,11 @@ def _beep(add: _AddNote, clip_rng: np.random.Generator, t_on: float, seconds: fl
 _PATTERNS = (_chime, _pluck, _drone, _beep)
 
 
-def render_audio(sound: int, group_rng: np.random.Generator, clip_rng: np.random.Generator,
-                 cfg: SynthConfig) -> np.ndarray:
-    """Renders one clip's mono waveform.
-
-    Args:
-        sound: index into :data:`SOUNDS`.
-        group_rng: the group's random stream (base octave, noise level).
-        clip_rng: the clip's own random stream (notes, onsets, loudness, noise).
-        cfg: the dataset config (rate, duration).
-
-    Returns:
-        float32 ``[round(seconds * audio_rate)]`` samples in [-1, 1].
-    """
-    sr = cfg.audio_rate
-    n = int(round(cfg.seconds * sr))
+def _notes(sound: int, group_rng: np.random.Generator, clip_rng: np.random.Generator, sr: int,
+           seconds: float) -> tuple[np.ndarray, float]:
+    """The sound kind's notes over ``seconds``, peak-normalised to a random loudness, and the
+    group's noise level (drawn first, as the trimmed clips always drew it)."""
+    n = int(round(seconds * sr))
     pcs = SOUND_PITCH_CLASSES[sound]
     base_octave = int(group_rng.integers(4, 6))  # 4 or 5
     noise_level = group_rng.uniform(0.002, 0.012)
@@ -131,9 +123,65 @@ def render_audio(sound: int, group_rng: np.random.Generator, clip_rng: np.random
         y[i0:i0 + m] += env(t) * _tone(_note_hz(pc, octave), m, sr, partials, clip_rng)
 
     t_on = clip_rng.uniform(0.0, 0.3)
-    _PATTERNS[min(sound, len(_PATTERNS) - 1)](add, clip_rng, t_on, cfg.seconds)
+    _PATTERNS[min(sound, len(_PATTERNS) - 1)](add, clip_rng, t_on, seconds)
     peak = np.max(np.abs(y))
     if peak > 0:
         y *= clip_rng.uniform(0.15, 0.6) / peak
+    return y, noise_level
+
+
+def render_audio(sound: int, group_rng: np.random.Generator, clip_rng: np.random.Generator,
+                 cfg: SynthConfig) -> np.ndarray:
+    """Renders one clip's mono waveform.
+
+    Args:
+        sound: index into :data:`SOUNDS`.
+        group_rng: the group's random stream (base octave, noise level).
+        clip_rng: the clip's own random stream (notes, onsets, loudness, noise).
+        cfg: the dataset config (rate, duration).
+
+    Returns:
+        float32 ``[round(seconds * audio_rate)]`` samples in [-1, 1].
+    """
+    n = int(round(cfg.seconds * cfg.audio_rate))
+    y, noise_level = _notes(sound, group_rng, clip_rng, cfg.audio_rate, cfg.seconds)
+    y += clip_rng.standard_normal(n) * noise_level
+    return np.clip(y, -1.0, 1.0).astype(np.float32)
+
+
+#: Fade in and out at the edges of an untrimmed clip's sound span (no clicks).
+_SPAN_FADE_S = 0.01
+
+
+def render_untrimmed_audio(sound: int, group_rng: np.random.Generator,
+                           clip_rng: np.random.Generator, cfg: SynthConfig,
+                           sound_span: tuple[float, float]) -> np.ndarray:
+    """Renders one untrimmed clip's waveform: the sound kind only inside ``sound_span``.
+
+    The notes (as :func:`render_audio` draws them) fill ``[start, end)`` with
+    :data:`_SPAN_FADE_S` fades at its edges; the group's background noise runs through the
+    whole clip, so outside the span there is noise only.
+
+    Args:
+        sound: index into :data:`SOUNDS`.
+        group_rng: the group's random stream (base octave, noise level).
+        clip_rng: the clip's random stream (notes, loudness, noise).
+        cfg: the dataset config (rate, duration).
+        sound_span: ``(start_s, end_s)`` of the sound, inside ``[0, seconds]``.
+
+    Returns:
+        float32 ``[round(seconds * audio_rate)]`` samples in [-1, 1].
+    """
+    sr = cfg.audio_rate
+    n = int(round(cfg.seconds * sr))
+    i0 = min(max(int(round(sound_span[0] * sr)), 0), n)
+    i1 = min(max(int(round(sound_span[1] * sr)), i0), n)
+    notes, noise_level = _notes(sound, group_rng, clip_rng, sr, (i1 - i0) / sr)
+    notes = notes[:i1 - i0]
+    fade = max(1, int(round(_SPAN_FADE_S * sr)))
+    ramp = np.minimum(np.minimum(np.arange(notes.size) + 1, notes.size - np.arange(notes.size))
+                      / fade, 1.0)
+    y = np.zeros(n)
+    y[i0:i0 + notes.size] = notes * ramp
     y += clip_rng.standard_normal(n) * noise_level
     return np.clip(y, -1.0, 1.0).astype(np.float32)
