@@ -167,10 +167,17 @@ class ServingModule(tf.Module):
         def function(fn, signature):
             return tf.function(fn, input_signature=specs[signature], autograph=False)
 
-        self.serving_default = function(self._serve_features, SIGNATURE_FEATURES)
-        self.serve_media = function(self._serve_media, SIGNATURE_MEDIA)
+        # keyword names of the in-memory functions = the input names of the signatures
+        if self.temporal:
+            features, media = self._serve_segment_features, self._serve_segment_media
+            media_features = self._segment_media_features
+        else:
+            features, media = self._serve_features, self._serve_media
+            media_features = self._media_features
+        self.serving_default = function(features, SIGNATURE_FEATURES)
+        self.serve_media = function(media, SIGNATURE_MEDIA)
         self.serve_waveform = function(self._serve_waveform, SIGNATURE_WAVEFORM)
-        self.media_features = function(self._media_features, SIGNATURE_MEDIA)
+        self.media_features = function(media_features, SIGNATURE_MEDIA)
 
     # -- description -----------------------------------------------------------------------
 
@@ -342,6 +349,15 @@ class ServingModule(tf.Module):
         f, a = self._checked_media(SIGNATURE_MEDIA, frames, audio_image)
         return self._classify(self.video_features(f), self.audio_features(a),
                               self.silent_images(a))
+
+    def _serve_segment_features(self, video_features, audio_segment_features):
+        return self._serve_features(video_features, audio_segment_features)
+
+    def _serve_segment_media(self, frames, audio_segment_images):
+        return self._serve_media(frames, audio_segment_images)
+
+    def _segment_media_features(self, frames, audio_segment_images):
+        return self._media_features(frames, audio_segment_images)
 
     def _serve_waveform(self, frames, waveform, sample_rate):
         sig = SIGNATURE_WAVEFORM

@@ -7,7 +7,7 @@ the clip is shorter than the window (the arithmetic of :mod:`maivar_tf.data.segm
 the Beam job uses). ``serve_waveform`` has no frame timestamps, so its segment times are TSN's
 centre times of the waveform's duration, ``t_k = (k + 0.5) * duration / K``
 (:func:`centre_times`); :func:`window_starts` and :func:`segment_waveforms` are the window
-arithmetic in TensorFlow ops (they run eagerly on NumPy values as well as in a graph).
+arithmetic in TensorFlow ops (they run eagerly on NumPy values as well as in a graph; tested equal to the NumPy rule).
 
 :func:`event_spans` turns a localiser's per-segment softmax (``[K, C + 1]``, class ``C`` =
 background; Tian et al., ECCV 2018) into the time spans where an action is present, for
@@ -37,11 +37,12 @@ def window_length(window_s: float, sample_rate: int) -> int:
 
 def window_starts(centres_s, num_samples, sample_rate: int, window_s: float
                   ) -> tuple[tf.Tensor, tf.Tensor]:
-    """Each segment's audio window ``[start, start + length)`` in samples.
+    """Each segment's audio window ``[start, start + length)`` in samples, in TF ops.
 
-    The window is ``length = min(round(window_s * sample_rate), num_samples)`` samples, starts
-    at ``round(centre * sample_rate) - length // 2`` and is moved inside ``[0, num_samples)``
-    (the whole clip when the clip is shorter than the window).
+    The rule of :func:`maivar_tf.data.segments.segment_windows` (the Beam job's), for a
+    length known only in the graph: with ``L = max(1, round(window_s * sample_rate))``, the
+    whole clip when ``num_samples <= L``, else ``start = floor(c * sample_rate - L / 2 + 0.5)``
+    moved inside ``[0, num_samples - L]``.
 
     Args:
         centres_s: float ``[..., K]`` segment times in seconds from the waveform's start.
@@ -50,12 +51,14 @@ def window_starts(centres_s, num_samples, sample_rate: int, window_s: float
         window_s: the window's length in seconds (``audio.segment_seconds``).
 
     Returns:
-        ``(starts int32 [..., K], length int32 [])``.
+        ``(starts int32 [..., K], length int32 [])``: ``length = min(num_samples, L)``.
     """
     n = tf.cast(num_samples, tf.int64)
-    length = tf.minimum(tf.constant(window_length(window_s, sample_rate), tf.int64), n)
-    centre = tf.cast(tf.round(tf.cast(centres_s, tf.float64) * float(sample_rate)), tf.int64)
-    starts = tf.clip_by_value(centre - length // 2, 0, tf.maximum(n - length, 0))
+    full = window_length(window_s, sample_rate)
+    length = tf.minimum(tf.constant(full, tf.int64), n)
+    c = tf.cast(centres_s, tf.float64) * float(sample_rate)
+    start = tf.cast(tf.floor(c - full / 2 + 0.5), tf.int64)
+    starts = tf.clip_by_value(start, tf.zeros_like(start), tf.maximum(n - length, 0))
     return tf.cast(starts, tf.int32), tf.cast(length, tf.int32)
 
 
