@@ -54,3 +54,15 @@ def tb_module(tb):
     from maivar_tf.serving import serving_module
 
     return serving_module(tb.run)
+
+
+@pytest.fixture(scope="session")
+def tb_export(tb, tmp_path_factory):
+    """The temporal-binding run exported: ``(version folder, tf.saved_model.load of it)``."""
+    import tensorflow as tf
+
+    from maivar_tf.serving import export_servable
+    from tests.serving.temporal_run import TB_MODEL_NAME
+
+    path = export_servable(tb.run, tmp_path_factory.mktemp("tb_export"), TB_MODEL_NAME)
+    return path, tf.saved_model.load(str(path))

@@ -22,14 +22,12 @@ from maivar_tf.serving import (  # noqa: E402
     SIGNATURE_MEDIA,
     SIGNATURE_WAVEFORM,
     as_numpy_outputs,
-    export_servable,
     read_export_info,
 )
 from maivar_tf.serving.segments import centre_times, window_starts  # noqa: E402
 from tests.serving.helpers import CLASSES, REPRESENTATION  # noqa: E402
 from tests.serving.temporal_run import (  # noqa: E402
     TB_K,
-    TB_MODEL_NAME,
     keras_segment_outputs,
     segment_media,
 )
@@ -80,12 +78,6 @@ def tb_media(tb, clip_paths):
     return {"frames": np.stack([p.frames for p in prepared]),
             "images": np.stack([p.audio_image for p in prepared]),
             "silent": silent_audio_image(REPRESENTATION, tb.cfg.data.audio)}
-
-
-@pytest.fixture(scope="module")
-def tb_export(tb, tmp_path_factory):
-    path = export_servable(tb.run, tmp_path_factory.mktemp("tb_export"), TB_MODEL_NAME)
-    return path, tf.saved_model.load(str(path))
 
 
 def test_module_equals_the_keras_models(tb_module, tb, tb_media):
