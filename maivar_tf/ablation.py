@@ -9,10 +9,14 @@ seeds and :mod:`maivar_tf.ablation_report` writes the table and the convergence 
 
 Contracts:
 
-* Axes (:data:`AXES`): ``fusion`` (values :data:`~maivar_tf.config.FUSION_METHODS`, baseline
-  ``vmlp_init``), ``representation`` (default values ``data.representations``) and
-  ``audio_backbone`` (:data:`~maivar_tf.config.AUDIO_BACKBONES`), whose baseline is the config's
-  own value. Seeds are ``train.seed + i`` for ``i < N``: they change initialisation, dropout and
+* Axes (:data:`AXES`): ``fusion`` (values :data:`~maivar_tf.config.FUSION_METHODS`, by
+  default without ``temporal_binding`` unless ``data.segment_audio``; baseline ``vmlp_init``),
+  ``representation`` (default values ``data.representations``) and ``audio_backbone``
+  (:data:`~maivar_tf.config.AUDIO_BACKBONES`), whose baseline is the config's own value, and
+  ``modality_dropout`` (``train.fusion.modality_dropout``, numbers in ``[0, 1)``, default
+  ``0, 0.5``, baseline ``0``), whose cells are also evaluated with every test clip's audio
+  silenced (``test_silent``). A cell whose run has a localiser also records its segment
+  metrics (``localisation``). Seeds are ``train.seed + i`` for ``i < N``: they change initialisation, dropout and
   data order; the validation hold-out (``train.val_fraction``) is not seeded, so every cell
   trains and validates on the same examples.
 * Layout: ``out_dir/<axis>/<value>/seed-<s>/`` is the cell's run folder (resumable like any
@@ -55,8 +59,15 @@ from maivar_tf.config import (
     apply_overrides,
     from_dict,
 )
-from maivar_tf.evaluation import EVAL_SUBDIR, STREAMS, evaluate_models, run_heads
+from maivar_tf.evaluation import (
+    EVAL_SUBDIR,
+    SILENT_EVAL_SUBDIR,
+    STREAMS,
+    evaluate_models,
+    run_heads,
+)
 from maivar_tf.json_records import load_json
+from maivar_tf.localisation import SILENT, load_split, needs_segments
 from maivar_tf.runs import STAGES, read_csv_log, stage_log_path
 from maivar_tf.utils import write_json_atomic
 
@@ -64,7 +75,14 @@ logger = logging.getLogger(__name__)
 
 #: Per axis, the stages whose training does not depend on it (shared by a seed's cells).
 SHARED_STAGES: dict[str, tuple[str, ...]] = {
-    "fusion": ("audio_mlp", "vmlp"), "representation": ("vmlp",), "audio_backbone": ("vmlp",)}
+    "fusion": ("audio_mlp", "vmlp"), "representation": ("vmlp",), "audio_backbone": ("vmlp",),
+    "modality_dropout": ("audio_mlp", "vmlp")}
+#: The config field each axis sets.
+AXIS_FIELDS = {"fusion": "model.fusion", "representation": "model.representation",
+               "audio_backbone": "model.audio_backbone",
+               "modality_dropout": "train.fusion.modality_dropout"}
+#: ``--values`` of the modality dropout axis when none are given.
+DEFAULT_DROPOUTS = ("0", "0.5")
 #: A finished cell's results, in its run folder.
 CELL_RESULT = "ablation_cell.json"
 #: Where the ablations of a run go, under ``train.output_dir``.
@@ -79,26 +97,31 @@ TrainFn = Callable[[ExperimentConfig, Any, Path, "Path | None"], Any]
 
 
 def axis_values(axis: str) -> tuple[str, ...]:
-    """Every value an axis allows. Raises ValueError for an unknown axis."""
+    """Every value an axis allows (``modality_dropout``: its default values; any number in
+    ``[0, 1)`` is allowed). Raises ValueError for an unknown axis."""
     allowed = {"fusion": FUSION_METHODS, "representation": REPRESENTATIONS,
-               "audio_backbone": AUDIO_BACKBONES}
+               "audio_backbone": AUDIO_BACKBONES, "modality_dropout": DEFAULT_DROPOUTS}
     if axis not in allowed:
         raise ValueError(f"unknown ablation axis {axis!r}; allowed: {', '.join(AXES)}")
     return tuple(allowed[axis])
 
 
 def default_values(cfg: ExperimentConfig, axis: str) -> tuple[str, ...]:
-    """The values ablated without ``--values``: ``data.representations`` or all of the axis."""
+    """The values ablated without ``--values``: ``data.representations``, every fusion method
+    (``temporal_binding`` only with ``data.segment_audio``), or all of the axis."""
     if axis == "representation":
         return tuple(cfg.data.representations)
+    if axis == "fusion" and not cfg.data.segment_audio:
+        return tuple(v for v in axis_values(axis) if v != "temporal_binding")
     return axis_values(axis)
 
 
 def baseline_value(cfg: ExperimentConfig, axis: str) -> str:
-    """What the other values are compared with: ``vmlp_init`` (Algorithm 1) for fusion, else
-    the config's own ``model.<axis>``."""
+    """What the other values are compared with: ``vmlp_init`` (Algorithm 1) for fusion, ``0``
+    (no dropout) for modality dropout, else the config's own ``model.<axis>``."""
     axis_values(axis)
-    return "vmlp_init" if axis == "fusion" else getattr(cfg.model, axis)
+    fixed = {"fusion": "vmlp_init", "modality_dropout": DEFAULT_DROPOUTS[0]}
+    return fixed[axis] if axis in fixed else getattr(cfg.model, axis)
 
 
 def seed_values(cfg: ExperimentConfig, num_seeds: int) -> list[int]:
@@ -133,13 +156,14 @@ class Cell:
 
 
 def cell_config(cfg: ExperimentConfig, axis: str, value: str, seed: int) -> ExperimentConfig:
-    """``cfg`` with ``model.<axis>=<value>`` and ``train.seed=<seed>``, validated like ``--set``.
+    """``cfg`` with the axis' field (:data:`AXIS_FIELDS`) ``=<value>`` and ``train.seed=<seed>``,
+    validated like ``--set``.
 
     Raises:
         maivar_tf.config.ConfigError: the value is not allowed (naming the field).
     """
     axis_values(axis)
-    tree = apply_overrides(cfg.to_dict(), [f"model.{axis}={value}", f"train.seed={seed}"])
+    tree = apply_overrides(cfg.to_dict(), [f"{AXIS_FIELDS[axis]}={value}", f"train.seed={seed}"])
     return from_dict(ExperimentConfig, tree)
 
 
@@ -207,15 +231,14 @@ def extract_missing(cfg: ExperimentConfig, features_dir: Path, reps: Sequence[st
 def cell_features(cfg: ExperimentConfig, features_dir: Path, split: str) -> Any:
     """The FeatureSet a cell trains (``train``) or is evaluated (``test``) on.
 
-    The audio features are those of ``model.representation``, made by ``model.audio_backbone``.
+    The audio features are those of ``model.representation``, made by ``model.audio_backbone``
+    (with the per-segment ones for ``temporal_binding``).
 
     Raises:
         maivar_tf.features.FeatureError: not extracted (for that audio backbone).
     """
-    from maivar_tf.features import load_features
-
-    return load_features(features_dir, split, cfg.model.representation,
-                         audio_backbone=cfg.model.audio_backbone)
+    return load_split(features_dir, split, cfg.model.representation, cfg.model.audio_backbone,
+                      segments=needs_segments(cfg))
 
 
 def _finite(values: Sequence[float]) -> list[float | None]:
@@ -251,20 +274,33 @@ def run_cell(cell: Cell, train: Any, test: Any, train_fn: TrainFn,
                                                    SHARED_STAGES[cell.axis])
     cell.run_dir.mkdir(parents=True, exist_ok=True)
     run = train_fn(cell.cfg, train, cell.run_dir, donor)
-    report = evaluate_models(run_heads(run), test, cell.run_dir / EVAL_SUBDIR, tsne=False)
+    localiser = getattr(run, "localiser", None)
+    extra = {} if localiser is None else {"localiser": localiser}
+    report = evaluate_models(run_heads(run), test, cell.run_dir / EVAL_SUBDIR, tsne=False,
+                             **extra)
     logs = {s: read_csv_log(stage_log_path(run.run_dir, s)) for s in STAGES}
     result = {
         "axis": cell.axis, "value": cell.value, "seed": cell.seed,
-        "test": {s: {"top1": report["models"][s]["top1"],
-                     "mean_class_accuracy": report["models"][s]["mean_class_accuracy"]}
-                 for s in STREAMS},
+        "test": _top1(report),
         "convergence": convergence(logs),
         "logs": {s: {k: _finite(v) for k, v in log.items()} for s, log in logs.items()},
         "reused_stages": {s: str(donor) for s in reused},
         "seconds": round(time.time() - t0, 3),
     }
+    if cell.axis == "modality_dropout":
+        silent = evaluate_models(run_heads(run), test, cell.run_dir / SILENT_EVAL_SUBDIR,
+                                 tsne=False, audio=SILENT)
+        result["test_silent"] = _top1(silent)
+    if report.get("localisation"):
+        result["localisation"] = report["localisation"]
     write_json_atomic(cell.result_path, result)
     return result
+
+
+def _top1(report: dict[str, Any]) -> dict[str, Any]:
+    return {s: {"top1": report["models"][s]["top1"],
+                "mean_class_accuracy": report["models"][s]["mean_class_accuracy"]}
+            for s in STREAMS}
 
 
 def _summary(values: Sequence[float | None]) -> dict[str, Any]:
@@ -276,7 +312,10 @@ def _summary(values: Sequence[float | None]) -> dict[str, Any]:
 def summarise(results: Sequence[dict[str, Any]], values: Sequence[str],
               baseline: str) -> dict[str, dict[str, Any]]:
     """Per value: mean ± std of each stream's test top-1, of epochs to 95% and of the final
-    validation accuracy, and the fusion top-1's paired difference with ``baseline``."""
+    validation accuracy, and the fusion top-1's paired difference with ``baseline``; when the
+    cells have them, of the fusion top-1 on silent audio (``fusion_silent_top1``) and of the
+    localiser's segment and event accuracy (``localisation_segment_accuracy``,
+    ``localisation_event_accuracy``)."""
     by_value = {v: sorted((r for r in results if r["value"] == v), key=lambda r: r["seed"])
                 for v in values}
     base = {r["seed"]: r["test"]["fusion"]["top1"] for r in by_value.get(baseline, [])}
@@ -287,6 +326,13 @@ def summarise(results: Sequence[dict[str, Any]], values: Sequence[str],
             row[f"{s}_top1"] = _summary([r["test"][s]["top1"] for r in cells])
         for k in ("epochs_to_95", "final_val_accuracy"):
             row[k] = _summary([r["convergence"][k] for r in cells])
+        if any("test_silent" in r for r in cells):
+            row["fusion_silent_top1"] = _summary([r.get("test_silent", {}).get("fusion", {})
+                                                  .get("top1") for r in cells])
+        for k in ("segment_accuracy", "event_accuracy"):
+            if any((r.get("localisation") or {}).get(k) is not None for r in cells):
+                row[f"localisation_{k}"] = _summary([(r.get("localisation") or {}).get(k)
+                                                     for r in cells])
         paired = [r for r in cells if r["seed"] in base]
         row["fusion_vs_baseline"] = None if v == baseline or not paired else \
             stats.paired_difference([r["test"]["fusion"]["top1"] for r in paired],
@@ -359,7 +405,7 @@ def run_ablation(cfg: ExperimentConfig, over: str, values: Sequence[str] | None 
     return report
 
 
-__all__ = ["ABLATION_SUBDIR", "AXES", "CELL_RESULT", "CONVERGENCE_PNG", "DEFAULT_SEEDS",
+__all__ = ["ABLATION_SUBDIR", "AXES", "AXIS_FIELDS", "DEFAULT_DROPOUTS", "CELL_RESULT", "CONVERGENCE_PNG", "DEFAULT_SEEDS",
            "REPORT_FILES", "REPORT_JSON", "REPORT_MD", "SHARED_STAGES", "Cell", "TrainFn",
            "axis_values", "baseline_value", "cell_config", "cell_features", "convergence",
            "default_values", "extract_missing", "plan_cells", "reuse_stages", "run_ablation",

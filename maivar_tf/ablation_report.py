@@ -5,7 +5,8 @@
 ``mean ± sample std`` over the seeds, the fusion top-1's paired difference with the baseline
 and its 95% Student's t interval (:func:`maivar_tf.stats.paired_difference`), and the epochs
 the fusion stage needs to reach 95% of its final validation accuracy
-(:func:`maivar_tf.stats.epochs_to_reach`). :func:`plot_convergence` draws one validation
+(:func:`maivar_tf.stats.epochs_to_reach`), and, when the cells have them, the fusion top-1 on
+silent audio (the modality dropout axis) and the localiser's segment accuracy. :func:`plot_convergence` draws one validation
 accuracy (and loss) curve per value, the mean over seeds with a min-max band (the paper's
 Fig. 7 with error bands). Nothing here trains.
 """
@@ -26,7 +27,10 @@ REPORT_MD, REPORT_JSON, CONVERGENCE_PNG = "report.md", "report.json", "convergen
 REPORT_FILES: tuple[str, ...] = (REPORT_MD, REPORT_JSON, CONVERGENCE_PNG)
 #: The first column's title per axis (:data:`AXES` in order).
 AXIS_TITLES = {"fusion": "Fusion", "representation": "Representation",
-               "audio_backbone": "Audio backbone"}
+               "audio_backbone": "Audio backbone", "modality_dropout": "Modality dropout"}
+#: Optional columns: (row key, title), shown when some row has the key.
+EXTRA_COLUMNS = (("fusion_silent_top1", "Fusion top-1, silent audio (%)"),
+                 ("localisation_segment_accuracy", "Localisation segment acc. (%)"))
 #: The ablation axes: the ``model`` field each one sets (see :mod:`maivar_tf.ablation`).
 AXES: tuple[str, ...] = tuple(AXIS_TITLES)
 
@@ -67,20 +71,23 @@ def format_ablation_table(report: Mapping[str, Any]) -> str:
     seeds = report["seeds"]
     means = {v: r["fusion_top1"]["mean"] for v, r in rows.items()}
     best = max(round(100 * m, 2) for m in means.values() if m is not None)
+    extra = [(k, t) for k, t in EXTRA_COLUMNS if any(k in r for r in rows.values())]
     lines = [f"### {report['name']}: {axis} ablation (test top-1, mean ± sample std over "
              f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}: "
              f"{', '.join(map(str, seeds))})", "",
              f"| {AXIS_TITLES[axis]} | Video-only top-1 (%) | Audio-only top-1 (%) | "
              f"Fusion top-1 (%) | Fusion vs {baseline} (pp, 95% CI) | "
-             f"Epochs to {100 * CONVERGED_FRACTION:.0f}% of final val acc |",
-             "|---|---:|---:|---:|---:|---:|"]
+             f"Epochs to {100 * CONVERGED_FRACTION:.0f}% of final val acc |"
+             + "".join(f" {t} |" for _, t in extra),
+             "|---|---:|---:|---:|---:|---:|" + "---:|" * len(extra)]
     for value, r in rows.items():
         fusion = _pm(r["fusion_top1"])
         if means[value] is not None and round(100 * means[value], 2) == best:
             fusion = f"**{fusion}**"
         lines.append(f"| {value} | {_pm(r['video_top1'])} | {_pm(r['audio_top1'])} | {fusion} | "
                      f"{format_difference(r['fusion_vs_baseline'], value == baseline)} | "
-                     f"{_pm(r['epochs_to_95'], scale=1.0, digits=1)} |")
+                     f"{_pm(r['epochs_to_95'], scale=1.0, digits=1)} |"
+                     + "".join(f" {_pm(r[k]) if k in r else 'n/a'} |" for k, _ in extra))
     lines += ["", f"Paired difference: the mean over seeds of (value - {baseline}) fusion top-1 "
               "for the same seed, with its 95% Student's t interval "
               "(t_0.975,n-1 * s_d / sqrt(n); none for one seed). Epochs to "
@@ -153,5 +160,5 @@ def write_reports(report: Mapping[str, Any], *out_dirs: str | Path) -> str:
     return table
 
 
-__all__ = ["AXES", "AXIS_TITLES", "CONVERGENCE_PNG", "REPORT_FILES", "REPORT_JSON", "REPORT_MD", "format_ablation_table", "format_difference", "mean_curves",
+__all__ = ["AXES", "AXIS_TITLES", "EXTRA_COLUMNS", "CONVERGENCE_PNG", "REPORT_FILES", "REPORT_JSON", "REPORT_MD", "format_ablation_table", "format_difference", "mean_curves",
            "plot_convergence", "write_reports"]

@@ -225,8 +225,7 @@ class AudioFeatures(_Record):
         segment_representations: per split, the representations whose per-segment audio
             features (``audio-<REP>_SEGMENTS-...`` shards) are extracted.
         silent: per representation, the backbone's features of the silent audio-image
-            (``dim`` floats; float32 values, exact through JSON): what a clip without sound
-            gets and modality dropout substitutes.
+            (``dim`` float32 values, exact through JSON): what a clip without sound gets.
     """
 
     backbone: BackboneSpec
@@ -237,11 +236,9 @@ class AudioFeatures(_Record):
     silent: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("representations", "segment_representations"):
-            object.__setattr__(self, name, {
-                k: tuple(v) for k, v in dict(getattr(self, name)).items()})
-        object.__setattr__(self, "silent", {
-            k: tuple(float(x) for x in v) for k, v in dict(self.silent).items()})
+        for name, cast in (("representations", tuple), ("segment_representations", tuple),
+                           ("silent", lambda v: tuple(map(float, v)))):
+            object.__setattr__(self, name, {k: cast(v) for k, v in getattr(self, name).items()})
 
 
 @dataclass(frozen=True)

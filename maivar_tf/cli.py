@@ -91,18 +91,18 @@ class Command:
 
 
 def _train(cfg, run_dir: Path):
-    from maivar_tf.features import load_features
+    from maivar_tf.localisation import load_split, needs_segments
     from maivar_tf.training import run_algorithm1
 
-    train = load_features(cfg.data.features_dir, "train", cfg.model.representation,
-                          audio_backbone=cfg.model.audio_backbone)
+    train = load_split(cfg.data.features_dir, "train", cfg.model.representation,
+                       cfg.model.audio_backbone, segments=needs_segments(cfg))
     return run_algorithm1(cfg, train, val=None, run_dir=run_dir)
 
 
-def _evaluate(cfg, run_dir: Path) -> dict:
+def _evaluate(cfg, run_dir: Path, audio: str | None = None) -> dict:
     from maivar_tf.evaluation import evaluate_run
 
-    return evaluate_run(run_dir, cfg.data.features_dir, cfg.model.representation)
+    return evaluate_run(run_dir, cfg.data.features_dir, cfg.model.representation, audio=audio)
 
 
 def _print_accuracies(report: dict) -> None:
@@ -117,6 +117,13 @@ def _print_accuracies(report: dict) -> None:
               f"mean class {100 * m['mean_class_accuracy']:6.2f}%)")
     if report.get("calibration"):
         print(format_calibration(report))
+    loc = report.get("localisation")
+    if loc and loc.get("segment_accuracy") is not None:
+        print(f"Localisation ({loc['num_segments']} segments, {loc['num_event_segments']} in "
+              f"the spans): segment accuracy {100 * loc['segment_accuracy']:.2f}%, event/"
+              f"background {100 * loc['event_accuracy']:.2f}% (every segment an event "
+              f"{100 * loc['baseline_all_event']:.2f}%, every segment background "
+              f"{100 * loc['baseline_all_background']:.2f}%)")
 
 
 def _build_tfrecords(cfg_path: str | None, overrides: Sequence[str],
@@ -204,7 +211,8 @@ def _cmd_extract(args, cfg, cfg_path) -> int:
 
 def _cmd_train(args, cfg, cfg_path) -> int:
     run = _train(cfg, _run_dir(cfg, args))
-    print(f"trained audio MLP, VMLP and fusion MLP -> {run.run_dir}")
+    print(f"trained audio MLP, VMLP and fusion MLP ({cfg.model.fusion})"
+          + (" and the localiser" if run.localiser is not None else "") + f" -> {run.run_dir}")
     c = run.info.calibration
     print(f"fusion temperature {run.temperature:.4g}: " + (
         f"fitted on {c['num_examples']} validation examples" if c.get("fitted") else c["note"]))
@@ -212,11 +220,14 @@ def _cmd_train(args, cfg, cfg_path) -> int:
 
 
 def _cmd_evaluate(args, cfg, cfg_path) -> int:
-    from maivar_tf.evaluation import EVAL_SUBDIR, REPORT_JSON
+    from maivar_tf.evaluation import EVAL_SUBDIR, REPORT_JSON, SILENT_EVAL_SUBDIR
 
     run_dir = _run_dir(cfg, args)
-    _print_accuracies(_evaluate(cfg, run_dir))
-    print(f"report: {run_dir / EVAL_SUBDIR / REPORT_JSON}")
+    silent = args.audio == "silent"
+    if silent:
+        print("every clip's audio replaced by the silent audio-image's features")
+    _print_accuracies(_evaluate(cfg, run_dir, audio=args.audio))
+    print(f"report: {run_dir / (SILENT_EVAL_SUBDIR if silent else EVAL_SUBDIR) / REPORT_JSON}")
     return 0
 
 
@@ -279,14 +290,18 @@ COMMANDS: tuple[Command, ...] = (
     Command("train", "Algorithm 1: audio MLP, VMLP, then fusion MLP from the VMLP", _cmd_train,
             (_OUTPUT_RUN,)),
     Command("evaluate", "metrics, confusion matrix, t-SNE and report.json", _cmd_evaluate,
-            (_TRAINED_RUN,)),
+            (_TRAINED_RUN,
+             _flag("--audio", default="original", choices=("original", "silent"),
+                   help="silent: every clip's audio replaced by the silent one (report in "
+                        "RUN_DIR/eval-silent)"))),
     Command("ablate", "train+evaluate every value of one axis with N seeds (Table 3 +- std)",
             _cmd_ablate,
             (_flag("--over", required=True, choices=AXES, help="the model field to ablate"),
              _SEEDS,
              _flag("--values", default=None,
-                   help="comma list (default: every fusion method / data.representations / "
-                        "every audio backbone)"))),
+                   help="comma list (default: every fusion method (temporal_binding only with "
+                        "data.segment_audio) / data.representations / every audio backbone / "
+                        "modality_dropout 0,0.5)"))),
     Command("sweep", "alias of `ablate --over representation` (the paper's Table 3)", _cmd_sweep,
             (_flag("--representations", default=None,
                    help="comma list (default: data.representations)"), _SEEDS)),

@@ -238,7 +238,8 @@ def make_distributed_dataset(strategy: tf.distribute.Strategy, inputs: Any, labe
     Args:
         strategy: the strategy whose replicas consume the batches.
         inputs: a NumPy array or a dict of arrays (first axis: examples).
-        labels: int labels ``[N]``.
+        labels: int labels ``[N]`` (or ``[N, ...]``, e.g. segment labels ``[N, K]``: the
+            validation weights then have the labels' shape).
         global_batch: examples per step over all replicas; a multiple of the replica count.
         training: every ``steps`` steps are one epoch of :func:`training_index_batches`,
             forever; otherwise the data is padded with zero-weight copies of example 0 to whole
@@ -269,6 +270,9 @@ def make_distributed_dataset(strategy: tf.distribute.Strategy, inputs: Any, labe
     def gather(idx, w=None):
         x = tf.nest.map_structure(lambda t: tf.gather(t, idx), feats)
         y = tf.gather(label_t, idx)
+        if w is not None and label_t.shape.rank > 1:  # e.g. segment labels [N, K]: per label
+            w = tf.broadcast_to(tf.reshape(w, [-1] + [1] * (label_t.shape.rank - 1)),
+                                tf.shape(y))
         return (x, y) if w is None else (x, y, w)
 
     def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:

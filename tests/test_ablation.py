@@ -1,6 +1,7 @@
 """maivar ablate (maivar_tf.ablation): cells, reuse, skipping, statistics and report files,
 with the training and the evaluation replaced by fakes whose figures are fixed by hand."""
 
+import dataclasses
 import json
 import types
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 import maivar_tf.ablation as ablation
-from maivar_tf.ablation_report import mean_curves
+from maivar_tf.ablation_report import format_ablation_table, mean_curves
 from maivar_tf.config import ConfigError, ExperimentConfig, TrainConfig
 
 #: Fusion-stage validation accuracy per (fusion method, seed); None: no validation column.
@@ -171,3 +172,39 @@ def test_cells_are_validated_before_anything_trains(tmp_path):
         ablation.seed_values(cfg, 0)
     assert ablation.seed_values(cfg, 3) == [5, 6, 7]
     assert ablation.default_values(cfg, "representation") == tuple(cfg.data.representations)
+
+
+def test_fusion_defaults_need_segment_audio_for_temporal_binding_and_dropout_axis(tmp_path):
+    cfg = _config(tmp_path)
+    assert "temporal_binding" not in ablation.default_values(cfg, "fusion")
+    segmented = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, segment_audio=True))
+    assert ablation.default_values(segmented, "fusion")[-1] == "temporal_binding"
+    assert ablation.default_values(cfg, "modality_dropout") == ("0", "0.5")
+    assert ablation.baseline_value(cfg, "modality_dropout") == "0"
+    cell = ablation.cell_config(cfg, "modality_dropout", "0.5", 6)
+    assert (cell.train.fusion.modality_dropout, cell.train.seed) == (0.5, 6)
+    with pytest.raises(ConfigError, match="modality_dropout"):
+        ablation.cell_config(cfg, "modality_dropout", "1.5", 6)
+
+
+def test_silent_audio_and_localisation_columns_summarise_the_seeds():
+    def cell(value, seed, fusion, silent, seg):
+        top = {s: {"top1": fusion, "mean_class_accuracy": fusion} for s in ("video", "audio",
+                                                                           "fusion")}
+        return {"value": value, "seed": seed, "test": top,
+                "test_silent": {"fusion": {"top1": silent}},
+                "localisation": {"segment_accuracy": seg, "event_accuracy": seg},
+                "convergence": {"epochs_to_95": None, "final_val_accuracy": None,
+                                "val_accuracy": [], "val_loss": []}}
+
+    cells = [cell("0", 0, 0.9, 0.2, 0.6), cell("0", 1, 0.8, 0.4, 0.8),
+             cell("0.5", 0, 0.9, 0.8, 0.7), cell("0.5", 1, 0.9, 0.8, 0.7)]
+    rows = ablation.summarise(cells, ["0", "0.5"], "0")
+    assert rows["0"]["fusion_silent_top1"]["mean"] == pytest.approx(0.3)
+    assert rows["0"]["localisation_segment_accuracy"]["std"] == pytest.approx(0.1414214)
+    report = {"name": "md", "axis": "modality_dropout", "baseline": "0", "values": ["0", "0.5"],
+              "seeds": [0, 1], "rows": rows, "cells": cells}
+    lines = format_ablation_table(report).splitlines()
+    assert lines[2].endswith("| Fusion top-1, silent audio (%) | Localisation segment acc. (%) |")
+    assert lines[4].endswith("| n/a | 30.00 ± 14.14 | 70.00 ± 14.14 |")
+    assert lines[5].endswith("| 80.00 ± 0.00 | 70.00 ± 0.00 |")

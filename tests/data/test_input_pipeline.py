@@ -7,6 +7,7 @@ audio-images, shard by ``input_context`` and refuse shards it cannot read.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -217,3 +218,44 @@ def test_layout_comes_from_dataset_info_and_pipelines_do_not_autotune(shards):
     # No autotuning model thread: its teardown stalls every pipeline that ends.
     assert ds.options().autotune.enabled is False
     assert ds.options().deterministic is True
+
+
+def test_per_segment_audio_images_only_from_shards_that_hold_them(shards, tmp_path):
+    data_dir, _ = shards
+    assert ShardLayout.read(data_dir, _cfg()).segment_audio is False
+    with pytest.raises(ValueError, match="per-segment audio-images asked \\(mfcc\\), the shards "
+                                         ".* hold none; rebuild them with "
+                                         "data.segment_audio=true"):
+        make_dataset(data_dir, "test", _cfg(), batch_size=2, segment_representations=["mfcc"])
+    rng = np.random.default_rng(3)
+    clips, images = [], {}
+    for i in range(3):
+        clip, _ = _clip(i, "test", rng)
+        seg = rng.integers(0, 256, (K, IMG, IMG, 3), dtype=np.uint8)
+        images[clip.example_id] = seg
+        clips.append(dataclasses.replace(
+            clip, spans=[(100_000, 300_000, 1)] if i else [], audio_missing=i == 2,
+            segment_audio_images_png={"mfcc": [tf.io.encode_png(s).numpy() for s in seg]}))
+    cfg = _cfg(segment_audio=True)
+    _write(tmp_path / "seg", clips, "test", 1, cfg)
+    assert ShardLayout.read(tmp_path / "seg", _cfg()).segment_audio is True
+    with pytest.raises(ValueError, match=r"\['waveplot'\] are not in the shards"):
+        make_dataset(tmp_path / "seg", "test", cfg, batch_size=2,
+                     segment_representations=["waveplot"])
+    batches = list(make_dataset(tmp_path / "seg", "test", cfg, batch_size=3, num_segments=2,
+                                representations=[], segment_representations=["mfcc"]))
+    assert len(batches) == 1
+    batch = batches[0]
+    assert batch["audio_segments"]["mfcc"].shape == (3, 2, IMG, IMG, 3)
+    ids = [e.decode() for e in batch["example_id"].numpy()]
+    for j, eid in enumerate(ids):
+        np.testing.assert_array_equal(batch["audio_segments"]["mfcc"][j].numpy(),
+                                      images[eid][segment_subset(K, 2)])
+    # Frames 1 and 3 of 4 (0.1 s and 0.3 s): inside [0.1, 0.3) and at its end.
+    by_id = dict(zip(ids, batch["segment_labels"].numpy().tolist(), strict=True))
+    assert by_id == {clips[0].example_id: [-1, -1], clips[1].example_id: [1, -1],
+                     clips[2].example_id: [1, -1]}
+    np.testing.assert_allclose(batch["segment_times"].numpy(), [[0.1, 0.3]] * 3, rtol=1e-6)
+    assert dict(zip(ids, batch["audio_missing"].numpy().tolist(), strict=True)) == {
+        clips[0].example_id: False, clips[1].example_id: False, clips[2].example_id: True}
+    assert batch["has_spans"].numpy().tolist() == [eid != clips[0].example_id for eid in ids]

@@ -51,3 +51,18 @@ def copy_of(tmp_path):
         return shutil.copytree(folder, tmp_path / folder.name)
 
     return copy
+
+
+@pytest.fixture(scope="package")
+def tiny_segments(tmp_path_factory):
+    """``(cfg, id -> label)`` of tiny TFRecords with per-segment audio-images, spans and
+    ``audio/missing`` (``data.segment_audio``; written once)."""
+    cfg = make_config(tmp_path_factory.mktemp("tiny_segments"), segment_audio=True)
+    return cfg, write_tfrecords(cfg)
+
+
+@pytest.fixture(scope="package")
+def extracted_segments(tiny_segments, traced):
+    """The features folder of one full extraction of ``tiny_segments`` (do not modify)."""
+    cfg, _ = tiny_segments
+    return extract(cfg, traced)

@@ -2,7 +2,10 @@
 
 Clips go straight through ``schema.to_sequence_example``: K smooth JPEG frames of a non-square
 "short side 256" size and one random PNG audio-image per representation, in the split/shard
-layout of :data:`LAYOUT` (ids deliberately unsorted inside a shard).
+layout of :data:`LAYOUT` (ids deliberately unsorted inside a shard). With ``data.segment_audio``
+the clips also get K per-segment PNGs per representation, spans (:func:`clip_spans`) and, for
+every other clip, ``audio/missing``; ``schema_version=1`` writes records without the keys of
+version 2.
 """
 
 from __future__ import annotations
@@ -53,29 +56,61 @@ def _png(img: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _clip(example_id: str, label: int, split: str, seed: int) -> schema.ClipExample:
+#: Frame k's timestamp (microseconds).
+FRAME_US = 100_000
+
+
+def clip_spans(seed: int, label: int) -> list[tuple[int, int, int]]:
+    """The spans of clip ``seed``: one starting exactly at frame 1 (seed % 3 == 0), one ending
+    exactly at frame 1 (seed % 3 == 1; frame 0 inside), none (seed % 3 == 2)."""
+    return [[(FRAME_US, 3 * FRAME_US, label)], [(0, FRAME_US, label)], []][seed % 3]
+
+
+def expected_segment_labels(seed: int, label: int) -> list[int]:
+    """What the K = 2 segments of clip ``seed`` are labelled."""
+    return [[-1, label], [label, -1], [-1, -1]][seed % 3]
+
+
+def _clip(example_id: str, label: int, split: str, seed: int,
+          segment_audio: bool = False) -> schema.ClipExample:
     frames = [tf.io.encode_jpeg(_frame(seed * 10 + k), quality=95).numpy() for k in range(K)]
+    extra = {}
+    if segment_audio:
+        extra = dict(spans=clip_spans(seed, label), audio_missing=bool(seed % 2),
+                     segment_audio_images_png={rep: [_png(_audio_image(500 + seed * 7 + i * 3 + k))
+                                                     for k in range(K)]
+                                               for i, rep in enumerate(REPS)})
     return schema.ClipExample(
         example_id=example_id, data_path=f"{CLASSES[label]}/{example_id}.mp4",
         label_index=label, label_string=CLASSES[label], split=split,
-        frames_jpeg=frames, frame_timestamps_us=[k * 100_000 for k in range(K)],
+        frames_jpeg=frames, frame_timestamps_us=[k * FRAME_US for k in range(K)],
         height=FRAME_H, width=FRAME_W, frame_rate=25.0, sample_rate=22050,
         audio_images_png={rep: _png(_audio_image(seed * 7 + i)) for i, rep in enumerate(REPS)},
-    )
+        **extra)
+
+
+def _serialized(clip: schema.ClipExample, schema_version: int) -> bytes:
+    example = schema.to_sequence_example(clip)
+    if schema_version == 1:  # the context of version 1 had no audio/missing
+        del example.context.feature[schema.AUDIO_MISSING]
+    return example.SerializeToString()
 
 
 def make_config(tmp: Path, features_dir: Path | None = None, *, ten_crop: bool = False,
-                batch_size: int = 2) -> ExperimentConfig:
+                batch_size: int = 2, segment_audio: bool = False) -> ExperimentConfig:
     """The tiny experiment: TFRecords in ``tmp/tfrecords``, features in ``tmp/features``."""
     data = DataConfig(dataset="synthetic", output_dir=str(tmp / "tfrecords"),
                       features_dir=str(features_dir or tmp / "features"), num_segments=K,
-                      representations=REPS, audio=AudioImageConfig())
+                      representations=REPS, audio=AudioImageConfig(),
+                      segment_audio=segment_audio)
     return ExperimentConfig(name="tiny", data=data,
                             extract=ExtractConfig(batch_size=batch_size, ten_crop=ten_crop))
 
 
-def write_tfrecords(cfg: ExperimentConfig) -> dict[str, int]:
-    """Writes LAYOUT as TFRecord shards + dataset_info.json; returns id -> label."""
+def write_tfrecords(cfg: ExperimentConfig, schema_version: int = schema.SCHEMA_VERSION
+                    ) -> dict[str, int]:
+    """Writes LAYOUT as TFRecord shards + dataset_info.json; returns id -> label (the clip of
+    the i-th id written has seed i)."""
     out = Path(cfg.data.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     labels: dict[str, int] = {}
@@ -92,11 +127,11 @@ def write_tfrecords(cfg: ExperimentConfig) -> dict[str, int]:
                     label = seed % len(CLASSES)
                     labels[example_id] = label
                     per_class[CLASSES[label]] += 1
-                    w.write(schema.to_sequence_example(
-                        _clip(example_id, label, split, seed)).SerializeToString())
+                    w.write(_serialized(_clip(example_id, label, split, seed,
+                                              cfg.data.segment_audio), schema_version))
                     seed += 1
         counts[split] = {"total": sum(len(s) for s in split_shards), "per_class": per_class}
-    info = {"schema_version": schema.SCHEMA_VERSION, "config": cfg.to_dict(),
+    info = {"schema_version": schema_version, "config": cfg.to_dict(),
             "class_names": list(CLASSES), "num_records": len(labels), "counts": counts,
             "failed": {"total": 0, "by_reason": {}, "files": []}, "shards": shards}
     (out / DATASET_INFO).write_text(json.dumps(info))

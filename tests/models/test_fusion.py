@@ -70,7 +70,8 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- every method
 
 
-@pytest.mark.parametrize("method", FUSION_METHODS)
+# temporal_binding takes per-segment audio: tests/models/test_temporal.py
+@pytest.mark.parametrize("method", [m for m in FUSION_METHODS if m != "temporal_binding"])
 def test_shapes_config_round_trip_and_keras_file(method, tmp_path):
     fusion, _, _ = _build(method, late_weight=0.3)
     _randomise(fusion, 3)
@@ -96,7 +97,7 @@ def test_unknown_method_is_one_config_error_naming_the_allowed_values():
     with pytest.raises(ConfigError) as e:
         ModelConfig(fusion="svm")
     assert str(e.value) == ("model.fusion: invalid value 'svm'; allowed: vmlp_init, random_init, "
-                            "linear, late, gated, film")
+                            "linear, late, gated, film, temporal_binding")
     vmlp, audio_mlp, _ = _heads()
     with pytest.raises(ValueError, match="allowed: vmlp_init, random_init"):
         build_fusion("svm", vmlp, audio_mlp, CFG, audio_dim=DA)
