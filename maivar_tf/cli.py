@@ -265,7 +265,7 @@ def _cmd_predict(args, cfg, cfg_path) -> int:
 
     return predict_command(args.videos, cfg_path=cfg_path, overrides=args.set,
                            run_dir=args.run_dir, saved_model=args.saved_model,
-                           top_k=args.top_k, as_json=args.json)
+                           top_k=args.top_k, as_json=args.json, segments=args.segments)
 
 
 def _cmd_convert_weights(args, cfg, cfg_path) -> int:
@@ -315,7 +315,10 @@ COMMANDS: tuple[Command, ...] = (
             (_flag("videos", nargs="+", help="video files"),
              _flag("--top-k", type=int, default=5),
              _flag("--json", action="store_true",
-                   help="machine-readable output, one JSON document")),
+                   help="machine-readable output, one JSON document"),
+             _flag("--segments", action="store_true",
+                   help="also the time spans where the action is present (a run with a "
+                        "localiser)")),
             exclusive=(_TRAINED_RUN, _flag("--saved-model", default=None,
                                            help="an exported SavedModel version folder")),
             loads_config=False),

@@ -14,14 +14,21 @@ sees the features it was trained on:
    or the ``serve_media`` signature of an exported SavedModel (``--saved-model``), which runs
    the same graph.
 
+A file without an audio track is a ``no_audio`` failure under the run's
+``data.on_missing_audio: reject``; under ``silence`` it is classified with the silent audio
+and its prediction says so (``(no audio track: classified with silent audio)``, JSON
+``"audio_missing": true``). ``--segments`` (a temporal-binding run with a localiser) adds the
+time spans where the action is present (:func:`maivar_tf.serving.segments.event_spans`).
+
 A file that cannot be decoded is reported on one line, ``maivar: <file>: <reason>: <message>``
 (the reason is one of :data:`maivar_tf.data.errors.REASONS`), and the other files are still
 classified. :func:`predict_command` returns 0 when every file was classified, 1 otherwise, 2
-for a bad ``top_k``.
+for a bad ``top_k`` or ``--segments`` without a localiser.
 
 Example:
     $ maivar predict clip.mp4 other.avi --run-dir runs/synthetic
     $ maivar predict clip.mp4 --saved-model export/synthetic/1 --json
+    $ maivar predict clip.mp4 --run-dir runs/untrimmed --segments
 """
 
 from __future__ import annotations
@@ -56,6 +63,11 @@ class Prediction:
         probabilities: all class probabilities ``[C]``.
         timings_ms: milliseconds per stage (``prepare``, ``pipeline``, then ``backbones`` and
             ``head`` for a run, or ``model`` for a SavedModel).
+        audio_missing: the file has no audio track; it was classified with the silent audio
+            (``data.on_missing_audio: silence``).
+        segments: with ``--segments``: ``{"spans": [{"start_s", "end_s", "class",
+            "event_probability"}], "segment_times_s": [K], "segment_event": [K]}``
+            (:func:`maivar_tf.serving.segments.event_spans`).
     """
 
     file: str
@@ -63,13 +75,21 @@ class Prediction:
     scores: list[float]
     probabilities: np.ndarray | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    audio_missing: bool = False
+    segments: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON record ``maivar predict --json`` prints."""
-        return {"file": self.file,
-                "top_k": [{"class": c, "probability": round(float(s), 6)}
-                          for c, s in zip(self.classes, self.scores, strict=True)],
-                "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()}}
+        out = {"file": self.file,
+               "top_k": [{"class": c, "probability": round(float(s), 6)}
+                         for c, s in zip(self.classes, self.scores, strict=True)],
+               "audio_missing": bool(self.audio_missing),
+               "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()}}
+        if self.segments is not None:
+            out["segments"] = list(self.segments["spans"])
+            out["segment_times_s"] = [round(float(t), 6) for t in self.segments["segment_times_s"]]
+            out["segment_event"] = [round(float(e), 6) for e in self.segments["segment_event"]]
+        return out
 
 
 @dataclass(frozen=True)
@@ -97,14 +117,20 @@ class PreparedClip:
     Args:
         file: the path as given.
         frames: uint8 ``[K, c, c, 3]`` (whole frames ``[K, H, W, 3]`` with ten crop).
-        audio_image: uint8 ``[S, S, 3]``.
+        audio_image: uint8 ``[S, S, 3]``; for a temporal-binding model the K per-segment
+            audio-images ``[K, S, S, 3]``.
         timings_ms: ``prepare`` (decode + render) and ``pipeline`` (decode of the record).
+        segment_times: float32 ``[K]`` the segments' times in seconds (None when the record
+            does not say).
+        audio_missing: the record's ``audio/missing`` (None when the decoder does not say).
     """
 
     file: str
     frames: np.ndarray
     audio_image: np.ndarray
     timings_ms: dict[str, float] = field(default_factory=dict)
+    segment_times: np.ndarray | None = None
+    audio_missing: bool | None = None
 
 
 # ----------------------------------------------------------------------------- preprocessing
@@ -165,7 +191,7 @@ def serialize_clips(paths: Sequence[str], data_cfg, *, progress: bool = False,
 
 def prepare_clips(paths: Sequence[str], cfg, representation: str, *, ten_crop: bool = False,
                   progress: bool = False, clip_fn: Callable | None = None,
-                  decoder=None
+                  decoder=None, segment_audio: bool = False
                   ) -> tuple[list[PreparedClip], list[Failure]]:
     """Decodes and renders each file exactly as the Beam job and the input pipeline do.
 
@@ -179,25 +205,29 @@ def prepare_clips(paths: Sequence[str], cfg, representation: str, *, ten_crop: b
         clip_fn: see :func:`serialize_clips`.
         decoder: the :class:`~maivar_tf.serving.predictors.ClipDecoder` of these settings
             (default: a new one).
+        segment_audio: the model takes the K per-segment audio-images (temporal binding).
 
     Returns:
         ``(prepared clips in input order, failures)``.
     """
     paths = [str(p) for p in paths]
     data_cfg = dataclasses.replace(cfg.data, representations=(representation,),
-                                   store_waveform=False, video_root="")
+                                   store_waveform=False, video_root="",
+                                   segment_audio=bool(segment_audio))
     serialized, prepare_ms, failures = serialize_clips(paths, data_cfg, progress=progress,
                                                        clip_fn=clip_fn)
     if decoder is None:
         from maivar_tf.serving.predictors import ClipDecoder
 
-        decoder = ClipDecoder(data_cfg, representation, ten_crop)
+        decoder = ClipDecoder(data_cfg, representation, ten_crop, segment_audio=segment_audio)
     prepared = []
     for eid, record in serialized.items():
         t0 = time.perf_counter()
-        frames, image = decoder(record)
-        prepared.append(PreparedClip(paths[int(eid)], frames, image, {
-            "prepare": prepare_ms[eid], "pipeline": 1000 * (time.perf_counter() - t0)}))
+        out = decoder(record)
+        prepared.append(PreparedClip(
+            paths[int(eid)], out["frames"], out["audio"],
+            {"prepare": prepare_ms[eid], "pipeline": 1000 * (time.perf_counter() - t0)},
+            segment_times=out.get("segment_times"), audio_missing=out.get("audio_missing")))
     return prepared, failures
 
 
@@ -233,8 +263,36 @@ def top_k(probabilities: np.ndarray, class_names: Sequence[str], k: int
     return [class_names[i] for i in order], [float(probabilities[i]) for i in order]
 
 
+def clip_duration(path: str) -> float | None:
+    """The file's duration in seconds (the container's), None when it does not say."""
+    from maivar_tf.data.container import open_media
+
+    try:
+        with open_media(path) as container:
+            return container.duration / 1e6 if container.duration else None
+    except Exception:  # the spans are then bounded by the segments only
+        return None
+
+
+def segment_report(out: Mapping[str, np.ndarray], clip: PreparedClip,
+                   class_names: Sequence[str]) -> dict[str, Any]:
+    """A prediction's ``segments`` (see :class:`Prediction`) from the signature outputs."""
+    from maivar_tf.serving.segments import event_spans
+
+    scores = np.asarray(out["segment_scores"][0])
+    times = clip.segment_times
+    if times is None:
+        raise ValueError("the record holds no segment times (segment/timestamps); rebuild "
+                         "it with this version")
+    times = np.asarray(times, np.float64)
+    spans = event_spans(scores, times, class_names, clip_end_s=clip_duration(clip.file))
+    return {"spans": spans, "segment_times_s": times.tolist(),
+            "segment_event": np.asarray(out["segment_event"][0]).tolist()}
+
+
 def predict_files(paths: Sequence[str], predictor, *, k: int = 5, progress: bool = False,
-                  clip_fn: Callable | None = None) -> tuple[list[Prediction], list[Failure]]:
+                  clip_fn: Callable | None = None, segments: bool = False
+                  ) -> tuple[list[Prediction], list[Failure]]:
     """Classifies each file; files that cannot be decoded become :class:`Failure` s.
 
     Args:
@@ -244,6 +302,7 @@ def predict_files(paths: Sequence[str], predictor, *, k: int = 5, progress: bool
         k: how many classes to name per file (at most the number of classes).
         progress: report progress.
         clip_fn: see :func:`serialize_clips`.
+        segments: also find the action's time spans (a predictor with a localiser).
 
     Returns:
         ``(predictions in input order, failures)``.
@@ -252,30 +311,47 @@ def predict_files(paths: Sequence[str], predictor, *, k: int = 5, progress: bool
     k = max(1, min(int(k), len(predictor.class_names)))
     prepared, failures = prepare_clips(paths, predictor.cfg, predictor.representation,
                                        ten_crop=predictor.ten_crop, progress=progress,
-                                       clip_fn=clip_fn, decoder=predictor.decoder)
+                                       clip_fn=clip_fn, decoder=predictor.decoder,
+                                       segment_audio=getattr(predictor, "temporal", False))
     predictions = []
     for clip in progress_bar(prepared, total=len(prepared), desc="classify", unit="video",
                              enabled=progress and len(prepared) > 1):
         try:
             out, ms = predictor(clip.frames[None], clip.audio_image[None])
+            report = segment_report(out, clip, predictor.class_names) if segments else None
         except ValueError as e:
             failures.append(Failure(clip.file, "decode_error", str(e)))
             continue
         probs = out["probabilities"][0]
         classes, scores = top_k(probs, predictor.class_names, k)
+        missing = (clip.audio_missing if clip.audio_missing is not None
+                   else bool(np.asarray(out.get("audio_missing", [False]))[0]))
         predictions.append(Prediction(clip.file, classes, scores, probs,
-                                      {**clip.timings_ms, **ms}))
+                                      {**clip.timings_ms, **ms}, audio_missing=bool(missing),
+                                      segments=report))
     return predictions, failures
 
 
+#: The line under a prediction of a file without an audio track.
+NO_AUDIO_LINE = "  (no audio track: classified with silent audio)"
+
+
 def format_text(predictions: Sequence[Prediction]) -> str:
-    """Human-readable top-k lists, one block per file."""
+    """Human-readable top-k lists, one block per file (then, with ``--segments``, the spans)."""
     lines = []
     for p in predictions:
         lines.append(p.file)
         width = max(len(c) for c in p.classes)
         for rank, (c, s) in enumerate(zip(p.classes, p.scores, strict=True), 1):
             lines.append(f"  {rank}. {c:<{width}}  {100 * s:6.2f}%")
+        if p.audio_missing:
+            lines.append(NO_AUDIO_LINE)
+        if p.segments is not None:
+            spans = p.segments["spans"]
+            lines.append("  action spans:" + ("" if spans else " none found"))
+            for span in spans:
+                lines.append(f"    {span['start_s']:7.2f} s - {span['end_s']:7.2f} s  "
+                             f"{span['class']}  (event {100 * span['event_probability']:.1f}%)")
     return "\n".join(lines)
 
 
@@ -294,7 +370,7 @@ def format_json(predictions: Sequence[Prediction], failures: Sequence[Failure],
 def predict_command(videos: Sequence[str], *, cfg_path: str | None = None,
                     overrides: Sequence[str] = (), run_dir: str | None = None,
                     saved_model: str | None = None, top_k: int = 5,
-                    as_json: bool = False) -> int:
+                    as_json: bool = False, segments: bool = False) -> int:
     """``maivar predict``: prints the top-k classes per file.
 
     Args:
@@ -306,10 +382,12 @@ def predict_command(videos: Sequence[str], *, cfg_path: str | None = None,
         saved_model: an exported SavedModel folder (instead of a run).
         top_k: classes per file (>= 1).
         as_json: print one JSON document instead of text (and no progress).
+        segments: also print the time spans where the action is present (a model with a
+            localiser: ``model.fusion=temporal_binding`` and ``model.localisation``).
 
     Returns:
         0 when every file was classified, 1 when a file failed or the model cannot be
-        loaded, 2 for ``top_k < 1``. Failures go to stderr, one
+        loaded, 2 for ``top_k < 1`` or ``segments`` with a model that has no localiser. Failures go to stderr, one
         ``maivar: <file>: <reason>: <message>`` line each.
 
     Raises:
@@ -332,7 +410,14 @@ def predict_command(videos: Sequence[str], *, cfg_path: str | None = None,
     except (ArtifactError, WeightsError, RuntimeError) as e:
         print(f"maivar: cannot load the model: {e}", file=sys.stderr)
         return 1
-    predictions, failures = predict_files(videos, predictor, k=top_k, progress=not as_json)
+    if segments and not predictor.has_localiser:
+        where = predictor.source.get("saved_model") or predictor.source.get("run_dir")
+        print(f"maivar: --segments: {where} has no localiser (no segment_scores output); "
+              "train with model.fusion=temporal_binding and model.localisation=true",
+              file=sys.stderr)
+        return 2
+    predictions, failures = predict_files(videos, predictor, k=top_k, progress=not as_json,
+                                          segments=segments)
     for f in failures:
         print(f.line(), file=sys.stderr)
     if as_json:

@@ -190,6 +190,9 @@ class ServableRun:
         provenance: where the run and its backbones came from.
         temperature: the fusion logits are divided by it before the softmax (the run's
             calibration, :mod:`maivar_tf.calibration`; 1.0 for older runs).
+        silent_audio: float32 ``[Da]``, the audio backbone's features of the silent
+            audio-image (from the features folder; None for older folders).
+        localiser: the localisation head (:attr:`TrainedRun.localiser`; None without one).
     """
 
     fusion: Any
@@ -202,6 +205,8 @@ class ServableRun:
     ten_crop: bool = False
     provenance: Mapping[str, Any] = field(default_factory=dict)
     temperature: float = 1.0
+    silent_audio: Any = None
+    localiser: Any = None
 
 
 def run_config(cfg: ExperimentConfig, info: RunInfo, run_dir: str | Path) -> ExperimentConfig:
@@ -328,4 +333,32 @@ def load_servable_run(cfg: ExperimentConfig, run_dir: str | Path, *,
         fusion=run.fusion, video=BackboneFeatures(video, (crop, crop, 3)),
         audio=BackboneFeatures(audio, (size, size, 3)), class_names=tuple(info.class_names),
         cfg=run_cfg, num_segments=k, representation=str(info.representation),
-        ten_crop=ten_crop, provenance=provenance, temperature=run.temperature)
+        ten_crop=ten_crop, provenance=provenance, temperature=run.temperature,
+        silent_audio=silent_audio_of(features_dir, str(info.representation),
+                                     info.audio_backbone, fusion=run.fusion),
+        localiser=run.localiser)
+
+
+def silent_audio_of(features_dir: str | Path, representation: str,
+                    audio_backbone: str | None = None, *, fusion: Any = None) -> Any:
+    """The audio backbone's features ``[Da]`` of the silent audio-image, or None.
+
+    From ``feature_info.json`` (``AudioFeatures.silent``, recorded by ``maivar extract``),
+    else from the fusion model's modality dropout layer (the features it was trained to
+    substitute), else None (an older features folder and no modality dropout).
+    """
+    import numpy as np
+
+    from maivar_tf.artifacts import DEFAULT_AUDIO_BACKBONE
+
+    if FeatureInfo.exists(features_dir):
+        entry = FeatureInfo.read(features_dir).audio(audio_backbone or DEFAULT_AUDIO_BACKBONE)
+        silent = None if entry is None else entry.silent.get(representation)
+        if silent:
+            return np.asarray(silent, np.float32)
+    layers = {layer.name: layer for layer in getattr(fusion, "layers", ())}
+    from maivar_tf.models.modality import MODALITY_DROPOUT_LAYER
+
+    if MODALITY_DROPOUT_LAYER in layers:
+        return np.asarray(layers[MODALITY_DROPOUT_LAYER].silent.numpy(), np.float32)
+    return None

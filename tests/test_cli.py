@@ -154,7 +154,9 @@ def test_predict_and_export_call_typed_functions(monkeypatch, tmp_path):
                  "--set", "data.num_segments=4"]) == 0
     assert got["predict"] == (["a.mp4"], {
         "cfg_path": None, "overrides": ["data.num_segments=4"], "run_dir": None,
-        "saved_model": "s/1", "top_k": 3, "as_json": True})
+        "saved_model": "s/1", "top_k": 3, "as_json": True, "segments": False})
+    assert main(["predict", "a.mp4", "--saved-model", "s/1", "--segments"]) == 0
+    assert got["predict"][1]["segments"] is True
 
     def fake_export(cfg, run_dir, export_dir, *, model_name, version):
         got["export"] = (cfg, run_dir, export_dir, model_name, version)

@@ -2,6 +2,9 @@
 
 * :mod:`maivar_tf.serving.module`: :class:`ServingModule`, the ``tf.Module`` whose
   ``tf.function`` s are the SavedModel signatures (and what ``maivar predict --run-dir`` runs);
+* :mod:`maivar_tf.serving.signatures`: the signatures' names, inputs and output keys;
+* :mod:`maivar_tf.serving.segments`: segment times and audio windows in the graph, and the
+  event spans ``maivar predict --segments`` prints;
 * :mod:`maivar_tf.serving.checks`: the in-graph and Python checks of a request;
 * :mod:`maivar_tf.serving.export`: the versioned SavedModel writer (``maivar export``) and
   reading an export back;
@@ -24,6 +27,7 @@ from maivar_tf.serving.export import (
 )
 from maivar_tf.serving.module import (
     OUTPUT_KEYS,
+    SEGMENT_OUTPUT_KEYS,
     SIGNATURE_FEATURES,
     SIGNATURE_MEDIA,
     SIGNATURE_WAVEFORM,
@@ -34,8 +38,8 @@ from maivar_tf.serving.module import (
 )
 
 __all__ = [
-    "OUTPUT_KEYS", "SIGNATURES", "SIGNATURE_FEATURES", "SIGNATURE_MEDIA", "SIGNATURE_WAVEFORM",
-    "TOP_K", "ExportError", "ServingModule", "as_numpy_outputs", "export_config", "export_info",
+    "OUTPUT_KEYS", "SEGMENT_OUTPUT_KEYS", "SIGNATURES", "SIGNATURE_FEATURES",
+    "SIGNATURE_MEDIA", "SIGNATURE_WAVEFORM", "TOP_K", "ExportError", "ServingModule", "as_numpy_outputs", "export_config", "export_info",
     "export_run", "export_servable", "next_version", "read_export_info",
     "resolve_saved_model_dir", "serving_module",
 ]

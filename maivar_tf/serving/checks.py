@@ -87,7 +87,7 @@ def check_finite(x: tf.Tensor, signature: str, name: str) -> tf.Tensor:
 
 
 def check_waveform(waveform: tf.Tensor, sample_rate: tf.Tensor, *, expected_rate: int,
-                   min_samples: int, signature: str) -> tf.Tensor:
+                   min_samples: int, signature: str, silent_ok: bool = False) -> tf.Tensor:
     """``waveform`` after asserting every ``sample_rate`` and the waveform's length.
 
     Args:
@@ -96,15 +96,22 @@ def check_waveform(waveform: tf.Tensor, sample_rate: tf.Tensor, *, expected_rate
         expected_rate: the rate the model's audio-images were rendered at (``audio.sample_rate``).
         min_samples: the shortest waveform the renderer takes (``audio.n_fft``).
         signature: the signature's name, for the messages.
+        silent_ok: a shorter waveform passes when it is all zeros (a clip without sound,
+            ``data.on_missing_audio: silence``).
     """
     rate_ok = tf.debugging.Assert(
         tf.reduce_all(tf.equal(sample_rate, expected_rate)),
         [f"{signature}: input sample_rate must be {expected_rate} Hz (audio.sample_rate of the "
          f"trained model) for every waveform; resample first; got", sample_rate])
+    long_enough = tf.greater_equal(tf.shape(waveform)[1], min_samples)
+    unless = ""
+    if silent_ok:
+        long_enough = tf.logical_or(long_enough, tf.reduce_all(tf.equal(waveform, 0.0)))
+        unless = " unless it is all zeros (silence)"
     long_ok = tf.debugging.Assert(
-        tf.greater_equal(tf.shape(waveform)[1], min_samples),
-        [f"{signature}: input waveform needs at least {min_samples} samples (audio.n_fft); got",
-         tf.shape(waveform)[1]])
+        long_enough,
+        [f"{signature}: input waveform needs at least {min_samples} samples (audio.n_fft)"
+         f"{unless}; got", tf.shape(waveform)[1]])
     return _after([rate_ok, long_ok], waveform)[0]
 
 

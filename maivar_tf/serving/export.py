@@ -4,7 +4,8 @@ The exporter (Model Garden's ``export_base.export``) builds a
 :class:`~maivar_tf.serving.module.ServingModule` from a :class:`~maivar_tf.runs.ServableRun`
 (the fusion MLP of MAiVAR's Algorithm 1, Shaikh et al. 2024, and the backbones the run's
 features came from) with its class table read from the labels file it writes, and
-writes the module's three signatures with :class:`keras.export.ExportArchive` (which keeps the
+writes the module's three signatures (the temporal-binding ones for such a run, with the
+localiser's segment outputs when it has one) with :class:`keras.export.ExportArchive` (which keeps the
 input names) to ``EXPORT_DIR/<model_name>/<version>/``, the layout TF Serving watches::
 
     saved_model.pb, variables/
@@ -102,21 +103,22 @@ def serving_module(run: ServableRun, labels_file: str | None = None):
         return ServingModule(run.fusion, run.video, run.audio, run.class_names, run.cfg.data,
                              representation=run.representation, num_segments=run.num_segments,
                              ten_crop=run.ten_crop, labels_file=labels_file,
-                             temperature=run.temperature)
+                             temperature=run.temperature, silent_audio=run.silent_audio,
+                             localiser=run.localiser)
     except ValueError as e:  # the run's parts do not fit together
         raise ExportError(str(e)) from e
 
 
 def export_info(module, run: ServableRun, model_name: str, version: int) -> ExportInfo:
     """The :class:`~maivar_tf.artifacts.ExportInfo` record of an exported ``module``."""
-    from maivar_tf.serving.module import OUTPUT_KEYS, describe_signatures
+    from maivar_tf.serving.module import describe_signatures
 
     return ExportInfo(model_name=model_name, version=int(version),
                       class_names=module.class_names, num_segments=module.num_segments,
                       representation=module.representation, ten_crop=module.ten_crop,
                       top_k=module.top_k,
                       signatures=describe_signatures(module.input_signatures()),
-                      outputs=OUTPUT_KEYS, provenance=dict(run.provenance),
+                      outputs=module.output_keys, provenance=dict(run.provenance),
                       config=run.cfg.to_dict(), temperature=module.temperature)
 
 

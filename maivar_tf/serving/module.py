@@ -4,31 +4,37 @@ MAiVAR (Shaikh et al. 2024) classifies a clip by fusing K TSN segment features o
 with the InceptionResNetV2 features of an audio-image, through the fusion MLP of Algorithm 1.
 :class:`ServingModule` (Model Garden's ``ExportModule`` shape) holds that fusion head, one
 :class:`~maivar_tf.models.backbones.BackboneFeatures` per backbone (the very callables feature
-extraction runs), the class list and the data settings, and exposes:
+extraction runs), the class list and the data settings, and exposes the signatures of
+:mod:`maivar_tf.serving.signatures` (``serving_default`` on features, ``serve_media`` on frames
+and audio-images, ``serve_waveform`` on frames and a waveform whose audio-image is rendered in
+the graph) plus ``media_features`` (as ``serve_media``; returns the two feature tensors, not
+exported).
 
-========================  ====================================================================
-``tf.function``           inputs (named)                                    backbones
-========================  ====================================================================
-``serving_default``       ``video_features`` float32 ``[B, K, Dv]``,         no
-                          ``audio_features`` float32 ``[B, Da]``
-``serve_media``           ``frames`` uint8 ``[B, K, H, W, 3]`` (any H, W),  yes
-                          ``audio_image`` uint8 ``[B, S, S, 3]``
-``serve_waveform``        ``frames``, ``waveform`` float32 ``[B, N]`` (mono), yes (+ audio-image
-                          ``sample_rate`` int32 ``[B]``                       rendered in graph)
-``media_features``        as ``serve_media``; returns the two feature        yes (not exported)
-                          tensors ``(video [B, K, Dv], audio [B, Da])``
-========================  ====================================================================
+A temporal-binding run (``model.fusion=temporal_binding``; its fusion model takes
+``audio_segment_features`` ``[B, K, Da]``) takes the K per-segment audio-images instead of the
+clip's one (``audio_segment_images`` uint8 ``[B, K, S, S, 3]``); ``serve_waveform`` renders
+them from the windows around TSN's centre times of the waveform
+(:mod:`maivar_tf.serving.segments`). With a localiser (``run_dir/localiser.keras``, logits
+``[B, K, C + 1]``, class C = background) every signature also returns ``segment_scores``
+(its softmax) and ``segment_event`` (``1 - p(background)``).
 
-The three signatures return ``probabilities`` float32 ``[B, C]`` (softmax of the fusion
-logits divided by the run's temperature, :func:`maivar_tf.calibration.scaled_softmax`; a
-constant of the graph, 1.0 for an uncalibrated run), ``top_classes`` string ``[B, min(5, C)]`` and ``top_scores`` float32 ``[B, min(5, C)]``.
+Every signature returns ``probabilities`` float32 ``[B, C]`` (softmax of the fusion logits
+divided by the run's temperature, :func:`maivar_tf.calibration.scaled_softmax`; a constant of
+the graph, 1.0 for an uncalibrated run), ``top_classes`` string ``[B, min(5, C)]``,
+``top_scores`` float32 ``[B, min(5, C)]`` and ``audio_missing`` bool ``[B]``: the audio input
+was the silent one (``serve_media``: the audio-image(s) equal the silent audio-image of the
+representation, :func:`maivar_tf.features.silent.silent_audio_image`; ``serve_waveform``: the
+waveform is all zeros; ``serving_default``: the audio features equal the run's silent audio
+features, allclose, when the run knows them, else False). Under ``data.on_missing_audio:
+silence`` ``serve_waveform`` also takes an all-zero waveform shorter than ``audio.n_fft`` (a
+clip without sound) and renders it as silence; under ``reject`` it fails the length check.
+
 Frames go through :mod:`maivar_tf.ops` exactly as at decoding and extraction: shorter side to
 ``data.frame_short_side`` (:func:`~maivar_tf.ops.resize_short_side`, the same pixels when it
 already is), then the centre crop of ``data.crop_size`` (frames that already are such squares,
 what the input pipeline yields, are taken as they are) or TSN's ten crops. Inputs are checked
 in the graph before any computation (:mod:`maivar_tf.serving.checks`): shapes, batch sizes,
-sample rates, and that the float inputs (``video_features``, ``audio_features``,
-``waveform``) hold no NaN or Inf.
+sample rates, and that the float inputs hold no NaN or Inf.
 
 The class names are a lookup table: built from a labels file (the SavedModel asset the
 exporter wrote, :mod:`maivar_tf.serving.export`) or, in memory, from the list itself.
@@ -44,103 +50,62 @@ import tensorflow as tf
 
 from maivar_tf import ops
 from maivar_tf.calibration import check_temperature, scaled_softmax
+from maivar_tf.features.silent import silent_audio_image
 from maivar_tf.models.heads import AUDIO_INPUT, VIDEO_INPUT
-from maivar_tf.serving import checks
+from maivar_tf.serving import checks, segments
+from maivar_tf.serving.signatures import (
+    AUDIO_SEGMENTS_INPUT,
+    OUTPUT_KEYS,
+    SEGMENT_IMAGES,
+    SEGMENT_OUTPUT_KEYS,
+    SIGNATURE_FEATURES,
+    SIGNATURE_MEDIA,
+    SIGNATURE_WAVEFORM,
+    SIGNATURES,
+    TOP_K,
+    UNKNOWN_CLASS,
+    check_class_names,
+    describe_signatures,
+    input_signatures,
+    label_table,
+    output_keys,
+)
 
-#: Signature names (``serving_default`` is TF Serving's default signature).
-SIGNATURE_FEATURES = "serving_default"
-SIGNATURE_MEDIA = "serve_media"
-SIGNATURE_WAVEFORM = "serve_waveform"
-SIGNATURES = (SIGNATURE_FEATURES, SIGNATURE_MEDIA, SIGNATURE_WAVEFORM)
-#: Output keys of every signature.
-OUTPUT_KEYS = ("probabilities", "top_classes", "top_scores")
-#: How many classes ``top_classes``/``top_scores`` name (fewer when there are fewer classes).
-TOP_K = 5
-#: What the label table returns for an index it does not hold.
-UNKNOWN_CLASS = "<unknown>"
+__all__ = [
+    "AUDIO_SEGMENTS_INPUT", "OUTPUT_KEYS", "SEGMENT_IMAGES", "SEGMENT_OUTPUT_KEYS",
+    "SIGNATURES", "SIGNATURE_FEATURES", "SIGNATURE_MEDIA", "SIGNATURE_WAVEFORM", "TOP_K",
+    "UNKNOWN_CLASS", "ServingModule", "as_numpy_outputs", "check_class_names",
+    "describe_signatures", "input_signatures", "label_table", "output_keys",
+]
 
-
-def check_class_names(class_names: Sequence[str]) -> tuple[str, ...]:
-    """The class names as a tuple of ``str``; each must be a non-empty single line.
-
-    Raises:
-        ValueError: an empty list, or a name that is empty or holds a newline (it could not
-            be one line of the labels asset).
-    """
-    names = tuple(str(c) for c in class_names)
-    if not names:
-        raise ValueError("serving: empty class list")
-    bad = [c for c in names if "\n" in c or not c]
-    if bad:
-        raise ValueError(f"serving: class names must be non-empty single lines; got {bad[:3]!r}")
-    return names
-
-
-def label_table(class_names: Sequence[str], labels_file: str | None = None
-                ) -> tf.lookup.StaticHashTable:
-    """The logit index -> class name table.
-
-    Args:
-        class_names: the classes, in logit order (fills the table when there is no file).
-        labels_file: a file with one class per line in logit order (read by a text-file
-            initializer, so it travels as a SavedModel asset).
-    """
-    if labels_file is None:
-        initializer = tf.lookup.KeyValueTensorInitializer(
-            tf.range(len(class_names), dtype=tf.int64), tf.constant(list(class_names), tf.string))
-    else:
-        initializer = tf.lookup.TextFileInitializer(
-            str(labels_file), key_dtype=tf.int64, key_index=tf.lookup.TextFileIndex.LINE_NUMBER,
-            value_dtype=tf.string, value_index=tf.lookup.TextFileIndex.WHOLE_LINE)
-    return tf.lookup.StaticHashTable(initializer, default_value=UNKNOWN_CLASS)
+#: Tolerances of ``serving_default``'s "the audio features are the silent ones".
+SILENT_RTOL, SILENT_ATOL = 1e-4, 1e-4
 
 
-def input_signatures(num_segments: int, video_dim: int, audio_dim: int, image_size: int
-                     ) -> dict[str, list[tf.TensorSpec]]:
-    """Each signature's named ``tf.TensorSpec`` list, in argument order."""
-    k, s = int(num_segments), int(image_size)
-    frames = tf.TensorSpec([None, k, None, None, 3], tf.uint8, name="frames")
-    return {
-        SIGNATURE_FEATURES: [
-            tf.TensorSpec([None, k, int(video_dim)], tf.float32, name=VIDEO_INPUT),
-            tf.TensorSpec([None, int(audio_dim)], tf.float32, name=AUDIO_INPUT),
-        ],
-        SIGNATURE_MEDIA: [frames, tf.TensorSpec([None, s, s, 3], tf.uint8, name="audio_image")],
-        SIGNATURE_WAVEFORM: [
-            frames,
-            tf.TensorSpec([None, None], tf.float32, name="waveform"),
-            tf.TensorSpec([None], tf.int32, name="sample_rate"),
-        ],
-    }
-
-
-def describe_signatures(specs: Mapping[str, Sequence[tf.TensorSpec]]) -> dict[str, list]:
-    """``{signature: [{"name", "dtype", "shape"}]}`` with ``-1`` for unknown dimensions."""
-    return {name: [{"name": s.name, "dtype": s.dtype.name,
-                    "shape": [d if d is not None else -1 for d in s.shape]} for s in sig]
-            for name, sig in specs.items()}
-
-
-def _fusion_segments(fusion: Any) -> int | None:
-    """The K of the fusion model's ``video_features`` input (None when not fixed)."""
+def _fusion_inputs(fusion: Any) -> tuple[int | None, bool]:
+    """``(K of the fusion model's video input or None, whether it is temporal binding)``."""
     names = [t.name.split(":")[0] for t in fusion.inputs]
-    if VIDEO_INPUT not in names or AUDIO_INPUT not in names:
+    temporal = AUDIO_SEGMENTS_INPUT in names
+    audio = AUDIO_SEGMENTS_INPUT if temporal else AUDIO_INPUT
+    if VIDEO_INPUT not in names or audio not in names:
         raise ValueError(f"the fusion model has inputs {names}; expected {VIDEO_INPUT!r} and "
-                         f"{AUDIO_INPUT!r}")
+                         f"{AUDIO_INPUT!r} (or {AUDIO_SEGMENTS_INPUT!r} for temporal binding)")
     k = fusion.inputs[names.index(VIDEO_INPUT)].shape[1]
-    return None if k is None else int(k)
+    return (None if k is None else int(k)), temporal
 
 
 class ServingModule(tf.Module):
     """Media or features -> class probabilities, as ``tf.function`` s with fixed signatures.
 
     Args:
-        fusion: the fusion MLP: inputs ``video_features`` ``[K, Dv]`` and ``audio_features``
-            ``[Da]`` -> logits ``[C]``.
+        fusion: the fusion model: inputs ``video_features`` ``[K, Dv]`` and ``audio_features``
+            ``[Da]`` (or ``audio_segment_features`` ``[K, Da]``: temporal binding) -> logits
+            ``[C]``.
         video: the video backbone's features callable (RGB 0..255 ``[N, c, c, 3]`` -> ``[N, Dv]``).
         audio: the audio backbone's features callable (RGB 0..255 ``[N, S, S, 3]`` -> ``[N, Da]``).
         class_names: the classes the fusion logits index.
-        data: the data section the run was trained with (frame and audio-image preprocessing).
+        data: the data section the run was trained with (frame and audio-image preprocessing,
+            ``on_missing_audio``).
         representation: the audio-image the audio features come from.
         num_segments: K (default ``data.num_segments``); must be the fusion model's.
         ten_crop: average the video features over TSN's ten crops (as extraction did).
@@ -148,25 +113,35 @@ class ServingModule(tf.Module):
             the table from ``class_names``.
         temperature: the fusion logits are divided by it before the softmax (the run's
             calibration; 1.0: the plain softmax).
+        silent_audio: float32 ``[Da]``, the audio features of the silent audio-image (from the
+            run's features folder); None: ``serving_default`` cannot tell, says False.
+        localiser: the localisation head (temporal binding): the fusion's inputs -> logits
+            ``[K, C + 1]``; None: no segment outputs.
         name: the module name.
 
     Raises:
         ValueError: bad class names, a fusion model without the two inputs, a K that is
-            not the fusion model's, or a temperature that is not a finite number > 0.
+            not the fusion model's, a temperature that is not a finite number > 0, a silent
+            feature vector of the wrong width, or a localiser without temporal binding.
     """
 
     def __init__(self, fusion: Any, video: Any, audio: Any, class_names: Sequence[str],
                  data: Any, *, representation: str, num_segments: int | None = None,
                  ten_crop: bool = False, labels_file: str | None = None,
-                 temperature: float = 1.0, name: str = "maivar_serving"):
+                 temperature: float = 1.0, silent_audio: Any = None, localiser: Any = None,
+                 name: str = "maivar_serving"):
         super().__init__(name=name)
         self.class_names = check_class_names(class_names)
         self.num_segments = int(num_segments or data.num_segments)
-        k = _fusion_segments(fusion)
+        k, self.temporal = _fusion_inputs(fusion)
         if k is not None and k != self.num_segments:
             raise ValueError(f"the fusion model takes {k} segments but num_segments is "
                              f"{self.num_segments}; allowed: the K the run was trained with")
+        if localiser is not None and not self.temporal:
+            raise ValueError("a localiser needs a temporal-binding fusion model (inputs "
+                             f"{VIDEO_INPUT!r}, {AUDIO_SEGMENTS_INPUT!r})")
         self.fusion, self.video, self.audio, self.data = fusion, video, audio, data
+        self.localiser = localiser
         self.representation = str(representation)
         self.temperature = check_temperature(temperature)
         self.ten_crop = bool(ten_crop)
@@ -175,24 +150,53 @@ class ServingModule(tf.Module):
         self.image_size = int(data.audio.image_size)
         self.sample_rate = int(data.audio.sample_rate)
         self.video_dim, self.audio_dim = int(video.dim), int(audio.dim)
+        self.silence = str(getattr(data, "on_missing_audio", "reject")) == "silence"
+        self.segment_seconds = float(getattr(data.audio, "segment_seconds", 1.0))
+        self.silent_image = silent_audio_image(self.representation, data.audio)
+        self.silent_audio = None
+        if silent_audio is not None:
+            self.silent_audio = np.asarray(silent_audio, np.float32).reshape(-1)
+            if self.silent_audio.shape != (self.audio_dim,):
+                raise ValueError(f"silent audio features have {self.silent_audio.size} values; "
+                                 f"the audio backbone's features have {self.audio_dim}")
         self.top_k = min(TOP_K, len(self.class_names))
+        self.output_keys = output_keys(localiser is not None)
         self.label_table = label_table(self.class_names, labels_file)
         specs = self.input_signatures()
 
         def function(fn, signature):
             return tf.function(fn, input_signature=specs[signature], autograph=False)
 
-        self.serving_default = function(self._serve_features, SIGNATURE_FEATURES)
-        self.serve_media = function(self._serve_media, SIGNATURE_MEDIA)
+        # keyword names of the in-memory functions = the input names of the signatures
+        if self.temporal:
+            features, media = self._serve_segment_features, self._serve_segment_media
+            media_features = self._segment_media_features
+        else:
+            features, media = self._serve_features, self._serve_media
+            media_features = self._media_features
+        self.serving_default = function(features, SIGNATURE_FEATURES)
+        self.serve_media = function(media, SIGNATURE_MEDIA)
         self.serve_waveform = function(self._serve_waveform, SIGNATURE_WAVEFORM)
-        self.media_features = function(self._media_features, SIGNATURE_MEDIA)
+        self.media_features = function(media_features, SIGNATURE_MEDIA)
 
     # -- description -----------------------------------------------------------------------
+
+    @property
+    def audio_input(self) -> str:
+        """The name of the audio features input (``audio_features`` or, temporal binding,
+        ``audio_segment_features``)."""
+        return AUDIO_SEGMENTS_INPUT if self.temporal else AUDIO_INPUT
+
+    @property
+    def media_audio_input(self) -> str:
+        """The name of ``serve_media``'s audio input (``audio_image`` or
+        ``audio_segment_images``)."""
+        return SEGMENT_IMAGES if self.temporal else "audio_image"
 
     def input_signatures(self) -> dict[str, list[tf.TensorSpec]]:
         """Each signature's named ``tf.TensorSpec`` list (see :func:`input_signatures`)."""
         return input_signatures(self.num_segments, self.video_dim, self.audio_dim,
-                                self.image_size)
+                                self.image_size, temporal=self.temporal)
 
     def signatures(self) -> dict[str, Any]:
         """Signature name -> its ``tf.function`` (what the exporter writes)."""
@@ -226,52 +230,116 @@ class ServingModule(tf.Module):
                               self.ten_crop)
 
     def audio_features(self, audio_image: tf.Tensor) -> tf.Tensor:
-        """uint8 ``[B, S, S, 3]`` -> float32 ``[B, Da]``."""
-        return self.audio(audio_image)
+        """uint8 ``[B, S, S, 3]`` -> float32 ``[B, Da]``; per segment (temporal binding)
+        uint8 ``[B, K, S, S, 3]`` -> float32 ``[B, K, Da]``."""
+        if not self.temporal:
+            return self.audio(audio_image)
+        s = self.image_size
+        feats = self.audio(tf.reshape(audio_image, [-1, s, s, 3]))
+        return tf.reshape(feats, [-1, self.num_segments, self.audio_dim])
 
-    def render_audio_image(self, waveform: tf.Tensor) -> tf.Tensor:
-        """float32 ``[B, N]`` -> uint8 ``[B, S, S, 3]`` with the shared TF renderer."""
-        from maivar_tf.data.audio_image import render_audio_image
-
+    def _cut(self, waveform: tf.Tensor) -> tf.Tensor:
         max_seconds = float(self.data.audio.max_seconds)
         if max_seconds > 0:
             waveform = waveform[:, :int(round(max_seconds * self.sample_rate))]
-        return tf.cast(render_audio_image(waveform, self.representation, self.data.audio),
-                       tf.uint8)
+        if self.silence:  # an all-zero waveform may be shorter than the STFT window
+            n_fft = int(self.data.audio.n_fft)
+            waveform = tf.pad(waveform, [[0, 0], [0, tf.maximum(n_fft - tf.shape(waveform)[1],
+                                                                0)]])
+        return waveform
+
+    def render_audio_image(self, waveform: tf.Tensor) -> tf.Tensor:
+        """float32 ``[B, N]`` -> uint8 ``[B, S, S, 3]`` with the shared TF renderer; per segment
+        (temporal binding) ``[B, K, S, S, 3]`` from the windows around TSN's centre times."""
+        from maivar_tf.data.audio_image import render_audio_image
+
+        cfg, s = self.data.audio, self.image_size
+        if not self.temporal:
+            return tf.cast(render_audio_image(self._cut(waveform), self.representation, cfg),
+                           tf.uint8)
+        duration = tf.cast(tf.shape(waveform)[1], tf.float32) / float(self.sample_rate)
+        times = segments.centre_times(duration, self.num_segments)
+        windows = segments.segment_waveforms(self._cut(waveform), times, self.sample_rate,
+                                             self.segment_seconds)
+        flat = tf.reshape(windows, [-1, tf.shape(windows)[2]])
+        images = tf.cast(render_audio_image(flat, self.representation, cfg), tf.uint8)
+        return tf.reshape(images, [-1, self.num_segments, s, s, 3])
+
+    def _feature_inputs(self, video_features, audio_features) -> dict[str, tf.Tensor]:
+        return {VIDEO_INPUT: video_features, self.audio_input: audio_features}
 
     def logits(self, video_features: tf.Tensor, audio_features: tf.Tensor) -> tf.Tensor:
-        """The fusion MLP's logits ``[B, C]``."""
-        inputs = {VIDEO_INPUT: video_features, AUDIO_INPUT: audio_features}
+        """The fusion model's logits ``[B, C]``."""
+        inputs = self._feature_inputs(video_features, audio_features)
         return tf.cast(self.fusion(inputs, training=False), tf.float32)
 
-    def outputs(self, logits: tf.Tensor) -> dict[str, tf.Tensor]:
-        """``probabilities`` (``softmax(logits / temperature)``), ``top_classes``,
-        ``top_scores`` from logits ``[B, C]``."""
+    def segment_logits(self, video_features: tf.Tensor, audio_features: tf.Tensor
+                       ) -> tf.Tensor | None:
+        """The localiser's logits ``[B, K, C + 1]`` (None without a localiser)."""
+        if self.localiser is None:
+            return None
+        feeds = self._feature_inputs(video_features, audio_features)
+        names = [t.name.split(":")[0] for t in self.localiser.inputs]
+        inputs = {n: feeds[n] for n in names} if set(names) <= set(feeds) else feeds
+        return tf.cast(self.localiser(inputs, training=False), tf.float32)
+
+    def outputs(self, logits: tf.Tensor, audio_missing: tf.Tensor,
+                segment_logits: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+        """The signature outputs (:data:`OUTPUT_KEYS`, and :data:`SEGMENT_OUTPUT_KEYS` with
+        ``segment_logits``) from the fusion logits ``[B, C]``."""
         probabilities = scaled_softmax(logits, self.temperature)
         scores, index = tf.math.top_k(probabilities, k=self.top_k)
         classes = self.label_table.lookup(tf.cast(index, tf.int64))
-        return {"probabilities": probabilities, "top_classes": classes, "top_scores": scores}
+        out = {"probabilities": probabilities, "top_classes": classes, "top_scores": scores,
+               "audio_missing": tf.reshape(audio_missing, [-1])}
+        if segment_logits is not None:
+            seg = tf.nn.softmax(segment_logits, axis=-1)
+            out.update(segment_scores=seg, segment_event=1.0 - seg[..., -1])
+        return out
+
+    def _classify(self, video_features, audio_features, audio_missing):
+        return self.outputs(self.logits(video_features, audio_features), audio_missing,
+                            self.segment_logits(video_features, audio_features))
+
+    # -- audio missing -----------------------------------------------------------------------
+
+    def silent_images(self, audio: tf.Tensor) -> tf.Tensor:
+        """bool ``[B]``: every audio-image of the row is the silent one."""
+        silent = tf.constant(self.silent_image)
+        equal = tf.equal(audio, silent)
+        return tf.reduce_all(tf.reshape(equal, [tf.shape(audio)[0], -1]), axis=1)
+
+    def silent_features(self, audio_features: tf.Tensor) -> tf.Tensor:
+        """bool ``[B]``: the row's audio features equal the silent ones (False when unknown)."""
+        batch = tf.shape(audio_features)[0]
+        if self.silent_audio is None:
+            return tf.zeros([batch], tf.bool)
+        silent = tf.constant(self.silent_audio)
+        close = tf.abs(audio_features - silent) <= SILENT_ATOL + SILENT_RTOL * tf.abs(silent)
+        return tf.reduce_all(tf.reshape(close, [batch, -1]), axis=1)
 
     # -- the signatures' bodies ---------------------------------------------------------------
 
     def _checked_media(self, signature: str, frames, audio_image):
         f = checks.check_shape(frames, [None, self.num_segments, None, None, 3], signature,
                                "frames", "uint8")
-        s = self.image_size
-        a = checks.check_shape(audio_image, [None, s, s, 3], signature, "audio_image", "uint8")
-        f, a = checks.check_batch(signature, frames=f, audio_image=a)
+        s, name = self.image_size, self.media_audio_input
+        pattern = [None, self.num_segments, s, s, 3] if self.temporal else [None, s, s, 3]
+        a = checks.check_shape(audio_image, pattern, signature, name, "uint8")
+        f, a = checks.check_batch(signature, **{"frames": f, name: a})
         return checks.check_frame_area(f, signature), a
 
     def _serve_features(self, video_features, audio_features):
-        sig = SIGNATURE_FEATURES
+        sig, name = SIGNATURE_FEATURES, self.audio_input
         v = checks.check_shape(video_features, [None, self.num_segments, self.video_dim], sig,
                                VIDEO_INPUT, "float32")
-        a = checks.check_shape(audio_features, [None, self.audio_dim], sig, AUDIO_INPUT,
-                               "float32")
-        v, a = checks.check_batch(sig, video_features=v, audio_features=a)
+        pattern = ([None, self.num_segments, self.audio_dim] if self.temporal
+                   else [None, self.audio_dim])
+        a = checks.check_shape(audio_features, pattern, sig, name, "float32")
+        v, a = checks.check_batch(sig, **{VIDEO_INPUT: v, name: a})
         v = checks.check_finite(v, sig, VIDEO_INPUT)
-        a = checks.check_finite(a, sig, AUDIO_INPUT)
-        return self.outputs(self.logits(v, a))
+        a = checks.check_finite(a, sig, name)
+        return self._classify(v, a, self.silent_features(a))
 
     def _media_features(self, frames, audio_image):
         f, a = self._checked_media(SIGNATURE_MEDIA, frames, audio_image)
@@ -279,7 +347,17 @@ class ServingModule(tf.Module):
 
     def _serve_media(self, frames, audio_image):
         f, a = self._checked_media(SIGNATURE_MEDIA, frames, audio_image)
-        return self.outputs(self.logits(self.video_features(f), self.audio_features(a)))
+        return self._classify(self.video_features(f), self.audio_features(a),
+                              self.silent_images(a))
+
+    def _serve_segment_features(self, video_features, audio_segment_features):
+        return self._serve_features(video_features, audio_segment_features)
+
+    def _serve_segment_media(self, frames, audio_segment_images):
+        return self._serve_media(frames, audio_segment_images)
+
+    def _segment_media_features(self, frames, audio_segment_images):
+        return self._media_features(frames, audio_segment_images)
 
     def _serve_waveform(self, frames, waveform, sample_rate):
         sig = SIGNATURE_WAVEFORM
@@ -290,10 +368,14 @@ class ServingModule(tf.Module):
         f, w, r = checks.check_batch(sig, frames=f, waveform=w, sample_rate=r)
         w = checks.check_finite(w, sig, "waveform")
         w = checks.check_waveform(w, r, expected_rate=self.sample_rate,
-                                  min_samples=int(self.data.audio.n_fft), signature=sig)
+                                  min_samples=int(self.data.audio.n_fft), signature=sig,
+                                  silent_ok=self.silence)
         f = checks.check_frame_area(f, sig)
+        missing = tf.reduce_all(tf.equal(w, 0.0), axis=1)
         image = self.render_audio_image(w)
-        return self.outputs(self.logits(self.video_features(f), self.audio_features(image)))
+        rows = tf.reshape(missing, [-1] + [1] * (image.shape.rank - 1))
+        image = tf.where(rows, tf.constant(self.silent_image), image)
+        return self._classify(self.video_features(f), self.audio_features(image), missing)
 
 
 def as_numpy_outputs(outputs: Mapping[str, Any]) -> dict[str, np.ndarray]:

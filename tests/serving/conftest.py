@@ -34,3 +34,35 @@ def module(tiny):
     from maivar_tf.serving import serving_module
 
     return serving_module(tiny.run)
+
+
+@pytest.fixture(scope="session")
+def tb(tmp_path_factory, clip_paths, tiny) -> SimpleNamespace:
+    """The tiny temporal-binding run with a localiser (see :mod:`tests.serving.temporal_run`),
+    its localiser's background bias set on the AVE speech clip's segments."""
+    from tests.serving.temporal_run import segment_media, temporal_config, write_temporal_run
+
+    root = tmp_path_factory.mktemp("tb_run")
+    ave = [p for p in clip_paths if p.name.startswith("ave_")]
+    calibration = segment_media(temporal_config(root), ave)[0]
+    return write_temporal_run(root, clip_paths, tiny.video_bb, tiny.audio_bb, calibration)
+
+
+@pytest.fixture(scope="session")
+def tb_module(tb):
+    """The temporal-binding run's in-memory :class:`~maivar_tf.serving.ServingModule`."""
+    from maivar_tf.serving import serving_module
+
+    return serving_module(tb.run)
+
+
+@pytest.fixture(scope="session")
+def tb_export(tb, tmp_path_factory):
+    """The temporal-binding run exported: ``(version folder, tf.saved_model.load of it)``."""
+    import tensorflow as tf
+
+    from maivar_tf.serving import export_servable
+    from tests.serving.temporal_run import TB_MODEL_NAME
+
+    path = export_servable(tb.run, tmp_path_factory.mktemp("tb_export"), TB_MODEL_NAME)
+    return path, tf.saved_model.load(str(path))

@@ -63,7 +63,7 @@ def test_export_layout_labels_and_versions(tiny, exported):
     assert info.class_names == CLASSES and info.top_k == 5
     assert info.num_segments == K and info.representation == "chromagram"
     assert info.ten_crop is False
-    assert info.outputs == ("probabilities", "top_classes", "top_scores")
+    assert info.outputs == ("probabilities", "top_classes", "top_scores", "audio_missing")
     assert info.signatures[SIGNATURE_MEDIA] == [
         {"name": "frames", "dtype": "uint8", "shape": [-1, K, -1, -1, 3]},
         {"name": "audio_image", "dtype": "uint8", "shape": [-1, 299, 299, 3]}]
@@ -293,7 +293,8 @@ def test_saved_model_cli_lists_named_inputs_and_outputs(exported):
     }
     outputs = {"probabilities": ("DT_FLOAT", f"(-1, {len(CLASSES)})"),
                "top_classes": ("DT_STRING", "(-1, 5)"),
-               "top_scores": ("DT_FLOAT", "(-1, 5)")}
+               "top_scores": ("DT_FLOAT", "(-1, 5)"),
+               "audio_missing": ("DT_BOOL", "(-1)")}
     for name, block in blocks.items():
         ins, outs = block.split("contains the following output(s):")
         assert ins.count("inputs['") == len(expected_inputs[name]), block
