@@ -18,6 +18,10 @@ neighbouring segments overlap when the segments are closer than ``window_s``; a 
 an edge gets the first (or last) ``L`` samples. Centres are relative to the *decoded audio's*
 start: subtract the trim ``record.start_s`` (and any later audio start) from the frame
 timestamps, which count from the file start (:func:`segment_centres`).
+
+The rule is written once, in TensorFlow ops (:func:`window_starts`): the Beam job runs it
+eagerly through :func:`segment_windows`, the serving graph (``serve_waveform`` of a
+temporal-binding export, :mod:`maivar_tf.serving.segments`) on a length known only at run time.
 """
 
 from __future__ import annotations
@@ -25,8 +29,39 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import tensorflow as tf
 
-__all__ = ["cut_windows", "segment_centres", "segment_windows"]
+__all__ = ["cut_windows", "segment_centres", "segment_windows", "window_length",
+           "window_starts"]
+
+
+def window_length(window_s: float, sample_rate: int) -> int:
+    """The samples in one segment's audio window, ``round(window_s * sample_rate)`` (>= 1)."""
+    return max(1, int(round(float(window_s) * int(sample_rate))))
+
+
+def window_starts(centres_s, num_samples, sample_rate: int, window_s: float
+                  ) -> tuple[tf.Tensor, tf.Tensor]:
+    """Each segment's audio window ``[start, start + length)`` in samples (the module rule).
+
+    TensorFlow ops, so the length may be known only in a graph; eager on NumPy values too.
+
+    Args:
+        centres_s: float ``[..., K]`` segment times in seconds from the waveform's start.
+        num_samples: the waveform's length N (int scalar, may be a tensor).
+        sample_rate: Hz.
+        window_s: the window's length in seconds (``audio.segment_seconds``).
+
+    Returns:
+        ``(starts int32 [..., K], length int32 [])`` with ``length = min(N, L)``.
+    """
+    n = tf.cast(num_samples, tf.int64)
+    full = window_length(window_s, sample_rate)
+    length = tf.minimum(tf.constant(full, tf.int64), n)
+    c = tf.cast(centres_s, tf.float64) * float(sample_rate)
+    start = tf.cast(tf.floor(c - full / 2 + 0.5), tf.int64)
+    starts = tf.clip_by_value(start, tf.zeros_like(start), tf.maximum(n - length, 0))
+    return tf.cast(starts, tf.int32), tf.cast(length, tf.int32)
 
 
 def segment_centres(timestamps_us: Sequence[int] | np.ndarray, audio_start_s: float = 0.0
@@ -70,12 +105,9 @@ def segment_windows(centres_s: Sequence[float] | np.ndarray, num_samples: int,
     c = np.asarray(centres_s, np.float64)
     if c.ndim != 1:
         raise ValueError(f"segment_windows: centres must be 1-D [K]; got shape {c.shape}")
-    length = max(1, int(round(window_s * sample_rate)))
-    if n <= length:
-        return np.tile(np.array([[0, n]], np.int64), (c.shape[0], 1))
-    start = np.floor(c * sample_rate - length / 2 + 0.5).astype(np.int64)
-    start = np.clip(start, 0, n - length)
-    return np.stack([start, start + length], axis=1).astype(np.int64)
+    starts, length = window_starts(c, n, int(sample_rate), float(window_s))
+    start = np.asarray(starts, np.int64)
+    return np.stack([start, start + int(length)], axis=1).astype(np.int64)
 
 
 def cut_windows(waveform: np.ndarray, windows: np.ndarray) -> np.ndarray:

@@ -6,8 +6,9 @@ long, centred on the segment's time, moved inside the clip at its edges, the who
 the clip is shorter than the window (the arithmetic of :mod:`maivar_tf.data.segments`, which
 the Beam job uses). ``serve_waveform`` has no frame timestamps, so its segment times are TSN's
 centre times of the waveform's duration, ``t_k = (k + 0.5) * duration / K``
-(:func:`centre_times`); :func:`window_starts` and :func:`segment_waveforms` are the window
-arithmetic in TensorFlow ops (they run eagerly on NumPy values as well as in a graph; tested equal to the NumPy rule).
+(:func:`centre_times`); :func:`segment_waveforms` cuts the windows in the graph with
+:func:`maivar_tf.data.segments.window_starts`, the one implementation of the window rule
+(the Beam job runs it eagerly).
 
 :func:`event_spans` turns a localiser's per-segment softmax (``[K, C + 1]``, class ``C`` =
 background; Tian et al., ECCV 2018) into the time spans where an action is present, for
@@ -22,44 +23,17 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from maivar_tf.data.segments import window_length, window_starts
+
+__all__ = ["centre_times", "event_spans", "segment_spacing", "segment_waveforms",
+           "window_length", "window_starts"]
+
 
 def centre_times(duration_s, num_segments: int) -> tf.Tensor:
     """TSN's segment centre times ``(k + 0.5) * duration / K`` (float32 ``[..., K]``)."""
     d = tf.cast(duration_s, tf.float64)[..., None]
     k = tf.range(int(num_segments), dtype=tf.float64) + 0.5
     return tf.cast(k * d / float(num_segments), tf.float32)
-
-
-def window_length(window_s: float, sample_rate: int) -> int:
-    """The samples in one segment's audio window, ``round(window_s * sample_rate)`` (>= 1)."""
-    return max(1, int(round(float(window_s) * int(sample_rate))))
-
-
-def window_starts(centres_s, num_samples, sample_rate: int, window_s: float
-                  ) -> tuple[tf.Tensor, tf.Tensor]:
-    """Each segment's audio window ``[start, start + length)`` in samples, in TF ops.
-
-    The rule of :func:`maivar_tf.data.segments.segment_windows` (the Beam job's), for a
-    length known only in the graph: with ``L = max(1, round(window_s * sample_rate))``, the
-    whole clip when ``num_samples <= L``, else ``start = floor(c * sample_rate - L / 2 + 0.5)``
-    moved inside ``[0, num_samples - L]``.
-
-    Args:
-        centres_s: float ``[..., K]`` segment times in seconds from the waveform's start.
-        num_samples: the waveform's length (int scalar, may be a tensor).
-        sample_rate: Hz.
-        window_s: the window's length in seconds (``audio.segment_seconds``).
-
-    Returns:
-        ``(starts int32 [..., K], length int32 [])``: ``length = min(num_samples, L)``.
-    """
-    n = tf.cast(num_samples, tf.int64)
-    full = window_length(window_s, sample_rate)
-    length = tf.minimum(tf.constant(full, tf.int64), n)
-    c = tf.cast(centres_s, tf.float64) * float(sample_rate)
-    start = tf.cast(tf.floor(c - full / 2 + 0.5), tf.int64)
-    starts = tf.clip_by_value(start, tf.zeros_like(start), tf.maximum(n - length, 0))
-    return tf.cast(starts, tf.int32), tf.cast(length, tf.int32)
 
 
 def segment_waveforms(waveform: tf.Tensor, centres_s: tf.Tensor, sample_rate: int,

@@ -48,7 +48,7 @@ WINDOW_CASES = [
 
 
 @pytest.mark.parametrize("centres,n,rate,window", WINDOW_CASES)
-def test_graph_windows_equal_the_beam_rule(centres, n, rate, window):
+def test_window_rule_in_a_graph_equals_the_eager_one(centres, n, rate, window):
     expected = segment_windows(centres, n, rate, window)
     starts, length = window_starts(np.asarray(centres), n, rate, window)
     got = np.stack([starts.numpy(), starts.numpy() + int(length)], axis=1)
