@@ -394,7 +394,8 @@ def run_ablation(cfg: ExperimentConfig, over: str, values: Sequence[str] | None 
             continue
         sets = []
         for split in ("train", "test"):
-            key = (cell.cfg.model.representation, cell.cfg.model.audio_backbone, split)
+            key = (cell.cfg.model.representation, cell.cfg.model.audio_backbone,
+                   needs_segments(cell.cfg), split)
             if key not in loaded:
                 loaded[key] = cell_features(cell.cfg, features_dir, split)
             sets.append(loaded[key])

@@ -141,14 +141,12 @@ def needs_segments(cfg_or_method: Any) -> bool:
 
 def load_split(features_dir: str | Path, split: str, representation: str,
                audio_backbone: str | None = None, segments: bool = False) -> Any:
-    """``load_features``, asking for the per-segment audio features only when ``segments``
-    (older feature loaders do not know the argument)."""
+    """``load_features`` with the per-segment audio features when ``segments`` (a run that
+    binds them, :func:`needs_segments`)."""
     from maivar_tf.features import load_features
 
-    if segments:
-        return load_features(features_dir, split, representation, audio_backbone=audio_backbone,
-                             segments=True)
-    return load_features(features_dir, split, representation, audio_backbone=audio_backbone)
+    return load_features(features_dir, split, representation, audio_backbone=audio_backbone,
+                         segments=segments)
 
 
 __all__ = ["SILENT", "load_split", "localisation_labels", "localisation_metrics",

@@ -213,3 +213,24 @@ def test_silent_audio_and_localisation_columns_summarise_the_seeds():
     assert lines[2].endswith("| Fusion top-1, silent audio (%) | Localisation segment acc. (%) |")
     assert lines[4].endswith("| n/a | 30.00 ± 14.14 | 70.00 ± 14.14 |")
     assert lines[5].endswith("| 80.00 ± 0.00 | 70.00 ± 0.00 |")
+
+
+def test_temporal_binding_cells_get_their_own_per_segment_features(tmp_path, monkeypatch):
+    from maivar_tf.localisation import needs_segments
+
+    monkeypatch.setattr(ablation, "evaluate_models", fake_evaluate)
+    monkeypatch.setattr(ablation, "cell_features", lambda cfg, d, split: types.SimpleNamespace(
+        axis="fusion", segments=needs_segments(cfg)))
+    cfg = _config(tmp_path)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, segment_audio=True))
+    seen = []
+
+    class Recording(FakeTraining):
+        def __call__(self, cfg, train, run_dir, donor):
+            seen.append((cfg.model.fusion, train.segments))
+            return super().__call__(cfg, train, run_dir, donor)
+
+    ablation.run_ablation(cfg, "fusion", ["vmlp_init", "temporal_binding"], 1,
+                          train_fn=Recording(), extract=False)
+    # the clip-level cell's features (loaded first) are not reused for temporal binding
+    assert seen == [("vmlp_init", False), ("temporal_binding", True)]
