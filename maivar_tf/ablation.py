@@ -319,8 +319,9 @@ def summarise(results: Sequence[dict[str, Any]], values: Sequence[str],
     """Per value: mean ± std of each stream's test top-1, of epochs to 95% and of the final
     validation accuracy, and the fusion top-1's paired difference with ``baseline``; when the
     cells have them, of the fusion top-1 on silent audio (``fusion_silent_top1``) and of the
-    localiser's segment and event accuracy (``localisation_segment_accuracy``,
-    ``localisation_event_accuracy``)."""
+    localiser's segment and event accuracy and of the two trivial baselines on the same
+    segments (``localisation_segment_accuracy``, ``localisation_event_accuracy``,
+    ``localisation_baseline_all_event``, ``localisation_baseline_all_background``)."""
     by_value = {v: sorted((r for r in results if r["value"] == v), key=lambda r: r["seed"])
                 for v in values}
     base = {r["seed"]: r["test"]["fusion"]["top1"] for r in by_value.get(baseline, [])}
@@ -334,7 +335,8 @@ def summarise(results: Sequence[dict[str, Any]], values: Sequence[str],
         if any("test_silent" in r for r in cells):
             row["fusion_silent_top1"] = _summary([r.get("test_silent", {}).get("fusion", {})
                                                   .get("top1") for r in cells])
-        for k in ("segment_accuracy", "event_accuracy"):
+        for k in ("segment_accuracy", "event_accuracy", "baseline_all_event",
+                  "baseline_all_background"):
             if any((r.get("localisation") or {}).get(k) is not None for r in cells):
                 row[f"localisation_{k}"] = _summary([(r.get("localisation") or {}).get(k)
                                                      for r in cells])

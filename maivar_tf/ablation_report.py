@@ -30,7 +30,10 @@ AXIS_TITLES = {"fusion": "Fusion", "representation": "Representation",
                "audio_backbone": "Audio backbone", "modality_dropout": "Modality dropout"}
 #: Optional columns: (row key, title), shown when some row has the key.
 EXTRA_COLUMNS = (("fusion_silent_top1", "Fusion top-1, silent audio (%)"),
-                 ("localisation_segment_accuracy", "Localisation segment acc. (%)"))
+                 ("localisation_segment_accuracy", "Localisation segment acc., C+1 way (%)"),
+                 ("localisation_event_accuracy", "Event/background acc. (%)"),
+                 ("localisation_baseline_all_event", "Baseline: all event (%)"),
+                 ("localisation_baseline_all_background", "Baseline: all background (%)"))
 #: The ablation axes: the ``model`` field each one sets (see :mod:`maivar_tf.ablation`).
 AXES: tuple[str, ...] = tuple(AXIS_TITLES)
 

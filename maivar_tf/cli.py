@@ -160,9 +160,11 @@ def demo(cfg, cfg_path: str | None, overrides: Sequence[str], run_dir: Path) -> 
     if rc != 0:
         print(f"maivar: the Beam job failed (exit {rc})", file=sys.stderr)
         return rc
-    step("3/5 extracting BNInception video and InceptionResNetV2 audio features")
+    step(f"3/5 extracting BNInception video and {cfg.model.audio_backbone} audio features"
+         + (" (per segment too)" if cfg.data.segment_audio else ""))
     extract_features(cfg, representations=[cfg.model.representation])
-    step("4/5 training Algorithm 1: audio MLP, VMLP, fusion MLP initialised from the VMLP")
+    step(f"4/5 training Algorithm 1: audio MLP, VMLP, fusion ({cfg.model.fusion}) initialised "
+         "from the VMLP" + (", then the localiser" if cfg.model.localisation else ""))
     run = _train(cfg, run_dir)
     step("5/5 evaluating on the test split")
     report = _evaluate(cfg, run.run_dir)

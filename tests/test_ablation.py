@@ -198,7 +198,8 @@ def test_silent_audio_and_localisation_columns_summarise_the_seeds():
                                                                            "fusion")}
         return {"value": value, "seed": seed, "test": top,
                 "test_silent": {"fusion": {"top1": silent}},
-                "localisation": {"segment_accuracy": seg, "event_accuracy": seg},
+                "localisation": {"segment_accuracy": seg, "event_accuracy": seg + 0.1,
+                                 "baseline_all_event": 0.4, "baseline_all_background": 0.6},
                 "convergence": {"epochs_to_95": None, "final_val_accuracy": None,
                                 "val_accuracy": [], "val_loss": []}}
 
@@ -210,9 +211,13 @@ def test_silent_audio_and_localisation_columns_summarise_the_seeds():
     report = {"name": "md", "axis": "modality_dropout", "baseline": "0", "values": ["0", "0.5"],
               "seeds": [0, 1], "rows": rows, "cells": cells}
     lines = format_ablation_table(report).splitlines()
-    assert lines[2].endswith("| Fusion top-1, silent audio (%) | Localisation segment acc. (%) |")
-    assert lines[4].endswith("| n/a | 30.00 ± 14.14 | 70.00 ± 14.14 |")
-    assert lines[5].endswith("| 80.00 ± 0.00 | 70.00 ± 0.00 |")
+    assert lines[2].endswith("| Fusion top-1, silent audio (%) | Localisation segment acc., C+1 "
+                             "way (%) | Event/background acc. (%) | Baseline: all event (%) | "
+                             "Baseline: all background (%) |")
+    assert lines[4].endswith("| n/a | 30.00 ± 14.14 | 70.00 ± 14.14 | 80.00 ± 14.14 | "
+                             "40.00 ± 0.00 | 60.00 ± 0.00 |")
+    assert lines[5].endswith("| 80.00 ± 0.00 | 70.00 ± 0.00 | 80.00 ± 0.00 | 40.00 ± 0.00 | "
+                             "60.00 ± 0.00 |")
 
 
 def test_temporal_binding_cells_get_their_own_per_segment_features(tmp_path, monkeypatch):
