@@ -203,30 +203,31 @@ def file_digest(path: str) -> str:
 # ----------------------------------------------------------------------------- counts
 
 
-def counts_from_shards(paths: Sequence[str], audio_missing: bool = False
-                       ) -> dict[tuple[str, int], int]:
-    """``{(split, label_index): count}`` by parsing written shards (runners without metrics).
+def counts_from_shards(paths: Sequence[str]
+                       ) -> tuple[dict[tuple[str, int], int], dict[str, int]]:
+    """The counts of the job's metrics, by parsing written shards (runners without metrics).
 
     Args:
         paths: shard files.
-        audio_missing: count only the examples with ``audio/missing`` set.
+
+    Returns:
+        ``({(split, label_index): count}, {split: examples with audio/missing set})``.
     """
     import tensorflow as tf
 
     from maivar_tf.data import schema
 
     counts: dict[tuple[str, int], int] = {}
+    missing: dict[str, int] = {}
     for path in paths:
         for raw in tf.data.TFRecordDataset(path):
-            ex = tf.train.SequenceExample.FromString(raw.numpy())
-            feat = ex.context.feature
-            if audio_missing and not (schema.AUDIO_MISSING in feat
-                                      and feat[schema.AUDIO_MISSING].int64_list.value[0]):
-                continue
-            key = (feat[schema.SPLIT].bytes_list.value[0].decode(),
-                   int(feat[schema.LABEL_INDEX].int64_list.value[0]))
+            feat = tf.train.SequenceExample.FromString(raw.numpy()).context.feature
+            split = feat[schema.SPLIT].bytes_list.value[0].decode()
+            key = (split, int(feat[schema.LABEL_INDEX].int64_list.value[0]))
             counts[key] = counts.get(key, 0) + 1
-    return counts
+            if schema.AUDIO_MISSING in feat and feat[schema.AUDIO_MISSING].int64_list.value[0]:
+                missing[split] = missing.get(split, 0) + 1
+    return counts, missing
 
 
 def _counters(result, namespace: str):
@@ -400,11 +401,7 @@ def publish_job(result, staging: str, output_dir: str, *, exp: ExperimentConfig,
     missing = audio_missing_counts(result)
     if not success and len(failed_lines) < num_records:
         LOGGER.warning("the runner reported no success counts; reading them from the shards")
-        success = counts_from_shards(match(join(staging, SHARD_GLOB)))
-        missing = {}
-        for (split, _), n in counts_from_shards(match(join(staging, SHARD_GLOB)),
-                                                audio_missing=True).items():
-            missing[split] = missing.get(split, 0) + n
+        success, missing = counts_from_shards(match(join(staging, SHARD_GLOB)))
     summary = summarize(success or {}, failed_lines, splits, class_names, missing)
     ok = num_written(summary)
     info, info_path = None, None

@@ -197,8 +197,8 @@ def test_counts_from_shards_agree_with_the_metrics(built):
     """The fallback for runners without metrics gives what the metrics gave."""
     _, out, _ = built
     info = json.loads((out / DATASET_INFO).read_text())
-    counts = publish.counts_from_shards([str(p) for p in sorted(out.glob("*.tfrecord"))])
-    summary = publish.summarize(counts, [], ["train", "test"], info["class_names"])
+    counts, missing = publish.counts_from_shards([str(p) for p in sorted(out.glob("*.tfrecord"))])
+    summary = publish.summarize(counts, [], ["train", "test"], info["class_names"], missing)
     assert summary["counts"] == info["counts"]
 
 

@@ -17,6 +17,7 @@ import pytest
 import tensorflow as tf
 
 import beam.build_tfrecords as job
+from beam import publish
 from maivar_tf.config import SynthConfig, load_config
 from maivar_tf.data import schema
 from maivar_tf.data.annotations import VideoRecord, make_example_id, read_annotations
@@ -105,6 +106,9 @@ def test_a_clip_without_audio_is_kept_silent_marked_and_counted(silent_run, sile
     assert info["counts"]["train"]["audio_missing"] == 1
     assert info["counts"]["test"]["audio_missing"] == 0
     assert info["failed"]["total"] == 0
+    # a runner without metrics counts the silent clips from the shards instead
+    shards = [str(p) for p in sorted(Path(exp.data.output_dir).glob("*.tfrecord"))]
+    assert publish.counts_from_shards(shards)[1] == {"train": 1}
     assert [m for m in seen if "kept with silent audio" in m] == [
         f"{silent_clip}: no audio; kept with silent audio (data.on_missing_audio: silence, "
         "audio/missing = 1)"]
