@@ -34,6 +34,7 @@ from maivar_tf import callbacks, distribute, runs, seeds, training
 from maivar_tf.artifacts import RunInfo
 from maivar_tf.config import StageConfig, TrainConfig
 from maivar_tf.models import heads
+from tests.shared_helpers import StopAt
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -497,18 +498,6 @@ def test_killed_run_resumes_from_backup(tmp_path):
     _assert_same_training(tmp_path, reference)
 
 
-class _StopAt(keras.callbacks.Callback):
-    """Stops a fit when ``epoch`` begins, leaving its backup as a kill would."""
-
-    def __init__(self, epoch: int) -> None:
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise toy.Interrupted
-
-
 def test_a_stage_stopped_twice_and_resumed_ends_as_the_uninterrupted_one(tmp_path):
     cfg = toy.toy_config(epochs=(1, 4, 1), batch=8)
     features = toy.toy_features(4)
@@ -525,7 +514,7 @@ def test_a_stage_stopped_twice_and_resumed_ends_as_the_uninterrupted_one(tmp_pat
     stage(tmp_path / "uninterrupted")
     for stop in (1, 3):  # resumed after epoch 1, then stopped again
         with pytest.raises(toy.Interrupted):
-            stage(tmp_path / "resumed", _StopAt(stop))
+            stage(tmp_path / "resumed", StopAt(stop, toy.Interrupted))
     assert stage(tmp_path / "resumed")[1]["resumed_after_epoch"] == 3
     _assert_same_training(tmp_path / "resumed", tmp_path / "uninterrupted", stages=("vmlp",))
 

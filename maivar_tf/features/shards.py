@@ -274,32 +274,25 @@ def resolve_audio_backbone(info: FeatureInfo, audio_backbone: str | None) -> str
 
 
 def _check_extracted(info: FeatureInfo, features_dir: Path, split: str,
-                     representation: str, backbone: str) -> None:
+                     representation: str, backbone: str, segments: bool = False) -> None:
+    """Raises FeatureError unless the split's (per-segment, with ``segments``) audio features
+    of ``representation`` from ``backbone`` were extracted, saying what to run."""
     if representation not in REPRESENTATIONS:
         raise FeatureError(f"unknown representation {representation!r}; allowed: "
                            f"{', '.join(REPRESENTATIONS)}")
     if split not in info.splits:
         raise FeatureError(f"no {split!r} features in {features_dir}; extracted splits: "
                            f"{', '.join(info.splits) or 'none'}")
-    done = info.audio(backbone).representations.get(split, ())
+    audio = info.audio(backbone)
+    done = (audio.segment_representations if segments else audio.representations).get(split, ())
     if representation not in done:
         which = "" if backbone == DEFAULT_AUDIO_BACKBONE else f" --set model.audio_backbone={backbone}"
+        kind, build = ("per-segment ", "Build the TFRecords with data.segment_audio=true, then "
+                       "run") if segments else ("", "Run")
         raise FeatureError(
-            f"no {representation!r} audio features ({backbone}) for split {split!r} in "
+            f"no {kind}{representation!r} audio features ({backbone}) for split {split!r} in "
             f"{features_dir}; extracted: {', '.join(done) or 'none'}. "
-            f"Run `maivar extract --representations {representation}{which}`.")
-
-
-def _check_segments_extracted(info: FeatureInfo, features_dir: Path, split: str,
-                              representation: str, backbone: str) -> None:
-    done = info.audio(backbone).segment_representations.get(split, ())
-    if representation not in done:
-        which = "" if backbone == DEFAULT_AUDIO_BACKBONE else f" --set model.audio_backbone={backbone}"
-        raise FeatureError(
-            f"no per-segment {representation!r} audio features ({backbone}) for split "
-            f"{split!r} in {features_dir}; extracted: {', '.join(done) or 'none'}. Build the "
-            "TFRecords with data.segment_audio=true, then run `maivar extract "
-            f"--representations {representation}{which}`.")
+            f"{build} `maivar extract --representations {representation}{which}`.")
 
 
 def _per_clip_fields(paired: dict[str, np.ndarray]) -> dict[str, np.ndarray | None]:
@@ -335,7 +328,7 @@ def load_features(features_dir: str | os.PathLike, split: str, representation: s
     backbone = resolve_audio_backbone(info, audio_backbone)
     _check_extracted(info, features_dir, split, representation, backbone)
     if segments:
-        _check_segments_extracted(info, features_dir, split, representation, backbone)
+        _check_extracted(info, features_dir, split, representation, backbone, segments=True)
     dim = info.audio(backbone).dim
     video = read_video_shards(_shard_files(features_dir, split, None), info.num_segments,
                               info.video_dim)

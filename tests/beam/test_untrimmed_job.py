@@ -11,7 +11,6 @@ import json
 import logging
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -25,6 +24,7 @@ from maivar_tf.data.audio_image import render_audio_images
 from maivar_tf.data.synthetic import clip_spans, generate_dataset
 from maivar_tf.data.video import load_clip
 from tests.beam.jobdata import CLIPS_DIR, dead_letters
+from tests.shared_helpers import remux_video_only
 
 AVE = "ave_0lFf-HP86Q0_female_speech.mp4"
 SPEECH = "Female speech, woman speaking"
@@ -32,21 +32,6 @@ K = 4
 SIZE = 32
 SYNTH = SynthConfig(num_motions=2, num_sounds=1, train_per_class=1, test_per_class=1,
                     seconds=2.0, width=64, height=48, seed=5, untrimmed=True)
-
-
-def remux_video_only(src: Path, dst: Path) -> Path:
-    """``src``'s video stream alone, packets copied (no re-encoding), into ``dst``."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        vin = inp.streams.video[0]
-        vout = out.add_stream_from_template(vin)
-        for packet in inp.demux(vin):
-            if packet.dts is None:
-                continue
-            packet.stream = vout
-            out.mux(packet)
-    with av.open(str(dst)) as check:
-        assert not check.streams.audio and check.streams.video
-    return dst
 
 
 def _overrides(video_root: Path, out: Path, *extra: str) -> list[str]:

@@ -28,6 +28,7 @@ from maivar_tf.config.data import DataConfig
 from maivar_tf.localisation import localisation_labels, localisation_metrics, silent_features
 from maivar_tf.models import fusion, heads, temporal
 from maivar_tf.models.modality import ModalityDropout
+from tests.shared_helpers import StopAt
 
 K, DV, DA, C = 4, 8, 6, 3
 SILENT = np.linspace(-1.0, 1.0, DA).astype(np.float32)
@@ -230,16 +231,6 @@ def test_localiser_is_skipped_without_segment_labels_and_features_are_checked(tm
                                 dataclasses.replace(toy(2), silent_audio=None), verbose=0)
 
 
-class _StopAt(keras.callbacks.Callback):
-    def __init__(self, epoch: int) -> None:
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt
-
-
 def test_a_fusion_stage_with_modality_dropout_resumes_exactly(tmp_path):
     features, cfg = toy(4), _model_cfg()
     plan = training.StagePlan("fusion", 2, 1e-2, 4, 7)
@@ -254,7 +245,7 @@ def test_a_fusion_stage_with_modality_dropout_resumes_exactly(tmp_path):
 
     reference = stage(tmp_path / "uninterrupted")[0].get_weights()
     with pytest.raises(KeyboardInterrupt):
-        stage(tmp_path / "resumed", _StopAt(1))
+        stage(tmp_path / "resumed", StopAt(1))
     resumed, info = stage(tmp_path / "resumed")
     assert info["resumed_after_epoch"] == 1
     for a, b in zip(resumed.get_weights(), reference, strict=True):

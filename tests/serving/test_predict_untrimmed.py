@@ -29,20 +29,7 @@ from maivar_tf.predict import (  # noqa: E402
 from maivar_tf.serving.predictors import RunPredictor  # noqa: E402
 from tests.serving.helpers import CLASSES, REPRESENTATION  # noqa: E402
 from tests.serving.temporal_run import keras_segment_outputs  # noqa: E402
-
-
-def remux_video_only(src, dst) -> None:
-    """Copies ``src``'s video stream alone (no re-encoding) into ``dst``."""
-    import av
-
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        stream = inp.streams.video[0]
-        copy = out.add_stream_from_template(stream)
-        for packet in inp.demux(stream):
-            if packet.dts is None:
-                continue
-            packet.stream = copy
-            out.mux(packet)
+from tests.shared_helpers import remux_video_only  # noqa: E402
 
 
 @pytest.fixture(scope="module")
