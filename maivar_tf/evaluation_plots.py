@@ -45,13 +45,17 @@ def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: str 
 
 
 def tsne_embed(x: np.ndarray, seed: int = 0) -> np.ndarray:
-    """2-D t-SNE of ``x`` ``[N, D]`` (PCA to 50 dims first when D > 50); deterministic."""
+    """2-D t-SNE of ``x`` ``[N, D]`` (PCA to 50 dims first when D > 50); deterministic.
+
+    Fewer than 3 points, or points that are all the same (e.g. the audio MLP's embedding when
+    every clip's audio is the silent one), sit at the origin: t-SNE's gradient is NaN there.
+    """
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
     x = np.asarray(x, np.float64).reshape(len(x), -1)
     n = len(x)
-    if n < 3:
+    if n < 3 or np.ptp(x, axis=0).max() <= 1e-12 * (1.0 + np.abs(x).max()):
         return np.zeros((n, 2))
     if x.shape[1] > 50 and n > 50:
         x = PCA(n_components=50, random_state=seed).fit_transform(x)

@@ -258,3 +258,14 @@ def test_the_report_gives_the_ece_before_and_after_the_runs_temperature(tmp_path
     assert "temperature 2.500, fitted on 16 validation examples" in text
     assert "calibration" not in evaluate_models({"fusion": fusion}, fs, tmp_path / "plain",
                                                 tsne=False)
+
+
+def test_tsne_of_identical_points_is_finite_at_the_origin():
+    """Every clip's audio silent: the audio MLP's embeddings are one point, which t-SNE's
+    gradient cannot place (NaN); they are drawn at the origin instead."""
+    from maivar_tf.evaluation_plots import tsne_embed
+
+    same = np.tile(np.linspace(-1.0, 2.0, 16), (12, 1))
+    np.testing.assert_array_equal(tsne_embed(same), np.zeros((12, 2)))
+    spread = tsne_embed(np.random.default_rng(0).normal(size=(12, 16)))
+    assert np.isfinite(spread).all() and np.ptp(spread, axis=0).min() > 0
