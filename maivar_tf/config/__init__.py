@@ -27,7 +27,9 @@ from maivar_tf.config.sections import (
     FUSION_METHODS,
     MISSING_AUDIO,
     REPRESENTATIONS,
+    SALIENCY_SUPERVISION,
     SAMPLING_MODES,
+    SELECTION_MODES,
     STAGE_SECTIONS,
     STRATEGIES,
     VIDEO_POOLING,
@@ -45,7 +47,7 @@ from maivar_tf.config.sections import (
 __all__ = [
     "AUDIO_BACKBONES", "AUDIO_ROWS_INIT", "COLORMAPS", "DATASETS", "DEFAULT_CONFIG",
     "FUSION_METHODS", "MISSING_AUDIO", "MOVED_KEYS",
-    "REPRESENTATIONS", "SAMPLING_MODES", "STAGE_SECTIONS", "STRATEGIES", "VIDEO_POOLING",
+    "REPRESENTATIONS", "SALIENCY_SUPERVISION", "SELECTION_MODES", "SAMPLING_MODES", "STAGE_SECTIONS", "STRATEGIES", "VIDEO_POOLING",
     "AudioImageConfig", "ConfigError", "DataConfig", "ExperimentConfig", "ExtractConfig",
     "ModelConfig", "StageConfig", "SynthConfig", "TrainConfig", "apply_overrides",
     "config_from_json_dict", "from_dict", "load_config", "resolve_config_path", "to_dict",

@@ -25,6 +25,10 @@ AUDIO_ROWS_INIT = ("zeros", "glorot_uniform")
 FUSION_METHODS: tuple[str, ...] = ("vmlp_init", "random_init", "linear", "late", "gated", "film",
                                    "temporal_binding")
 SAMPLING_MODES = ("center", "random")
+#: Which segments the visual backbone runs on (``model.selection``; ``oracle`` for evaluation).
+SELECTION_MODES = ("uniform", "audio_topk")
+#: What trains the saliency scorer of ``audio_topk`` (``model.saliency``).
+SALIENCY_SUPERVISION = ("clip", "segments")
 #: What the Beam job and predict do with a clip without an audio track (``data.on_missing_audio``).
 MISSING_AUDIO = ("reject", "silence")
 COLORMAPS = ("viridis", "magma", "inferno", "plasma", "gray")
@@ -35,6 +39,7 @@ AUDIO_BACKBONES: tuple[str, ...] = (
     "resnet18", "resnet50", "resnet101", "resnet152",
     "resnet50_v2", "resnet101_v2", "resnet152_v2",
     *(f"efficientnet_b{i}" for i in range(8)),
+    "mobilenet_v3_small",
 )
 
 

@@ -19,7 +19,9 @@ from maivar_tf.config.checks import (  # noqa: F401  (re-exported: the public na
     FUSION_METHODS,
     MISSING_AUDIO,
     REPRESENTATIONS,
+    SALIENCY_SUPERVISION,
     SAMPLING_MODES,
+    SELECTION_MODES,
     STRATEGIES,
     VIDEO_POOLING,
     ConfigError,
@@ -63,6 +65,14 @@ class ModelConfig:
             (odd: the segment and ``(w - 1) / 2`` on each side, averaged).
         localisation: also train the per-segment event/class head on the temporal-binding
             features (needs segment labels: a dataset with annotated spans).
+        selection: which segments the visual backbone runs on (Listen to Look, Gao et al.
+            2020): ``uniform`` (TSN's ``budget`` evenly spaced segments) or ``audio_topk`` (a
+            light audio preview of all K segments, a saliency scorer, the top ``budget``).
+        budget: k, the segments the visual backbone runs on (0: all K, no selection).
+        preview_backbone: the light per-segment audio encoder of ``audio_topk`` (one of
+            :data:`AUDIO_BACKBONES`).
+        saliency: what trains the saliency scorer: ``clip`` (the clip label, weak supervision)
+            or ``segments`` (the segment labels of annotated spans).
     """
 
     video_weights: str = "none"
@@ -77,10 +87,18 @@ class ModelConfig:
     fusion: str = "vmlp_init"
     binding_window: int = 1
     localisation: bool = False
+    selection: str = "uniform"
+    budget: int = 0
+    preview_backbone: str = "mobilenet_v3_small"
+    saliency: str = "clip"
 
     def __post_init__(self) -> None:
         s = "model"
         check_positive(s, "binding_window", self.binding_window)
+        check_choice(s, "selection", self.selection, SELECTION_MODES)
+        check_choice(s, "preview_backbone", self.preview_backbone, AUDIO_BACKBONES)
+        check_choice(s, "saliency", self.saliency, SALIENCY_SUPERVISION)
+        check_positive(s, "budget", self.budget, allow_zero=True)
         if int(self.binding_window) != self.binding_window or self.binding_window % 2 == 0:
             raise ConfigError(f"{s}.binding_window: invalid value {self.binding_window!r}; "
                               "allowed: an odd integer >= 1")
@@ -171,6 +189,8 @@ class TrainConfig:
             (the temperature stays 1.0).
         localisation: the per-segment localisation head's training (``model.localisation``),
             after the fusion stage; its seed is ``seed + 3``.
+        saliency: the saliency scorer's training (``model.selection: audio_topk``), on the
+            preview features; its seed is ``seed + 4``.
     """
 
     strategy: str = "auto"
@@ -184,6 +204,8 @@ class TrainConfig:
     val_fraction: float = 0.0
     localisation: StageConfig = field(default_factory=lambda: StageConfig(
         epochs=30, learning_rate=1e-3, batch_size=256))
+    saliency: StageConfig = field(default_factory=lambda: StageConfig(
+        epochs=30, learning_rate=1e-3, batch_size=256))
 
     def __post_init__(self) -> None:
         check_choice("train", "strategy", self.strategy, STRATEGIES)
@@ -194,6 +216,7 @@ class TrainConfig:
         for section, _ in STAGE_SECTIONS:
             getattr(self, section).validate(f"train.{section}")
         self.localisation.validate("train.localisation")
+        self.saliency.validate("train.saliency")
 
     def stage(self, section: str) -> StageConfig:
         """The :class:`StageConfig` of ``audio``, ``video`` or ``fusion``."""
@@ -215,6 +238,12 @@ class ExperimentConfig:
         if self.model.fusion == "temporal_binding" and not self.data.segment_audio:
             raise ConfigError("model.fusion: 'temporal_binding' binds per-segment audio; "
                               "allowed with data.segment_audio: true")
+        if self.model.selection == "audio_topk" and not self.data.segment_audio:
+            raise ConfigError("model.selection: 'audio_topk' previews per-segment audio; "
+                              "allowed with data.segment_audio: true")
+        if self.model.budget > self.data.num_segments:
+            raise ConfigError(f"model.budget: {self.model.budget} > data.num_segments "
+                              f"{self.data.num_segments}; allowed: 0 (all) .. num_segments")
         if self.model.representation not in self.data.representations:
             raise ConfigError(
                 f"model.representation: {self.model.representation!r} is not rendered; "
