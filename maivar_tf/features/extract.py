@@ -33,8 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import glob
-import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -53,13 +51,19 @@ from maivar_tf.artifacts import (
 )
 from maivar_tf.config import ExperimentConfig
 from maivar_tf.console import progress as progress_bar
-from maivar_tf.data import schema
 from maivar_tf.features.codec import video_extras
 from maivar_tf.features.info import (
     audio_fingerprint,
     extraction_fingerprint,
     record_split,
     start_feature_info,
+)
+from maivar_tf.features.outputs import (
+    TMP_MARK,
+    check_finite_features,
+    count_records,
+    remove_stale_temps,
+    shard_ids,
 )
 from maivar_tf.features.shards import (
     FEATURE_KEYS,
@@ -75,9 +79,6 @@ if TYPE_CHECKING:  # the run imports TensorFlow and Keras only when it starts
     from maivar_tf.data.input_pipeline import ShardLayout
     from maivar_tf.models.backbones import BackboneFeatures
 
-logger = logging.getLogger(__name__)
-
-_TMP_MARK = ".tmp-"
 
 
 def input_shards(data_dir: str | os.PathLike, split: str) -> list[Path]:
@@ -116,9 +117,11 @@ class _Job:
     segment_audio: bool = False
 
 
-def _backbone_features(cfg: ExperimentConfig, out_dir: Path, injected: Mapping[str, Any]
+def _backbone_features(cfg: ExperimentConfig, out_dir: Path, injected: Mapping[str, Any],
+                       kinds: Sequence[str] = ("video", "audio")
                        ) -> dict[str, tuple[BackboneFeatures, BackboneSpec]]:
-    """``{kind: (BackboneFeatures, BackboneSpec)}``: injected models, else the configured ones.
+    """``{kind: (BackboneFeatures, BackboneSpec)}`` of ``kinds``: injected models, else the
+    configured ones.
 
     An injected model may be a Keras model or a ready :class:`BackboneFeatures` (whose trace is
     then reused across runs).
@@ -130,8 +133,8 @@ def _backbone_features(cfg: ExperimentConfig, out_dir: Path, injected: Mapping[s
     seeds = {"video": cfg.train.seed, "audio": cfg.train.seed + 1}
     archs = {"video": None, "audio": cfg.model.audio_backbone}
     out = {}
-    for kind, size in sizes.items():
-        given = injected.get(kind)
+    for kind in kinds:
+        size, given = sizes[kind], injected.get(kind)
         if isinstance(given, BackboneFeatures):
             if given.image_shape != (size, size, 3):
                 raise FeatureError(f"the injected {kind} backbone takes {given.image_shape}; "
@@ -185,10 +188,15 @@ def _shard_layout(cfg: ExperimentConfig, data_dir: Path, reps: Sequence[str]) ->
 
 def extract_features(cfg: ExperimentConfig, *, splits: Sequence[str] = ("train", "test"),
                      representations: Sequence[str] | None = None, progress: bool = True,
-                     video_backbone=None, audio_backbone=None,
+                     video_backbone=None, audio_backbone=None, preview_backbone=None,
                      data_dir: str | Path | None = None,
                      features_dir: str | Path | None = None) -> Path:
     """Runs the frozen backbones over the TFRecords and writes feature shards.
+
+    With ``model.selection: audio_topk`` it then also extracts the preview backbone's
+    (``model.preview_backbone``) clip-level and per-segment audio features into the same
+    folder, as an extraction with that ``model.audio_backbone`` would
+    (:mod:`maivar_tf.features.preview`).
 
     Args:
         cfg: the experiment; reads ``cfg.data.output_dir`` (TFRecords), writes
@@ -205,6 +213,8 @@ def extract_features(cfg: ExperimentConfig, *, splits: Sequence[str] = ("train",
             with ``cfg.model.video_weights``. Tests inject tiny ones.
         audio_backbone: the same for ``[B,S,S,3] -> [B,Da]``, standing in for
             ``cfg.model.audio_backbone`` (whose name its shards get); default that backbone.
+        preview_backbone: the same, standing in for ``cfg.model.preview_backbone`` (used with
+            ``audio_topk`` only).
         data_dir: overrides ``cfg.data.output_dir``.
         features_dir: overrides ``cfg.data.features_dir``.
 
@@ -212,25 +222,60 @@ def extract_features(cfg: ExperimentConfig, *, splits: Sequence[str] = ("train",
         The features folder.
 
     Raises:
-        FeatureError: no input shards for a split, a K or representation the shards lack, or
-            existing shards made with other settings (delete the folder or pick another one).
+        FeatureError: no input shards for a split, a K or representation the shards lack,
+            existing shards made with other settings (delete the folder or pick another one),
+            or ``audio_topk`` on TFRecords without per-segment audio-images.
     """
+    from maivar_tf.features.preview import needs_preview, preview_config
+
     data_dir = Path(data_dir or cfg.data.output_dir)
     out_dir = Path(features_dir or cfg.data.features_dir)
     reps, shards = _check_request(cfg, data_dir, splits, representations)
-    dataset_info = DatasetInfo.read(data_dir)
     layout = _shard_layout(cfg, data_dir, reps)
+    if needs_preview(cfg) and not layout.segment_audio:
+        raise FeatureError(f"model.selection: 'audio_topk' previews the per-segment "
+                           f"audio-images, which the TFRecords in {data_dir} do not hold; "
+                           "rebuild them with data.segment_audio=true")
     backbones = _backbone_features(cfg, out_dir, {"video": video_backbone,
                                                   "audio": audio_backbone})
-    (video, video_spec), (audio, audio_spec) = backbones["video"], backbones["audio"]
-    name = cfg.model.audio_backbone
     out_dir.mkdir(parents=True, exist_ok=True)
+    run = _Run(cfg, out_dir, tuple(reps), shards, tuple(splits), layout,
+               DatasetInfo.read(data_dir), progress)
+    _extract_run(run, cfg, backbones["video"], backbones["audio"])
+    if needs_preview(cfg):
+        preview = preview_config(cfg)
+        audio = _backbone_features(preview, out_dir, {"audio": preview_backbone},
+                                   kinds=("audio",))["audio"]
+        _extract_run(run, preview, backbones["video"], audio)
+    return out_dir
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every audio backbone's pass of one :func:`extract_features` call shares."""
+
+    cfg: ExperimentConfig  # the caller's config (recorded in feature_info.json)
+    out_dir: Path
+    representations: tuple[str, ...]
+    shards: dict
+    splits: tuple[str, ...]
+    layout: ShardLayout
+    dataset_info: DatasetInfo
+    progress: bool
+
+
+def _extract_run(run: _Run, cfg: ExperimentConfig, video_pair, audio_pair) -> None:
+    """One pass: the video shards still missing and ``cfg.model.audio_backbone``'s audio
+    shards, recorded in ``feature_info.json``."""
+    (video, video_spec), (audio, audio_spec) = video_pair, audio_pair
+    name, out_dir, dataset_info, reps = (cfg.model.audio_backbone, run.out_dir,
+                                         run.dataset_info, run.representations)
     info = start_feature_info(out_dir, FeatureInfo(
         fingerprint=extraction_fingerprint(cfg, dataset_info, video_spec),
         num_segments=cfg.data.num_segments, video_dim=video.dim, audio_dim=audio.dim,
         crop_size=cfg.data.crop_size, ten_crop=cfg.extract.ten_crop,
         video_backbone=video_spec, audio_backbone=audio_spec,
-        class_names=tuple(dataset_info.class_names), config=cfg.to_dict(),
+        class_names=tuple(dataset_info.class_names), config=run.cfg.to_dict(),
         tfrecords_schema_version=dataset_info.schema_version, keys=dict(FEATURE_KEYS),
         audio_backbones={name: AudioFeatures(audio_spec, audio.dim,
                                              audio_fingerprint(audio_spec))}),
@@ -238,19 +283,18 @@ def extract_features(cfg: ExperimentConfig, *, splits: Sequence[str] = ("train",
                                                    version=2))
     info = record_silent_features(info, out_dir, name, audio, reps,
                                   tfrecords_audio_config(dataset_info, cfg.data.audio))
-    job = _Job(out_dir=out_dir, representations=tuple(reps), video=video, audio=audio,
-               audio_backbone=name, layout=layout, num_segments=int(cfg.data.num_segments),
+    job = _Job(out_dir=out_dir, representations=reps, video=video, audio=audio,
+               audio_backbone=name, layout=run.layout, num_segments=int(cfg.data.num_segments),
                crop_size=int(cfg.data.crop_size),
                ten_crop=bool(cfg.extract.ten_crop), batch_size=int(cfg.extract.batch_size),
-               segment_audio=layout.segment_audio)
-    for split in splits:
+               segment_audio=run.layout.segment_audio)
+    for split in run.splits:
         total = (dataset_info.counts.get(split) or {}).get("total")
-        with progress_bar(total=total, desc=f"extract {split}", unit="video",
-                          enabled=progress) as bar:
-            done = _extract_split(job, split, shards[split], bar)
+        with progress_bar(total=total, desc=f"extract {split} ({name})", unit="video",
+                          enabled=run.progress) as bar:
+            done = _extract_split(job, split, run.shards[split], bar)
         info = record_split(info, name, split, done)
         info.write(out_dir)
-    return out_dir
 
 
 # ----------------------------------------------------------------------------- per shard
@@ -266,14 +310,14 @@ def _extract_split(job: _Job, split: str, files: Sequence[Path], bar) -> SplitFe
                        for r in job.representations}
         segment_names = {r: audio_segment_shard_name(r, split, index, job.audio_backbone)
                          for r in (job.representations if job.segment_audio else ())}
-        _remove_stale_temps(job.out_dir, [video_name, *audio_names.values(),
+        remove_stale_temps(job.out_dir, [video_name, *audio_names.values(),
                                           *segment_names.values()])
         todo_video = not (job.out_dir / video_name).exists()
         todo = {r: n for r, n in audio_names.items() if not (job.out_dir / n).exists()}
         todo_segments = {r: n for r, n in segment_names.items()
                          if not (job.out_dir / n).exists()}
         if not todo_video and not todo and not todo_segments:
-            n = _count_records(job.out_dir / video_name)
+            n = count_records(job.out_dir / video_name)
             bar.update(n)
         else:
             n = _extract_shard(job, shard, video_name if todo_video else None, todo,
@@ -339,10 +383,10 @@ def _extract_shard(job: _Job, shard: Path, video_name: str | None, audio_names: 
     """
     import tensorflow as tf
 
-    expected = _shard_ids(shard)
+    expected = shard_ids(shard)
     names = (([video_name] if video_name else []) + list(audio_names.values())
              + list(segment_names.values()))
-    tmps = {name: job.out_dir / f".{name}{_TMP_MARK}{os.getpid()}" for name in names}
+    tmps = {name: job.out_dir / f".{name}{TMP_MARK}{os.getpid()}" for name in names}
     writers = {name: tf.io.TFRecordWriter(str(path)) for name, path in tmps.items()}
     seen: list[bytes] = []
     try:
@@ -376,48 +420,3 @@ def _extract_shard(job: _Job, shard: Path, video_name: str | None, audio_names: 
     for name, path in tmps.items():
         os.replace(path, job.out_dir / name)
     return len(expected)
-
-
-def check_finite_features(shard: Path, name: str, ids: Sequence[bytes], feats: np.ndarray
-                          ) -> None:
-    """Raises FeatureError naming the examples whose features hold a NaN or an Inf.
-
-    Args:
-        shard: the input shard (for the message).
-        name: the feature shard being written (which backbone, which representation).
-        ids: the batch's example ids.
-        feats: the backbone's features of the batch, one row per id.
-    """
-    bad = ~np.isfinite(feats.reshape(len(feats), -1)).all(axis=1)
-    if bad.any():
-        named = [i.decode() if isinstance(i, bytes) else str(i) for i in np.asarray(ids)[bad]]
-        raise FeatureError(
-            f"{shard}: non-finite features (NaN or Inf) for {len(named)} example(s) in {name}, "
-            f"example id {', '.join(named[:5])}{' ...' if len(named) > 5 else ''}; "
-            "refusing to write its features (check the backbone weights and the inputs)")
-
-
-def _shard_ids(shard: Path) -> list[bytes]:
-    """The example ids of one input shard, in file order (context-only parse, no decoding)."""
-    import tensorflow as tf
-
-    spec = {schema.EXAMPLE_ID: tf.io.FixedLenFeature([], tf.string)}
-
-    def parse(s):
-        ctx, _ = tf.io.parse_single_sequence_example(s, context_features=spec)
-        return ctx[schema.EXAMPLE_ID]
-
-    return list(tf.data.TFRecordDataset(str(shard)).map(parse).as_numpy_iterator())
-
-
-def _count_records(path: Path) -> int:
-    import tensorflow as tf
-
-    return int(tf.data.TFRecordDataset(str(path)).reduce(np.int64(0), lambda n, _: n + 1))
-
-
-def _remove_stale_temps(out_dir: Path, names: Sequence[str]) -> None:
-    for name in names:
-        for leftover in glob.glob(str(out_dir / f".{name}{_TMP_MARK}*")):
-            logger.info("removing leftover temporary file %s", leftover)
-            os.remove(leftover)
