@@ -193,6 +193,12 @@ class ServableRun:
         silent_audio: float32 ``[Da]``, the audio backbone's features of the silent
             audio-image (from the features folder; None for older folders).
         localiser: the localisation head (:attr:`TrainedRun.localiser`; None without one).
+        selection, budget: which segments the visual backbone runs on (``model.selection``,
+            ``model.budget``: the run's, or the caller's where it overrides them;
+            :mod:`maivar_tf.serving.selector`).
+        preview: the preview backbone's ``BackboneFeatures`` (``model.preview_backbone``;
+            ``audio_topk`` only, else None).
+        saliency: the saliency scorer (:attr:`TrainedRun.saliency`; ``audio_topk`` only).
     """
 
     fusion: Any
@@ -207,6 +213,10 @@ class ServableRun:
     temperature: float = 1.0
     silent_audio: Any = None
     localiser: Any = None
+    selection: str = "uniform"
+    budget: int = 0
+    preview: Any = None
+    saliency: Any = None
 
 
 def run_config(cfg: ExperimentConfig, info: RunInfo, run_dir: str | Path) -> ExperimentConfig:
@@ -274,6 +284,39 @@ def load_backbones(features_dir: str | Path, audio_backbone: str | None = None
     return models["video"], models["audio"], provenance
 
 
+def load_preview_backbone(features_dir: str | Path, name: str) -> tuple[Any, str]:
+    """The preview backbone ``name`` (``model.preview_backbone``) as it was when its
+    per-segment features were extracted: ``(Keras model, the weights it was loaded from)``.
+
+    Raises:
+        WeightsError: the folder has no features of ``name`` or its weights are gone.
+    """
+    from maivar_tf.models.backbones import restore_backbone
+    from maivar_tf.models.weights import WeightsError
+
+    try:
+        spec = FeatureInfo.read(features_dir).backbone("audio", name)
+    except ValueError as e:
+        raise WeightsError(f"{FeatureInfo.path(features_dir)}: {e} (the preview features of "
+                           "model.selection=audio_topk: `maivar extract --set "
+                           f"model.audio_backbone={name}`)") from e
+    return restore_backbone(spec, "audio", features_dir), str(spec.weights_to_load(features_dir))
+
+
+def selection_config(run_cfg: ExperimentConfig, selection: str | None = None,
+                     budget: int | None = None) -> ExperimentConfig:
+    """``run_cfg`` with ``model.selection`` / ``model.budget`` replaced where given.
+
+    Raises:
+        ConfigError: the combination is not valid (a budget above K, ``audio_topk`` without
+            per-segment audio).
+    """
+    changes = {k: v for k, v in (("selection", selection), ("budget", budget)) if v is not None}
+    if not changes:
+        return run_cfg
+    return dataclasses.replace(run_cfg, model=dataclasses.replace(run_cfg.model, **changes))
+
+
 def _features_dir(cfg: ExperimentConfig, run_cfg: ExperimentConfig, info: RunInfo) -> Path:
     """The run's features folder: the recorded one, else the run's config's, else ``cfg``'s."""
     candidates = [Path(p) for p in (info.features_dir, run_cfg.data.features_dir,
@@ -283,7 +326,9 @@ def _features_dir(cfg: ExperimentConfig, run_cfg: ExperimentConfig, info: RunInf
 
 def load_servable_run(cfg: ExperimentConfig, run_dir: str | Path, *,
                       features_dir: str | Path | None = None,
-                      backbones: tuple[Any, Any] | None = None) -> ServableRun:
+                      backbones: tuple[Any, Any] | None = None,
+                      selection: str | None = None, budget: int | None = None,
+                      preview: Any = None) -> ServableRun:
     """A trained run with the backbones its features came from, ready to serve.
 
     Args:
@@ -293,10 +338,15 @@ def load_servable_run(cfg: ExperimentConfig, run_dir: str | Path, *,
         features_dir: where the run's features (and their backbones) are; default: the one
             the run recorded when it holds ``feature_info.json``, else the configs'.
         backbones: ``(video, audio)`` Keras models to use instead of loading them.
+        selection, budget: ``model.selection`` / ``model.budget`` instead of the run's
+            (``maivar predict --set``); None: the run's.
+        preview: the preview backbone (a Keras model) to use instead of loading it
+            (``audio_topk``).
 
     Raises:
         FileNotFoundError: ``run_dir`` does not exist or the run is incomplete.
-        RunError: the run names no classes, or its features do not fit it.
+        RunError: the run names no classes, or its features do not fit it, or
+            ``audio_topk`` with a run that has no saliency scorer.
     """
     from maivar_tf.models.backbones import BackboneFeatures
 
@@ -328,7 +378,19 @@ def load_servable_run(cfg: ExperimentConfig, run_dir: str | Path, *,
     if run_cfg.data.num_segments != k:
         run_cfg = dataclasses.replace(run_cfg, data=dataclasses.replace(run_cfg.data,
                                                                         num_segments=k))
+    run_cfg = selection_config(run_cfg, selection, budget)
     crop, size = int(run_cfg.data.crop_size), int(run_cfg.data.audio.image_size)
+    scorer, preview_fn = None, None
+    if run_cfg.model.selection == "audio_topk":
+        scorer = getattr(run, "saliency", None)
+        if scorer is None:
+            raise RunError(f"{run_dir} has no saliency scorer (saliency.keras), which "
+                           "model.selection=audio_topk needs; train the run with it, or "
+                           "--set model.selection=uniform")
+        if preview is None:
+            preview, provenance["preview_backbone"] = load_preview_backbone(
+                features_dir, run_cfg.model.preview_backbone)
+        preview_fn = BackboneFeatures(preview, (size, size, 3))
     return ServableRun(
         fusion=run.fusion, video=BackboneFeatures(video, (crop, crop, 3)),
         audio=BackboneFeatures(audio, (size, size, 3)), class_names=tuple(info.class_names),
@@ -336,7 +398,8 @@ def load_servable_run(cfg: ExperimentConfig, run_dir: str | Path, *,
         ten_crop=ten_crop, provenance=provenance, temperature=run.temperature,
         silent_audio=silent_audio_of(features_dir, str(info.representation),
                                      info.audio_backbone, fusion=run.fusion),
-        localiser=run.localiser)
+        localiser=run.localiser, selection=run_cfg.model.selection,
+        budget=int(run_cfg.model.budget), preview=preview_fn, saliency=scorer)
 
 
 def silent_audio_of(features_dir: str | Path, representation: str,

@@ -98,13 +98,18 @@ def serving_module(run: ServableRun, labels_file: str | None = None):
         ExportError: the run's class names, fusion head and K do not fit together.
     """
     from maivar_tf.serving.module import ServingModule
+    from maivar_tf.serving.selector import SegmentSelector, effective_budget
 
     try:
+        selector = None
+        if effective_budget(run.selection, run.budget, run.num_segments) is not None:
+            selector = SegmentSelector(run.selection, run.budget, run.num_segments, run.fusion,
+                                       preview=run.preview, scorer=run.saliency)
         return ServingModule(run.fusion, run.video, run.audio, run.class_names, run.cfg.data,
                              representation=run.representation, num_segments=run.num_segments,
                              ten_crop=run.ten_crop, labels_file=labels_file,
                              temperature=run.temperature, silent_audio=run.silent_audio,
-                             localiser=run.localiser)
+                             localiser=run.localiser, selector=selector)
     except ValueError as e:  # the run's parts do not fit together
         raise ExportError(str(e)) from e
 
@@ -119,7 +124,16 @@ def export_info(module, run: ServableRun, model_name: str, version: int) -> Expo
                       top_k=module.top_k,
                       signatures=describe_signatures(module.input_signatures()),
                       outputs=module.output_keys, provenance=dict(run.provenance),
-                      config=run.cfg.to_dict(), temperature=module.temperature)
+                      config=run.cfg.to_dict(), temperature=module.temperature,
+                      **selection_record(module))
+
+
+def selection_record(module) -> dict:
+    """``{"selection", "budget"}`` of a module, as an export records them (``uniform`` and
+    0, all K, when it selects none)."""
+    sel = module.selector
+    return ({"selection": "uniform", "budget": 0} if sel is None
+            else {"selection": sel.selection, "budget": int(sel.k)})
 
 
 def export_servable(run: ServableRun, export_dir: str | Path, model_name: str,
