@@ -15,6 +15,8 @@ with its feature width and preprocessing:
                                                         ImageNet mean/std)
 ``resnet18``                :mod:`.resnet18` (torch     ``torch``: x/255,     512
                             names)                      ImageNet mean/std
+``mobilenet_v3_small``      keras.applications          in the model          576
+                            MobileNetV3Small            (x/127.5 - 1)
 =========================== =========================== ===================== ==============
 
 Every backbone takes RGB 0..255 audio-images and applies its own ``preprocess_input`` as its
@@ -24,6 +26,14 @@ the Keras cache; offline the error says which file to copy where) or a weights f
 ``.weights.h5`` saved from the backbone, or Keras' legacy ImageNet ``.h5``. ResNet18 has no
 Keras ImageNet file: its ``imagenet`` is torchvision's checkpoint converted with
 ``maivar convert-weights --arch resnet18``.
+
+``mobilenet_v3_small`` (Howard et al. 2019, width 1.0, not minimalistic) is the light preview
+encoder of ``model.selection: audio_topk`` (``model.preview_backbone``): about 18 M MACs per
+128 px per-segment audio-image against 0.66 G for one 128 px BNInception frame
+(:mod:`maivar_tf.costs`). Keras builds its input scaling into the model
+(``include_preprocessing=True``: a ``Rescaling`` x/127.5 - 1, the ``tf`` mode;
+``keras.applications.mobilenet_v3.preprocess_input`` is the identity), so it takes RGB 0..255
+like every other row, and its legacy ImageNet ``.h5`` loads as a weights file.
 """
 
 from __future__ import annotations
@@ -50,7 +60,9 @@ CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 MIN_IMAGE_SIZE = 32
 RESNET18_IMAGENET_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
 _KERAS_WEIGHTS = {"resnet": "https://storage.googleapis.com/tensorflow/keras-applications/resnet/",
-                  "efficientnet": "https://storage.googleapis.com/keras-applications/"}
+                  "efficientnet": "https://storage.googleapis.com/keras-applications/",
+                  "mobilenet_v3":
+                      "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v3/"}
 
 
 @dataclass(frozen=True)
@@ -61,8 +73,9 @@ class AudioBackbone:
         name: the config value.
         application: the ``keras.applications`` function (``""`` for ResNet18).
         feature_dim: the width of the pooled feature.
-        preprocessing: ``tf``, ``caffe``, ``torch`` (the ``preprocess_input`` modes) or
-            ``efficientnet`` (inside the application: x/255, ImageNet mean/std).
+        preprocessing: ``tf``, ``caffe``, ``torch`` (the ``preprocess_input`` modes),
+            ``efficientnet`` (inside the application: x/255, ImageNet mean/std) or
+            ``mobilenet_v3`` (inside the application: x/127.5 - 1).
         family: the ``keras.applications`` module (``resnet``, ``resnet_v2``, ...).
     """
 
@@ -79,6 +92,9 @@ class AudioBackbone:
             return f"{self.application.lower()}_weights_tf_dim_ordering_tf_kernels_notop.h5"
         if self.family == "efficientnet":
             return f"{self.application.lower()}_notop.h5"
+        if self.family == "mobilenet_v3":  # width 1.0, not minimalistic
+            size = self.application.removeprefix("MobileNetV3").lower()
+            return f"weights_mobilenet_v3_{size}_224_1.0_float_no_top_v2.h5"
         return irv2.IMAGENET_NOTOP_FILE if self.family == "inception_resnet_v2" else ""
 
     @property
@@ -89,7 +105,7 @@ class AudioBackbone:
             return RESNET18_IMAGENET_URL
         if self.family == "inception_resnet_v2":
             return irv2.IMAGENET_NOTOP_URL
-        base = _KERAS_WEIGHTS["efficientnet" if self.family == "efficientnet" else "resnet"]
+        base = _KERAS_WEIGHTS.get(self.family, _KERAS_WEIGHTS["resnet"])
         return base + self.imagenet_file
 
 
@@ -106,6 +122,8 @@ def _table() -> dict[str, AudioBackbone]:
     for b, dim in enumerate(dims):
         rows.append(AudioBackbone(f"efficientnet_b{b}", f"EfficientNetB{b}", dim,
                                   "efficientnet", "efficientnet"))
+    rows.append(AudioBackbone("mobilenet_v3_small", "MobileNetV3Small", 576, "mobilenet_v3",
+                              "mobilenet_v3"))
     return {r.name: r for r in rows}
 
 

@@ -1,6 +1,7 @@
 """The audio backbones ``model.audio_backbone`` chooses from: table, preprocessing, builds.
 
-The cheap ones are built at 32-64 px (ResNet18, ResNet50V2, ResNet50, EfficientNetB0); the
+The cheap ones are built at 32-64 px (ResNet18, ResNet50V2, ResNet50, EfficientNetB0,
+MobileNetV3Small); the
 others (ResNet101/152, EfficientNetB1-B7) are checked through the table only: feature widths
 transcribed here from the Keras application docs, and the preprocessing of every row against
 its family's own ``keras.applications.<family>.preprocess_input``.
@@ -30,12 +31,14 @@ EXPECTED_DIMS = {
     "efficientnet_b0": 1280, "efficientnet_b1": 1280, "efficientnet_b2": 1408,
     "efficientnet_b3": 1536, "efficientnet_b4": 1792, "efficientnet_b5": 2048,
     "efficientnet_b6": 2304, "efficientnet_b7": 2560,
+    "mobilenet_v3_small": 576,
 }
 FAMILY_PREPROCESS = {
     "inception_resnet_v2": keras.applications.inception_resnet_v2.preprocess_input,
     "resnet": keras.applications.resnet.preprocess_input,
     "resnet_v2": keras.applications.resnet_v2.preprocess_input,
     "efficientnet": keras.applications.efficientnet.preprocess_input,  # identity
+    "mobilenet_v3": keras.applications.mobilenet_v3.preprocess_input,  # identity
     "resnet18": lambda x: keras.applications.imagenet_utils.preprocess_input(x, mode="torch"),
 }
 
@@ -64,14 +67,35 @@ def test_preprocessing_is_the_familys_preprocess_input(name):
 
 
 @pytest.mark.parametrize("name, side", [("resnet18", 64), ("resnet50_v2", 32),
-                                        ("resnet50", 64), ("efficientnet_b0", 64)])
+                                        ("resnet50", 64), ("efficientnet_b0", 64),
+                                        ("mobilenet_v3_small", 32)])
 def test_cheap_backbones_build_with_their_width(name, side):
     model = build_audio_image_backbone(name, "none", side)
     feats = model(_images(2, side), training=False).numpy()
     assert model.name == name and feats.shape == (2, EXPECTED_DIMS[name])
     assert np.isfinite(feats).all()
-    if AUDIO_BACKBONE_TABLE[name].family != "efficientnet":
+    if AUDIO_BACKBONE_TABLE[name].family not in ("efficientnet", "mobilenet_v3"):
         assert model.layers[1].name == "preprocessing"  # the family's preprocess_input
+
+
+def test_mobilenet_v3_small_scales_its_input_inside():
+    """The preview backbone takes RGB 0..255: the same network without Keras' built-in
+    rescaling, given x/127.5 - 1 and the same weights, gives the same features."""
+    keras.utils.set_random_seed(0)
+    model = build_audio_image_backbone("mobilenet_v3_small", "none", 32)
+    bare = keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), include_top=False,
+                                               weights=None, pooling="avg",
+                                               include_preprocessing=False)
+    bare.set_weights(model.get_weights())
+    x = _images(2, 32, seed=4)
+    np.testing.assert_allclose(model(x, training=False).numpy(),
+                               bare(x / 127.5 - 1.0, training=False).numpy(),
+                               rtol=1e-4, atol=1e-5)
+    row = AUDIO_BACKBONE_TABLE["mobilenet_v3_small"]
+    assert row.imagenet_file == "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"
+    assert row.imagenet_url == ("https://storage.googleapis.com/tensorflow/keras-applications/"
+                                "mobilenet_v3/" + row.imagenet_file)
+    assert ModelConfig().preview_backbone == "mobilenet_v3_small"
 
 
 def test_random_weights_are_saved_per_backbone_and_restored(tmp_path):
