@@ -10,6 +10,8 @@ features.
     audio_mlp.keras, vmlp.keras, fusion.keras    the heads of Algorithm 1's three stages
     localiser.keras                the per-segment localisation head (only with
                                    ``model.localisation``: a fourth, optional stage)
+    saliency.keras                 the saliency scorer on the preview features (only with
+                                   ``model.selection: audio_topk``: optional, trained last)
     <stage>/log.csv, <stage>/logs/  per-epoch metrics (CSVLogger) and TensorBoard events
 
 This module reads it back (:func:`load_run`); nothing else parses those files. For serving,
@@ -39,6 +41,9 @@ if TYPE_CHECKING:  # pragma: no cover
 STAGES: tuple[str, ...] = ("audio_mlp", "vmlp", "fusion")
 #: The optional fourth stage (``model.localisation``), saved as ``run_dir/localiser.keras``.
 LOCALISER_STAGE = "localiser"
+#: The optional saliency scorer's stage (``model.selection: audio_topk``):
+#: ``run_dir/saliency.keras``.
+SALIENCY_STAGE = "saliency"
 #: The per-epoch CSV log of a stage, relative to the run folder.
 LOG_CSV = "log.csv"
 
@@ -60,6 +65,8 @@ class TrainedRun:
         localiser: the localisation head (inputs ``video_features``,
             ``audio_segment_features``; logits ``[B, K, C + 1]``, class C = background), or
             None when the run has none.
+        saliency: the saliency scorer (input ``preview_features [B, K, Dp]``,
+            :mod:`maivar_tf.models.saliency`), or None when the run has none.
     """
 
     audio_mlp: Any
@@ -69,6 +76,7 @@ class TrainedRun:
     run_dir: Path
     info: RunInfo | None = field(default=None)
     localiser: Any = None
+    saliency: Any = None
 
     @property
     def temperature(self) -> float:
@@ -101,8 +109,8 @@ def read_csv_log(path: str | Path) -> dict[str, list[float]]:
 
 
 def load_run(run_dir: str | Path, compile: bool = False) -> TrainedRun:
-    """Loads a finished run: the three heads (and ``localiser.keras`` when present), their logs
-    and the run info.
+    """Loads a finished run: the three heads (and ``localiser.keras`` / ``saliency.keras`` when
+    present), their logs and the run info.
 
     Args:
         run_dir: the run folder.
@@ -120,12 +128,14 @@ def load_run(run_dir: str | Path, compile: bool = False) -> TrainedRun:
                                 "(train it with `maivar train`)")
     info = RunInfo.read(run_dir)
     models = {s: load_head(run_dir / f"{s}.keras", compile=compile) for s in STAGES}
-    localiser = run_dir / f"{LOCALISER_STAGE}.keras"
-    if localiser.exists():
-        models[LOCALISER_STAGE] = load_head(localiser, compile=compile)
+    for optional in (LOCALISER_STAGE, SALIENCY_STAGE):
+        path = run_dir / f"{optional}.keras"
+        if path.exists():
+            models[optional] = load_head(path, compile=compile)
     histories = {s: read_csv_log(stage_log_path(run_dir, s)) for s in models}
     return TrainedRun(models["audio_mlp"], models["vmlp"], models["fusion"], histories,
-                      run_dir, info, localiser=models.get(LOCALISER_STAGE))
+                      run_dir, info, localiser=models.get(LOCALISER_STAGE),
+                      saliency=models.get(SALIENCY_STAGE))
 
 
 class RunError(RuntimeError):
