@@ -364,10 +364,17 @@ def format_json(predictions: Sequence[Prediction], failures: Sequence[Failure],
         "model": {**predictor.source, "representation": predictor.representation,
                   "num_segments": predictor.num_segments,
                   "num_classes": len(predictor.class_names),
-                  **getattr(predictor, "selection", {})},
+                  **selection_of(predictor)},
         "predictions": [p.to_dict() for p in predictions],
         "errors": [f.to_dict() for f in failures]}
     return json.dumps(doc, indent=2)
+
+
+def selection_of(predictor) -> dict[str, Any]:
+    """``{"selection", "budget"}`` of a predictor that selects segments, else ``{}`` (the
+    JSON of a model without selection is unchanged)."""
+    sel = dict(getattr(predictor, "selection", None) or {})
+    return sel if sel.get("budget") else {}
 
 
 def predict_command(videos: Sequence[str], *, cfg_path: str | None = None,

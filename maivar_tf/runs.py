@@ -392,7 +392,7 @@ def load_servable_run(cfg: ExperimentConfig, run_dir: str | Path, *,
     crop, size = int(run_cfg.data.crop_size), int(run_cfg.data.audio.image_size)
     scorer, preview_fn = None, None
     if run_cfg.model.selection == "audio_topk":
-        scorer = getattr(run, "saliency", None)
+        scorer = run.saliency
         if scorer is None:
             raise RunError(f"{run_dir} has no saliency scorer (saliency.keras), which "
                            "model.selection=audio_topk needs; train the run with it, or "

@@ -11,7 +11,7 @@ served by a :class:`~maivar_tf.serving.module.ServingModule` holding a
   features ``[B, K, Dp]`` -> ``[B, K]`` saliency, then the top k (:func:`topk_indices`: ties
   broken by time, returned in time order);
 * ``uniform`` with k < K: TSN's k evenly spaced segments
-  (:func:`maivar_tf.data.decode.segment_subset`), no preview.
+  (:func:`maivar_tf.selection.uniform_indices`), no preview.
 
 The k selected frames and audio-images are gathered before any backbone runs, so BNInception
 and the fusion's per-segment audio backbone see k segments only, and the fusion head is its
@@ -50,10 +50,10 @@ def topk_indices(scores: Any, k: int) -> tf.Tensor:
 
 
 def uniform_index(num_segments: int, k: int) -> list[int]:
-    """TSN's k evenly spaced segments of K (the centres of k equal parts)."""
-    from maivar_tf.data.decode import segment_subset
+    """TSN's k evenly spaced segments of K (:func:`maivar_tf.selection.uniform_indices`)."""
+    from maivar_tf.selection import uniform_indices
 
-    return segment_subset(int(num_segments), int(k))
+    return [int(i) for i in uniform_indices(int(num_segments), int(k))]
 
 
 def effective_budget(selection: str, budget: int, num_segments: int) -> int | None:

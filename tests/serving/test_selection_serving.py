@@ -20,7 +20,6 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from maivar_tf.models.backbones import BackboneFeatures  # noqa: E402
 from maivar_tf.predict import (  # noqa: E402
     format_text,
     predict_command,
