@@ -433,8 +433,6 @@ class ExportInfo(_ClassifierRecord):
         config: the experiment config (its ``data`` section is the preprocessing).
         temperature: the fusion logits are divided by it before the softmax (the run's
             calibration; 1.0 in older exports).
-        selection, budget: which segments the backbones run on (``uniform`` and 0, all K,
-            in older exports; see :mod:`maivar_tf.serving.selector`).
     """
 
     FILE: ClassVar[str] = EXPORT_INFO
@@ -450,5 +448,3 @@ class ExportInfo(_ClassifierRecord):
     provenance: Mapping[str, Any] = field(default_factory=dict)
     config: Mapping[str, Any] = field(default_factory=dict)
     temperature: float = 1.0
-    selection: str = "uniform"
-    budget: int = 0

@@ -124,16 +124,7 @@ def export_info(module, run: ServableRun, model_name: str, version: int) -> Expo
                       top_k=module.top_k,
                       signatures=describe_signatures(module.input_signatures()),
                       outputs=module.output_keys, provenance=dict(run.provenance),
-                      config=run.cfg.to_dict(), temperature=module.temperature,
-                      **selection_record(module))
-
-
-def selection_record(module) -> dict:
-    """``{"selection", "budget"}`` of a module, as an export records them (``uniform`` and
-    0, all K, when it selects none)."""
-    sel = module.selector
-    return ({"selection": "uniform", "budget": 0} if sel is None
-            else {"selection": sel.selection, "budget": int(sel.k)})
+                      config=run.cfg.to_dict(), temperature=module.temperature)
 
 
 def export_servable(run: ServableRun, export_dir: str | Path, model_name: str,

@@ -30,7 +30,6 @@ from maivar_tf.serving.export import (
     ExportError,
     read_export_info,
     resolve_saved_model_dir,
-    selection_record,
     serving_module,
 )
 from maivar_tf.serving.module import (
@@ -39,7 +38,7 @@ from maivar_tf.serving.module import (
     SIGNATURE_MEDIA,
     as_numpy_outputs,
 )
-from maivar_tf.serving.selector import gather_segments
+from maivar_tf.serving.selector import describe_selection, gather_segments
 
 
 class ClipDecoder:
@@ -105,7 +104,7 @@ class RunPredictor:
         self.decoder = ClipDecoder(self.cfg.data, self.representation, self.ten_crop,
                                    segment_audio=self.temporal)
         self.source = {"run_dir": run.provenance.get("run_dir")}
-        self.selection = selection_record(self.module)
+        self.selection = describe_selection(run.selection, run.budget, self.num_segments)
         if self.module.selector is not None:
             self._select = tf.function(self.module.selector.select_media, autograph=False)
             self._selected_features = tf.function(self._features_of, autograph=False)
@@ -190,7 +189,8 @@ class SavedModelPredictor:
         self.decoder = ClipDecoder(self.cfg.data, self.representation, self.ten_crop,
                                    segment_audio=self.temporal)
         self.source = {"saved_model": str(self.path)}
-        self.selection = {"selection": info.selection, "budget": int(info.budget)}
+        self.selection = describe_selection(self.cfg.model.selection, self.cfg.model.budget,
+                                            self.num_segments)
 
     def __call__(self, frames: np.ndarray, audio_image: np.ndarray
                  ) -> tuple[dict[str, np.ndarray], dict[str, float]]:

@@ -30,7 +30,7 @@ import tensorflow as tf
 from maivar_tf.serving.signatures import PREVIEW_INPUT, SELECTION_OUTPUT_KEYS
 
 __all__ = ["PREVIEW_INPUT", "SELECTION_MODES", "SELECTION_OUTPUT_KEYS", "SegmentSelector",
-           "effective_budget", "gather_segments", "topk_indices",
+           "describe_selection", "effective_budget", "gather_segments", "topk_indices",
            "uniform_index"]
 
 SELECTION_MODES = ("uniform", "audio_topk")
@@ -66,6 +66,14 @@ def effective_budget(selection: str, budget: int, num_segments: int) -> int | No
     if selection == "uniform" and k == int(num_segments):
         return None
     return k
+
+
+def describe_selection(selection: str, budget: int, num_segments: int) -> dict:
+    """``{"selection", "budget"}`` as served: ``uniform`` and 0 (all K) for no selection,
+    else the mode and k (``audio_topk`` with budget 0 is k = K)."""
+    k = effective_budget(selection, budget, num_segments)
+    return ({"selection": "uniform", "budget": 0} if k is None
+            else {"selection": str(selection), "budget": int(k)})
 
 
 class SegmentSelector(tf.Module):

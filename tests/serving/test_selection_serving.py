@@ -184,7 +184,8 @@ def sel_export(sel, tmp_path_factory):
 def test_export_with_selection_equals_the_module(sel_module, sel_export, tb_module, media):
     path, loaded = sel_export
     info = read_export_info(path)
-    assert (info.selection, info.budget) == ("audio_topk", BUDGET)
+    assert (info.config["model"]["selection"], info.config["model"]["budget"]) == (
+        "audio_topk", BUDGET)
     assert "selected_segments" in info.outputs
     assert info.signatures[SIGNATURE_FEATURES][2] == {
         "name": "preview_features", "dtype": "float32", "shape": [-1, TB_K, PREVIEW_DIM]}
