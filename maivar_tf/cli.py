@@ -225,12 +225,32 @@ def _cmd_evaluate(args, cfg, cfg_path) -> int:
     from maivar_tf.evaluation import EVAL_SUBDIR, REPORT_JSON, SILENT_EVAL_SUBDIR
 
     run_dir = _run_dir(cfg, args)
+    if args.selection:
+        return _evaluate_selection(cfg, run_dir, args.selection, args.budget)
     silent = args.audio == "silent"
     if silent:
         print("every clip's audio replaced by the silent audio-image's features")
     _print_accuracies(_evaluate(cfg, run_dir, audio=args.audio))
     print(f"report: {run_dir / (SILENT_EVAL_SUBDIR if silent else EVAL_SUBDIR) / REPORT_JSON}")
     return 0
+
+
+def _evaluate_selection(cfg, run_dir: Path, selection: str, budget: int | None) -> int:
+    from maivar_tf.efficiency import evaluate_selection, format_selection, selection_eval_dir
+    from maivar_tf.evaluation import REPORT_JSON
+
+    k = cfg.model.budget if budget is None else budget
+    report = evaluate_selection(run_dir, cfg.data.features_dir, selection, k)
+    print(format_selection(report))
+    print(f"report: {selection_eval_dir(run_dir, selection, report['k']) / REPORT_JSON}")
+    return 0
+
+
+def _cmd_select_curve(args, cfg, cfg_path) -> int:
+    from maivar_tf.selection_curve import curve_command
+
+    return curve_command(args.run_dirs or str(_run_dir(cfg, args)), cfg.data.features_dir,
+                         args.budgets, args.modes, args.repeats, args.out)
 
 
 def _ablate(cfg, over: str, values: list[str] | None, seeds: int) -> int:
@@ -295,7 +315,23 @@ COMMANDS: tuple[Command, ...] = (
             (_TRAINED_RUN,
              _flag("--audio", default="original", choices=("original", "silent"),
                    help="silent: every clip's audio replaced by the silent one (report in "
-                        "RUN_DIR/eval-silent)"))),
+                        "RUN_DIR/eval-silent)"),
+             _flag("--selection", default=None, choices=("uniform", "audio_topk", "oracle"),
+                   help="classify from --budget selected segments only, with MACs and wall "
+                        "time per video (report in RUN_DIR/eval-selection-<mode>-k<k>)"),
+             _flag("--budget", type=int, default=None,
+                   help="k segments for --selection (default: model.budget; 0: all K)"))),
+    Command("select-curve", "accuracy vs MACs per video of segment selection over runs",
+            _cmd_select_curve,
+            (_flag("--run-dirs", default=None,
+                   help="comma list of run folders (one per seed), or a folder of runs such "
+                        "as an ablation cell's seed-* (default: --run-dir)"),
+             _TRAINED_RUN,
+             _flag("--budgets", default="1,2,4,8", help="comma list of k (default: 1,2,4,8)"),
+             _flag("--modes", default="uniform,audio_topk,oracle", help="comma list"),
+             _flag("--repeats", type=int, default=5, help="timed calls per model"),
+             _flag("--out", default=None,
+                   help="output folder (default: <first run>/../selection_curve)"))),
     Command("ablate", "train+evaluate every value of one axis with N seeds (Table 3 +- std)",
             _cmd_ablate,
             (_flag("--over", required=True, choices=AXES, help="the model field to ablate"),

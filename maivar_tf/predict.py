@@ -19,6 +19,10 @@ A file without an audio track is a ``no_audio`` failure under the run's
 and its prediction says so (``(no audio track: classified with silent audio)``, JSON
 ``"audio_missing": true``). ``--segments`` (a temporal-binding run with a localiser) adds the
 time spans where the action is present (:func:`maivar_tf.serving.segments.event_spans`).
+A run or export that selects segments (``model.selection``, ``model.budget``; for a run
+``--set model.selection=audio_topk --set model.budget=4`` overrides the run's) runs the
+backbones on the selected segments only and says which (``  selected segments: 1.20 s, ...``;
+JSON ``selected_segments``, their indices, and ``selected_times_s``).
 
 A file that cannot be decoded is reported on one line, ``maivar: <file>: <reason>: <message>``
 (the reason is one of :data:`maivar_tf.data.errors.REASONS`), and the other files are still
@@ -47,6 +51,13 @@ import numpy as np
 
 from maivar_tf.console import progress as progress_bar
 from maivar_tf.data.errors import MediaError
+from maivar_tf.serving.reports import (  # noqa: F401  (re-exported: predict's public names)
+    SELECTION_KEYS,
+    clip_duration,
+    segment_report,
+    selected_report,
+    selection_overrides,
+)
 
 #: The label a prediction record carries (the Beam function needs one; it is never used).
 UNLABELLED = "<unlabelled>"
@@ -68,6 +79,9 @@ class Prediction:
         segments: with ``--segments``: ``{"spans": [{"start_s", "end_s", "class",
             "event_probability"}], "segment_times_s": [K], "segment_event": [K]}``
             (:func:`maivar_tf.serving.segments.event_spans`).
+        selected: the segments the backbones ran on (a model that selects segments), their
+            indices in time order; None: all K.
+        selected_times_s: their times in seconds (None when the record does not say).
     """
 
     file: str
@@ -77,6 +91,8 @@ class Prediction:
     timings_ms: dict[str, float] = field(default_factory=dict)
     audio_missing: bool = False
     segments: Mapping[str, Any] | None = None
+    selected: list[int] | None = None
+    selected_times_s: list[float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON record ``maivar predict --json`` prints."""
@@ -89,6 +105,10 @@ class Prediction:
             out["segments"] = list(self.segments["spans"])
             out["segment_times_s"] = [round(float(t), 6) for t in self.segments["segment_times_s"]]
             out["segment_event"] = [round(float(e), 6) for e in self.segments["segment_event"]]
+        if self.selected is not None:
+            out["selected_segments"] = [int(i) for i in self.selected]
+            out["selected_times_s"] = (None if self.selected_times_s is None else
+                                       [round(float(t), 6) for t in self.selected_times_s])
         return out
 
 
@@ -232,7 +252,7 @@ def prepare_clips(paths: Sequence[str], cfg, representation: str, *, ten_crop: b
 
 
 def load_predictor(*, run_dir: str | Path | None = None, saved_model: str | Path | None = None,
-                   cfg=None):
+                   cfg=None, selection: Mapping[str, Any] | None = None):
     """A :class:`~maivar_tf.serving.predictors.SavedModelPredictor` or ``RunPredictor``.
 
     Args:
@@ -241,6 +261,8 @@ def load_predictor(*, run_dir: str | Path | None = None, saved_model: str | Path
         cfg: the experiment for a run (default: the default config, see
             :func:`maivar_tf.config.resolve_config_path`); the run's own config wins for the
             preprocessing. Not used for a SavedModel, which records its own.
+        selection: ``{"selection": ..., "budget": ...}`` (either key) instead of the run's
+            ``model.selection`` / ``model.budget``; not used for a SavedModel.
     """
     from maivar_tf.serving.predictors import RunPredictor, SavedModelPredictor
 
@@ -250,7 +272,8 @@ def load_predictor(*, run_dir: str | Path | None = None, saved_model: str | Path
     from maivar_tf.runs import load_servable_run
 
     cfg = cfg if cfg is not None else load_config(resolve_config_path(None))
-    return RunPredictor(load_servable_run(cfg, Path(run_dir or cfg.train.output_dir)))
+    return RunPredictor(load_servable_run(cfg, Path(run_dir or cfg.train.output_dir),
+                                          **dict(selection or {})))
 
 
 # ----------------------------------------------------------------------------- prediction
@@ -261,33 +284,6 @@ def top_k(probabilities: np.ndarray, class_names: Sequence[str], k: int
     """The ``k`` best classes of one probability vector (ties: lower index first)."""
     order = np.argsort(-np.asarray(probabilities), kind="stable")[:k]
     return [class_names[i] for i in order], [float(probabilities[i]) for i in order]
-
-
-def clip_duration(path: str) -> float | None:
-    """The file's duration in seconds (the container's), None when it does not say."""
-    from maivar_tf.data.container import open_media
-
-    try:
-        with open_media(path) as container:
-            return container.duration / 1e6 if container.duration else None
-    except Exception:  # the spans are then bounded by the segments only
-        return None
-
-
-def segment_report(out: Mapping[str, np.ndarray], clip: PreparedClip,
-                   class_names: Sequence[str]) -> dict[str, Any]:
-    """A prediction's ``segments`` (see :class:`Prediction`) from the signature outputs."""
-    from maivar_tf.serving.segments import event_spans
-
-    scores = np.asarray(out["segment_scores"][0])
-    times = clip.segment_times
-    if times is None:
-        raise ValueError("the record holds no segment times (segment/timestamps); rebuild "
-                         "it with this version")
-    times = np.asarray(times, np.float64)
-    spans = event_spans(scores, times, class_names, clip_end_s=clip_duration(clip.file))
-    return {"spans": spans, "segment_times_s": times.tolist(),
-            "segment_event": np.asarray(out["segment_event"][0]).tolist()}
 
 
 def predict_files(paths: Sequence[str], predictor, *, k: int = 5, progress: bool = False,
@@ -326,9 +322,11 @@ def predict_files(paths: Sequence[str], predictor, *, k: int = 5, progress: bool
         classes, scores = top_k(probs, predictor.class_names, k)
         missing = (clip.audio_missing if clip.audio_missing is not None
                    else bool(np.asarray(out.get("audio_missing", [False]))[0]))
+        selected, times = selected_report(out, clip)
         predictions.append(Prediction(clip.file, classes, scores, probs,
                                       {**clip.timings_ms, **ms}, audio_missing=bool(missing),
-                                      segments=report))
+                                      segments=report, selected=selected,
+                                      selected_times_s=times))
     return predictions, failures
 
 
@@ -346,6 +344,10 @@ def format_text(predictions: Sequence[Prediction]) -> str:
             lines.append(f"  {rank}. {c:<{width}}  {100 * s:6.2f}%")
         if p.audio_missing:
             lines.append(NO_AUDIO_LINE)
+        if p.selected is not None:
+            where = ([f"{t:.2f} s" for t in p.selected_times_s] if p.selected_times_s
+                     is not None else [f"#{i}" for i in p.selected])
+            lines.append("  selected segments: " + ", ".join(where))
         if p.segments is not None:
             spans = p.segments["spans"]
             lines.append("  action spans:" + ("" if spans else " none found"))
@@ -361,10 +363,18 @@ def format_json(predictions: Sequence[Prediction], failures: Sequence[Failure],
     doc: Mapping[str, Any] = {
         "model": {**predictor.source, "representation": predictor.representation,
                   "num_segments": predictor.num_segments,
-                  "num_classes": len(predictor.class_names)},
+                  "num_classes": len(predictor.class_names),
+                  **selection_of(predictor)},
         "predictions": [p.to_dict() for p in predictions],
         "errors": [f.to_dict() for f in failures]}
     return json.dumps(doc, indent=2)
+
+
+def selection_of(predictor) -> dict[str, Any]:
+    """``{"selection", "budget"}`` of a predictor that selects segments, else ``{}`` (the
+    JSON of a model without selection is unchanged)."""
+    sel = dict(getattr(predictor, "selection", None) or {})
+    return sel if sel.get("budget") else {}
 
 
 def predict_command(videos: Sequence[str], *, cfg_path: str | None = None,
@@ -377,7 +387,8 @@ def predict_command(videos: Sequence[str], *, cfg_path: str | None = None,
         videos: the files to classify.
         cfg_path: the experiment config for a run (default: see
             :func:`maivar_tf.config.resolve_config_path`); not read for a SavedModel.
-        overrides: ``--set`` items for that config.
+        overrides: ``--set`` items for that config (``model.selection`` and ``model.budget``
+            among them override the run's segment selection).
         run_dir: the trained run (default ``train.output_dir``).
         saved_model: an exported SavedModel folder (instead of a run).
         top_k: classes per file (>= 1).
@@ -401,12 +412,14 @@ def predict_command(videos: Sequence[str], *, cfg_path: str | None = None,
         print(f"maivar: --top-k {top_k}: allowed: an integer >= 1", file=sys.stderr)
         return 2
     try:
-        cfg = None
+        cfg, selection = None, {}
         if not saved_model:
             from maivar_tf.config import load_config, resolve_config_path
 
             cfg = load_config(resolve_config_path(cfg_path), overrides=overrides)
-        predictor = load_predictor(run_dir=run_dir, saved_model=saved_model, cfg=cfg)
+            selection = selection_overrides(cfg, overrides)
+        predictor = load_predictor(run_dir=run_dir, saved_model=saved_model, cfg=cfg,
+                                   selection=selection)
     except (ArtifactError, WeightsError, RuntimeError) as e:
         print(f"maivar: cannot load the model: {e}", file=sys.stderr)
         return 1

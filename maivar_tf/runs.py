@@ -10,6 +10,8 @@ features.
     audio_mlp.keras, vmlp.keras, fusion.keras    the heads of Algorithm 1's three stages
     localiser.keras                the per-segment localisation head (only with
                                    ``model.localisation``: a fourth, optional stage)
+    saliency.keras                 the saliency scorer on the preview features (only with
+                                   ``model.selection: audio_topk``: optional, trained last)
     <stage>/log.csv, <stage>/logs/  per-epoch metrics (CSVLogger) and TensorBoard events
 
 This module reads it back (:func:`load_run`); nothing else parses those files. For serving,
@@ -39,6 +41,9 @@ if TYPE_CHECKING:  # pragma: no cover
 STAGES: tuple[str, ...] = ("audio_mlp", "vmlp", "fusion")
 #: The optional fourth stage (``model.localisation``), saved as ``run_dir/localiser.keras``.
 LOCALISER_STAGE = "localiser"
+#: The optional saliency scorer's stage (``model.selection: audio_topk``):
+#: ``run_dir/saliency.keras``.
+SALIENCY_STAGE = "saliency"
 #: The per-epoch CSV log of a stage, relative to the run folder.
 LOG_CSV = "log.csv"
 
@@ -60,6 +65,8 @@ class TrainedRun:
         localiser: the localisation head (inputs ``video_features``,
             ``audio_segment_features``; logits ``[B, K, C + 1]``, class C = background), or
             None when the run has none.
+        saliency: the saliency scorer (input ``preview_features [B, K, Dp]``,
+            :mod:`maivar_tf.models.saliency`), or None when the run has none.
     """
 
     audio_mlp: Any
@@ -69,6 +76,7 @@ class TrainedRun:
     run_dir: Path
     info: RunInfo | None = field(default=None)
     localiser: Any = None
+    saliency: Any = None
 
     @property
     def temperature(self) -> float:
@@ -101,8 +109,8 @@ def read_csv_log(path: str | Path) -> dict[str, list[float]]:
 
 
 def load_run(run_dir: str | Path, compile: bool = False) -> TrainedRun:
-    """Loads a finished run: the three heads (and ``localiser.keras`` when present), their logs
-    and the run info.
+    """Loads a finished run: the three heads (and ``localiser.keras`` / ``saliency.keras`` when
+    present), their logs and the run info.
 
     Args:
         run_dir: the run folder.
@@ -120,12 +128,14 @@ def load_run(run_dir: str | Path, compile: bool = False) -> TrainedRun:
                                 "(train it with `maivar train`)")
     info = RunInfo.read(run_dir)
     models = {s: load_head(run_dir / f"{s}.keras", compile=compile) for s in STAGES}
-    localiser = run_dir / f"{LOCALISER_STAGE}.keras"
-    if localiser.exists():
-        models[LOCALISER_STAGE] = load_head(localiser, compile=compile)
+    for optional in (LOCALISER_STAGE, SALIENCY_STAGE):
+        path = run_dir / f"{optional}.keras"
+        if path.exists():
+            models[optional] = load_head(path, compile=compile)
     histories = {s: read_csv_log(stage_log_path(run_dir, s)) for s in models}
     return TrainedRun(models["audio_mlp"], models["vmlp"], models["fusion"], histories,
-                      run_dir, info, localiser=models.get(LOCALISER_STAGE))
+                      run_dir, info, localiser=models.get(LOCALISER_STAGE),
+                      saliency=models.get(SALIENCY_STAGE))
 
 
 class RunError(RuntimeError):
@@ -193,6 +203,12 @@ class ServableRun:
         silent_audio: float32 ``[Da]``, the audio backbone's features of the silent
             audio-image (from the features folder; None for older folders).
         localiser: the localisation head (:attr:`TrainedRun.localiser`; None without one).
+        selection, budget: which segments the visual backbone runs on (``model.selection``,
+            ``model.budget``: the run's, or the caller's where it overrides them;
+            :mod:`maivar_tf.serving.selector`).
+        preview: the preview backbone's ``BackboneFeatures`` (``model.preview_backbone``;
+            ``audio_topk`` only, else None).
+        saliency: the saliency scorer (:attr:`TrainedRun.saliency`; ``audio_topk`` only).
     """
 
     fusion: Any
@@ -207,6 +223,10 @@ class ServableRun:
     temperature: float = 1.0
     silent_audio: Any = None
     localiser: Any = None
+    selection: str = "uniform"
+    budget: int = 0
+    preview: Any = None
+    saliency: Any = None
 
 
 def run_config(cfg: ExperimentConfig, info: RunInfo, run_dir: str | Path) -> ExperimentConfig:
@@ -274,6 +294,39 @@ def load_backbones(features_dir: str | Path, audio_backbone: str | None = None
     return models["video"], models["audio"], provenance
 
 
+def load_preview_backbone(features_dir: str | Path, name: str) -> tuple[Any, str]:
+    """The preview backbone ``name`` (``model.preview_backbone``) as it was when its
+    per-segment features were extracted: ``(Keras model, the weights it was loaded from)``.
+
+    Raises:
+        WeightsError: the folder has no features of ``name`` or its weights are gone.
+    """
+    from maivar_tf.models.backbones import restore_backbone
+    from maivar_tf.models.weights import WeightsError
+
+    try:
+        spec = FeatureInfo.read(features_dir).backbone("audio", name)
+    except ValueError as e:
+        raise WeightsError(f"{FeatureInfo.path(features_dir)}: {e} (the preview features of "
+                           "model.selection=audio_topk: `maivar extract --set "
+                           f"model.audio_backbone={name}`)") from e
+    return restore_backbone(spec, "audio", features_dir), str(spec.weights_to_load(features_dir))
+
+
+def selection_config(run_cfg: ExperimentConfig, selection: str | None = None,
+                     budget: int | None = None) -> ExperimentConfig:
+    """``run_cfg`` with ``model.selection`` / ``model.budget`` replaced where given.
+
+    Raises:
+        ConfigError: the combination is not valid (a budget above K, ``audio_topk`` without
+            per-segment audio).
+    """
+    changes = {k: v for k, v in (("selection", selection), ("budget", budget)) if v is not None}
+    if not changes:
+        return run_cfg
+    return dataclasses.replace(run_cfg, model=dataclasses.replace(run_cfg.model, **changes))
+
+
 def _features_dir(cfg: ExperimentConfig, run_cfg: ExperimentConfig, info: RunInfo) -> Path:
     """The run's features folder: the recorded one, else the run's config's, else ``cfg``'s."""
     candidates = [Path(p) for p in (info.features_dir, run_cfg.data.features_dir,
@@ -283,7 +336,9 @@ def _features_dir(cfg: ExperimentConfig, run_cfg: ExperimentConfig, info: RunInf
 
 def load_servable_run(cfg: ExperimentConfig, run_dir: str | Path, *,
                       features_dir: str | Path | None = None,
-                      backbones: tuple[Any, Any] | None = None) -> ServableRun:
+                      backbones: tuple[Any, Any] | None = None,
+                      selection: str | None = None, budget: int | None = None,
+                      preview: Any = None) -> ServableRun:
     """A trained run with the backbones its features came from, ready to serve.
 
     Args:
@@ -293,10 +348,15 @@ def load_servable_run(cfg: ExperimentConfig, run_dir: str | Path, *,
         features_dir: where the run's features (and their backbones) are; default: the one
             the run recorded when it holds ``feature_info.json``, else the configs'.
         backbones: ``(video, audio)`` Keras models to use instead of loading them.
+        selection, budget: ``model.selection`` / ``model.budget`` instead of the run's
+            (``maivar predict --set``); None: the run's.
+        preview: the preview backbone (a Keras model) to use instead of loading it
+            (``audio_topk``).
 
     Raises:
         FileNotFoundError: ``run_dir`` does not exist or the run is incomplete.
-        RunError: the run names no classes, or its features do not fit it.
+        RunError: the run names no classes, or its features do not fit it, or
+            ``audio_topk`` with a run that has no saliency scorer.
     """
     from maivar_tf.models.backbones import BackboneFeatures
 
@@ -328,7 +388,19 @@ def load_servable_run(cfg: ExperimentConfig, run_dir: str | Path, *,
     if run_cfg.data.num_segments != k:
         run_cfg = dataclasses.replace(run_cfg, data=dataclasses.replace(run_cfg.data,
                                                                         num_segments=k))
+    run_cfg = selection_config(run_cfg, selection, budget)
     crop, size = int(run_cfg.data.crop_size), int(run_cfg.data.audio.image_size)
+    scorer, preview_fn = None, None
+    if run_cfg.model.selection == "audio_topk":
+        scorer = run.saliency
+        if scorer is None:
+            raise RunError(f"{run_dir} has no saliency scorer (saliency.keras), which "
+                           "model.selection=audio_topk needs; train the run with it, or "
+                           "--set model.selection=uniform")
+        if preview is None:
+            preview, provenance["preview_backbone"] = load_preview_backbone(
+                features_dir, run_cfg.model.preview_backbone)
+        preview_fn = BackboneFeatures(preview, (size, size, 3))
     return ServableRun(
         fusion=run.fusion, video=BackboneFeatures(video, (crop, crop, 3)),
         audio=BackboneFeatures(audio, (size, size, 3)), class_names=tuple(info.class_names),
@@ -336,7 +408,8 @@ def load_servable_run(cfg: ExperimentConfig, run_dir: str | Path, *,
         ten_crop=ten_crop, provenance=provenance, temperature=run.temperature,
         silent_audio=silent_audio_of(features_dir, str(info.representation),
                                      info.audio_backbone, fusion=run.fusion),
-        localiser=run.localiser)
+        localiser=run.localiser, selection=run_cfg.model.selection,
+        budget=int(run_cfg.model.budget), preview=preview_fn, saliency=scorer)
 
 
 def silent_audio_of(features_dir: str | Path, representation: str,

@@ -15,7 +15,10 @@ Algorithm 1 (Shaikh et al. 2024) on frozen backbone features:
    (``train.localisation``, seed ``train.seed + 3``): the per-segment head of
    :func:`maivar_tf.models.temporal.build_localiser` on the frozen fusion model's per-segment
    features, trained on the segment labels ``[N, K]`` (class ``C`` = background); skipped, with
-   a log line, when the features hold no segment labels.
+   a log line, when the features hold no segment labels;
+6. with ``model.selection: audio_topk``, a last stage ``saliency`` (``train.saliency``, seed
+   ``train.seed + 4``): the saliency scorer on the preview backbone's per-segment features
+   (:mod:`maivar_tf.saliency_stage`).
 
 ``train.fusion.modality_dropout`` (``p > 0``) makes the fusion model replace each training
 clip's audio input by the silent audio-image's features with probability ``p``
@@ -92,6 +95,7 @@ from maivar_tf.models.heads import (
 from maivar_tf.models.temporal import build_localiser
 from maivar_tf.runs import (
     LOCALISER_STAGE,
+    SALIENCY_STAGE,
     STAGES,
     TrainedRun,
     load_head,
@@ -228,7 +232,8 @@ def train_stage(plan: StagePlan, build: Callable[[], keras.Model], train_xy: tup
 def run_algorithm1(cfg: ExperimentConfig, train: Any, val: Any = None,
                    run_dir: str | Path | None = None, *,
                    strategy: tf.distribute.Strategy | None = None, verbose: Any = "auto",
-                   extra_callbacks: ExtraCallbacks | None = None) -> TrainedRun:
+                   extra_callbacks: ExtraCallbacks | None = None,
+                   preview: Any = None) -> TrainedRun:
     """Trains the audio MLP, the VMLP and the fusion model (the paper's Algorithm 1).
 
     The fusion model is ``cfg.model.fusion``'s (:func:`maivar_tf.models.fusion.build_fusion`);
@@ -253,6 +258,8 @@ def run_algorithm1(cfg: ExperimentConfig, train: Any, val: Any = None,
         verbose: ``model.fit`` verbosity; ``"auto"``: one line per epoch on a terminal, a
             line every 30 s (and one per stage at the end) otherwise.
         extra_callbacks: a function of the stage name returning more callbacks for its fit.
+        preview: ``audio_topk``: the training split's preview FeatureSet (default: loaded
+            from ``data.features_dir``).
 
     Returns:
         The :class:`~maivar_tf.runs.TrainedRun` (its ``run_dir`` is this worker's folder).
@@ -277,7 +284,7 @@ def run_algorithm1(cfg: ExperimentConfig, train: Any, val: Any = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     previous_policy = configure_precision(cfg.train.mixed_precision)
     try:
-        return _run(cfg, train, val, out_dir, strategy, info, verbose, extra_callbacks)
+        return _run(cfg, train, val, out_dir, strategy, info, verbose, extra_callbacks, preview)
     finally:
         if previous_policy is not None:
             keras.mixed_precision.set_global_policy(previous_policy)
@@ -392,7 +399,7 @@ def _train_one(name: str, cfg: ExperimentConfig, build: Callable[..., keras.Mode
 
 def _run(cfg: ExperimentConfig, train: Any, val: Any, out_dir: Path,
          strategy: tf.distribute.Strategy, info: WorkerInfo, verbose: Any,
-         extra_callbacks: ExtraCallbacks | None) -> TrainedRun:
+         extra_callbacks: ExtraCallbacks | None, preview: Any = None) -> TrainedRun:
     record = _run_info(cfg, train, val, strategy, info)
     stages: dict[str, Any] = {}
     metrics: dict[str, Any] = {}
@@ -420,13 +427,19 @@ def _run(cfg: ExperimentConfig, train: Any, val: Any, out_dir: Path,
             logger.info("stage %s: %s", name, metrics[name])
         record = dataclasses.replace(record, stages=dict(stages), metrics=dict(metrics))
         record.write(out_dir)
+    if cfg.model.selection == "audio_topk":
+        from maivar_tf.saliency_stage import record_saliency_stage
+
+        record = record_saliency_stage(cfg, train, val, strategy, out_dir, preview, models,
+                                       record, verbose=verbose, extra_callbacks=extra_callbacks)
     val_logits = None if val is None else model_outputs(models["fusion"],
                                                         stage_inputs("fusion", val, method))
     record = dataclasses.replace(record, calibration=calibration_record(val_logits, val_labels))
     record.write(out_dir)
     histories = {s: read_csv_log(stage_log_path(out_dir, s)) for s in models}
     return TrainedRun(models["audio_mlp"], models["vmlp"], models["fusion"], histories,
-                      out_dir, record, localiser=models.get(LOCALISER_STAGE))
+                      out_dir, record, localiser=models.get(LOCALISER_STAGE),
+                      saliency=models.get(SALIENCY_STAGE))
 
 
 __all__ = [

@@ -98,13 +98,18 @@ def serving_module(run: ServableRun, labels_file: str | None = None):
         ExportError: the run's class names, fusion head and K do not fit together.
     """
     from maivar_tf.serving.module import ServingModule
+    from maivar_tf.serving.selector import SegmentSelector, effective_budget
 
     try:
+        selector = None
+        if effective_budget(run.selection, run.budget, run.num_segments) is not None:
+            selector = SegmentSelector(run.selection, run.budget, run.num_segments, run.fusion,
+                                       preview=run.preview, scorer=run.saliency)
         return ServingModule(run.fusion, run.video, run.audio, run.class_names, run.cfg.data,
                              representation=run.representation, num_segments=run.num_segments,
                              ten_crop=run.ten_crop, labels_file=labels_file,
                              temperature=run.temperature, silent_audio=run.silent_audio,
-                             localiser=run.localiser)
+                             localiser=run.localiser, selector=selector)
     except ValueError as e:  # the run's parts do not fit together
         raise ExportError(str(e)) from e
 

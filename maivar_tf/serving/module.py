@@ -16,7 +16,11 @@ clip's one (``audio_segment_images`` uint8 ``[B, K, S, S, 3]``); ``serve_wavefor
 them from the windows around TSN's centre times of the waveform
 (:mod:`maivar_tf.serving.segments`). With a localiser (``run_dir/localiser.keras``, logits
 ``[B, K, C + 1]``, class C = background) every signature also returns ``segment_scores``
-(its softmax) and ``segment_event`` (``1 - p(background)``).
+(its softmax) and ``segment_event`` (``1 - p(background)``). A run that selects segments
+(``model.selection``, ``model.budget`` k; a :class:`~maivar_tf.serving.selector.SegmentSelector`)
+runs the visual and per-segment audio backbones on the k selected segments only, the
+k-segment copy of the fusion head, and returns ``selected_segments`` int32 ``[B, k]``; its
+localiser is not served (it needs all K segments' features).
 
 Every signature returns ``probabilities`` float32 ``[B, C]`` (softmax of the fusion logits
 divided by the run's temperature, :func:`maivar_tf.calibration.scaled_softmax`; a constant of
@@ -42,7 +46,7 @@ exporter wrote, :mod:`maivar_tf.serving.export`) or, in memory, from the list it
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -53,17 +57,20 @@ from maivar_tf.calibration import check_temperature, scaled_softmax
 from maivar_tf.features.silent import silent_audio_image
 from maivar_tf.models.heads import AUDIO_INPUT, VIDEO_INPUT
 from maivar_tf.serving import checks, segments
+from maivar_tf.serving.selector import gather_segments
 from maivar_tf.serving.signatures import (
     AUDIO_SEGMENTS_INPUT,
     OUTPUT_KEYS,
     SEGMENT_IMAGES,
     SEGMENT_OUTPUT_KEYS,
+    SELECTION_OUTPUT_KEYS,
     SIGNATURE_FEATURES,
     SIGNATURE_MEDIA,
     SIGNATURE_WAVEFORM,
     SIGNATURES,
     TOP_K,
     UNKNOWN_CLASS,
+    as_numpy_outputs,
     check_class_names,
     describe_signatures,
     input_signatures,
@@ -73,6 +80,7 @@ from maivar_tf.serving.signatures import (
 
 __all__ = [
     "AUDIO_SEGMENTS_INPUT", "OUTPUT_KEYS", "SEGMENT_IMAGES", "SEGMENT_OUTPUT_KEYS",
+    "SELECTION_OUTPUT_KEYS",
     "SIGNATURES", "SIGNATURE_FEATURES", "SIGNATURE_MEDIA", "SIGNATURE_WAVEFORM", "TOP_K",
     "UNKNOWN_CLASS", "ServingModule", "as_numpy_outputs", "check_class_names",
     "describe_signatures", "input_signatures", "label_table", "output_keys",
@@ -117,19 +125,22 @@ class ServingModule(tf.Module):
             run's features folder); None: ``serving_default`` cannot tell, says False.
         localiser: the localisation head (temporal binding): the fusion's inputs -> logits
             ``[K, C + 1]``; None: no segment outputs.
+        selector: the run's segment selection (temporal binding); None: all K segments. A
+            module with a selector does not serve the localiser.
         name: the module name.
 
     Raises:
         ValueError: bad class names, a fusion model without the two inputs, a K that is
             not the fusion model's, a temperature that is not a finite number > 0, a silent
-            feature vector of the wrong width, or a localiser without temporal binding.
+            feature vector of the wrong width, or a localiser or a selector without temporal
+            binding.
     """
 
     def __init__(self, fusion: Any, video: Any, audio: Any, class_names: Sequence[str],
                  data: Any, *, representation: str, num_segments: int | None = None,
                  ten_crop: bool = False, labels_file: str | None = None,
                  temperature: float = 1.0, silent_audio: Any = None, localiser: Any = None,
-                 name: str = "maivar_serving"):
+                 selector: Any = None, name: str = "maivar_serving"):
         super().__init__(name=name)
         self.class_names = check_class_names(class_names)
         self.num_segments = int(num_segments or data.num_segments)
@@ -140,8 +151,12 @@ class ServingModule(tf.Module):
         if localiser is not None and not self.temporal:
             raise ValueError("a localiser needs a temporal-binding fusion model (inputs "
                              f"{VIDEO_INPUT!r}, {AUDIO_SEGMENTS_INPUT!r})")
+        if selector is not None and not self.temporal:
+            raise ValueError("segment selection (model.selection) needs a temporal-binding "
+                             f"fusion model (inputs {VIDEO_INPUT!r}, {AUDIO_SEGMENTS_INPUT!r})")
         self.fusion, self.video, self.audio, self.data = fusion, video, audio, data
-        self.localiser = localiser
+        self.selector = selector
+        self.localiser = None if selector is not None else localiser
         self.representation = str(representation)
         self.temperature = check_temperature(temperature)
         self.ten_crop = bool(ten_crop)
@@ -160,7 +175,7 @@ class ServingModule(tf.Module):
                 raise ValueError(f"silent audio features have {self.silent_audio.size} values; "
                                  f"the audio backbone's features have {self.audio_dim}")
         self.top_k = min(TOP_K, len(self.class_names))
-        self.output_keys = output_keys(localiser is not None)
+        self.output_keys = output_keys(self.localiser is not None, selector is not None)
         self.label_table = label_table(self.class_names, labels_file)
         specs = self.input_signatures()
 
@@ -168,7 +183,12 @@ class ServingModule(tf.Module):
             return tf.function(fn, input_signature=specs[signature], autograph=False)
 
         # keyword names of the in-memory functions = the input names of the signatures
-        if self.temporal:
+        if selector is not None:
+            features = (self._serve_preview_features if selector.topk
+                        else self._serve_segment_features)
+            media = self._serve_segment_media
+            media_features = self._segment_media_features
+        elif self.temporal:
             features, media = self._serve_segment_features, self._serve_segment_media
             media_features = self._segment_media_features
         else:
@@ -195,8 +215,10 @@ class ServingModule(tf.Module):
 
     def input_signatures(self) -> dict[str, list[tf.TensorSpec]]:
         """Each signature's named ``tf.TensorSpec`` list (see :func:`input_signatures`)."""
+        topk = self.selector is not None and self.selector.topk
         return input_signatures(self.num_segments, self.video_dim, self.audio_dim,
-                                self.image_size, temporal=self.temporal)
+                                self.image_size, temporal=self.temporal,
+                                preview_dim=self.selector.preview_dim if topk else 0)
 
     def signatures(self) -> dict[str, Any]:
         """Signature name -> its ``tf.function`` (what the exporter writes)."""
@@ -205,15 +227,16 @@ class ServingModule(tf.Module):
 
     # -- graph pieces ------------------------------------------------------------------------
 
-    def prepare_frames(self, frames: tf.Tensor) -> tf.Tensor:
-        """uint8 ``[B, K, H, W, 3]`` -> what :func:`video_features` crops.
+    def prepare_frames(self, frames: tf.Tensor, segments: int | None = None) -> tf.Tensor:
+        """uint8 ``[B, K, H, W, 3]`` (``segments`` of them, default K) -> what
+        :func:`video_features` crops.
 
         Without ten crop: the centre ``crop_size`` squares ``[B, K, c, c, 3]`` (frames that
         already are such squares are used as they are); with ten crop: the whole frames,
         shorter side ``frame_short_side``.
         """
         resized = ops.resize_short_side
-        k, c = self.num_segments, self.crop_size
+        k, c = segments or self.num_segments, self.crop_size
         if self.ten_crop:
             return tf.ensure_shape(resized(frames, self.short_side), [None, k, None, None, 3])
         shape = tf.shape(frames)
@@ -222,21 +245,23 @@ class ServingModule(tf.Module):
                       lambda: ops.center_crop(resized(frames, self.short_side), c))
         return tf.ensure_shape(out, [None, k, c, c, 3])
 
-    def video_features(self, frames: tf.Tensor) -> tf.Tensor:
-        """uint8 ``[B, K, H, W, 3]`` -> float32 ``[B, K, Dv]`` (as feature extraction)."""
+    def video_features(self, frames: tf.Tensor, segments: int | None = None) -> tf.Tensor:
+        """uint8 ``[B, K, H, W, 3]`` -> float32 ``[B, K, Dv]`` (as feature extraction);
+        ``segments``: the frames are that many (the selected ones), not K."""
         from maivar_tf.models.backbones import video_features
 
-        return video_features(self.video, self.prepare_frames(frames), self.crop_size,
-                              self.ten_crop)
+        return video_features(self.video, self.prepare_frames(frames, segments),
+                              self.crop_size, self.ten_crop)
 
-    def audio_features(self, audio_image: tf.Tensor) -> tf.Tensor:
+    def audio_features(self, audio_image: tf.Tensor, segments: int | None = None
+                       ) -> tf.Tensor:
         """uint8 ``[B, S, S, 3]`` -> float32 ``[B, Da]``; per segment (temporal binding)
-        uint8 ``[B, K, S, S, 3]`` -> float32 ``[B, K, Da]``."""
+        uint8 ``[B, K, S, S, 3]`` -> float32 ``[B, K, Da]`` (``segments`` instead of K)."""
         if not self.temporal:
             return self.audio(audio_image)
         s = self.image_size
         feats = self.audio(tf.reshape(audio_image, [-1, s, s, 3]))
-        return tf.reshape(feats, [-1, self.num_segments, self.audio_dim])
+        return tf.reshape(feats, [-1, segments or self.num_segments, self.audio_dim])
 
     def _cut(self, waveform: tf.Tensor) -> tf.Tensor:
         max_seconds = float(self.data.audio.max_seconds)
@@ -269,9 +294,11 @@ class ServingModule(tf.Module):
         return {VIDEO_INPUT: video_features, self.audio_input: audio_features}
 
     def logits(self, video_features: tf.Tensor, audio_features: tf.Tensor) -> tf.Tensor:
-        """The fusion model's logits ``[B, C]``."""
+        """The fusion model's logits ``[B, C]`` (a selecting module: the k-segment copy's, on
+        the k selected segments' features)."""
         inputs = self._feature_inputs(video_features, audio_features)
-        return tf.cast(self.fusion(inputs, training=False), tf.float32)
+        fusion = self.fusion if self.selector is None else self.selector.fusion
+        return tf.cast(fusion(inputs, training=False), tf.float32)
 
     def segment_logits(self, video_features: tf.Tensor, audio_features: tf.Tensor
                        ) -> tf.Tensor | None:
@@ -301,6 +328,25 @@ class ServingModule(tf.Module):
         return self.outputs(self.logits(video_features, audio_features), audio_missing,
                             self.segment_logits(video_features, audio_features))
 
+    # -- segment selection (a module with a selector) -------------------------------------
+
+    def _classify_media(self, frames, images, audio_missing):
+        """The K frames and audio-images -> outputs; a selecting module gathers the k
+        selected ones (:meth:`SegmentSelector.select_media`) before any backbone runs."""
+        if self.selector is None:
+            return self._classify(self.video_features(frames), self.audio_features(images),
+                                  audio_missing)
+        index = self.selector.select_media(images)
+        f, a = (gather_segments(x, index) for x in (frames, images))
+        k = self.selector.k
+        return self.selected_outputs(self.video_features(f, k), self.audio_features(a, k), index,
+                              audio_missing)
+
+    def selected_outputs(self, video_features, audio_features, index, audio_missing):
+        """The k selected segments' features -> the outputs and ``selected_segments``."""
+        return {**self.outputs(self.logits(video_features, audio_features), audio_missing),
+                "selected_segments": index}
+
     # -- audio missing -----------------------------------------------------------------------
 
     def silent_images(self, audio: tf.Tensor) -> tf.Tensor:
@@ -329,7 +375,7 @@ class ServingModule(tf.Module):
         f, a = checks.check_batch(signature, **{"frames": f, name: a})
         return checks.check_frame_area(f, signature), a
 
-    def _serve_features(self, video_features, audio_features):
+    def _checked_features(self, video_features, audio_features):
         sig, name = SIGNATURE_FEATURES, self.audio_input
         v = checks.check_shape(video_features, [None, self.num_segments, self.video_dim], sig,
                                VIDEO_INPUT, "float32")
@@ -337,9 +383,29 @@ class ServingModule(tf.Module):
                    else [None, self.audio_dim])
         a = checks.check_shape(audio_features, pattern, sig, name, "float32")
         v, a = checks.check_batch(sig, **{VIDEO_INPUT: v, name: a})
-        v = checks.check_finite(v, sig, VIDEO_INPUT)
-        a = checks.check_finite(a, sig, name)
+        return checks.check_finite(v, sig, VIDEO_INPUT), checks.check_finite(a, sig, name)
+
+    def _serve_features(self, video_features, audio_features):
+        v, a = self._checked_features(video_features, audio_features)
+        if self.selector is not None:  # uniform: TSN's k of the K
+            index = self.selector.indices(tf.shape(v)[0])
+            return self.selected_outputs(gather_segments(v, index), gather_segments(a, index), index,
+                                  self.silent_features(a))
         return self._classify(v, a, self.silent_features(a))
+
+    def _serve_preview_features(self, video_features, audio_segment_features,
+                                preview_features):
+        """``audio_topk``: the scorer on the preview features picks the k of the K."""
+        sig = SIGNATURE_FEATURES
+        v, a = self._checked_features(video_features, audio_segment_features)
+        p = checks.check_shape(preview_features, [None, self.num_segments,
+                                                  self.selector.preview_dim], sig,
+                               "preview_features", "float32")
+        v, p = checks.check_batch(sig, **{VIDEO_INPUT: v, "preview_features": p})
+        p = checks.check_finite(p, sig, "preview_features")
+        index = self.selector.indices(tf.shape(v)[0], self.selector.scores(p))
+        return self.selected_outputs(gather_segments(v, index), gather_segments(a, index), index,
+                              self.silent_features(a))
 
     def _media_features(self, frames, audio_image):
         f, a = self._checked_media(SIGNATURE_MEDIA, frames, audio_image)
@@ -347,8 +413,7 @@ class ServingModule(tf.Module):
 
     def _serve_media(self, frames, audio_image):
         f, a = self._checked_media(SIGNATURE_MEDIA, frames, audio_image)
-        return self._classify(self.video_features(f), self.audio_features(a),
-                              self.silent_images(a))
+        return self._classify_media(f, a, self.silent_images(a))
 
     def _serve_segment_features(self, video_features, audio_segment_features):
         return self._serve_features(video_features, audio_segment_features)
@@ -375,16 +440,4 @@ class ServingModule(tf.Module):
         image = self.render_audio_image(w)
         rows = tf.reshape(missing, [-1] + [1] * (image.shape.rank - 1))
         image = tf.where(rows, tf.constant(self.silent_image), image)
-        return self._classify(self.video_features(f), self.audio_features(image), missing)
-
-
-def as_numpy_outputs(outputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Signature outputs -> NumPy arrays (class names decoded to ``str``)."""
-    out = {}
-    for k, v in outputs.items():
-        a = np.asarray(v)
-        if a.dtype.kind in ("O", "S"):
-            a = np.vectorize(lambda s: s.decode() if isinstance(s, bytes) else str(s),
-                             otypes=[object])(a).astype(str)
-        out[k] = a
-    return out
+        return self._classify_media(f, image, missing)

@@ -8,7 +8,9 @@ turns a clip's serialised record (the Beam job's ``SequenceExample``) into that 
 preprocessing the model was trained with:
 
 * :class:`RunPredictor`: a trained run's :class:`~maivar_tf.serving.module.ServingModule`,
-  its backbones and its head called (and timed) separately;
+  its backbones and its head called (and timed) separately (a run that selects segments:
+  the preview and the selection, then the backbones on the k selected segments, then the
+  k-segment head);
 * :class:`SavedModelPredictor`: an export's ``serve_media`` signature, the same graph.
 """
 
@@ -36,6 +38,7 @@ from maivar_tf.serving.module import (
     SIGNATURE_MEDIA,
     as_numpy_outputs,
 )
+from maivar_tf.serving.selector import describe_selection, gather_segments
 
 
 class ClipDecoder:
@@ -101,10 +104,22 @@ class RunPredictor:
         self.decoder = ClipDecoder(self.cfg.data, self.representation, self.ten_crop,
                                    segment_audio=self.temporal)
         self.source = {"run_dir": run.provenance.get("run_dir")}
+        self.selection = describe_selection(run.selection, run.budget, self.num_segments)
+        if self.module.selector is not None:
+            self._select = tf.function(self.module.selector.select_media, autograph=False)
+            self._selected_features = tf.function(self._features_of, autograph=False)
+            self._head = tf.function(self.module.selected_outputs, autograph=False)
+
+    def _features_of(self, frames, images, index):
+        k = self.module.selector.k
+        f, a = (gather_segments(x, index) for x in (frames, images))
+        return self.module.video_features(f, k), self.module.audio_features(a, k)
 
     def __call__(self, frames: np.ndarray, audio_image: np.ndarray
                  ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-        """One batch -> ``(outputs, {"backbones": ms, "head": ms})``.
+        """One batch -> ``(outputs, {"backbones": ms, "head": ms})`` (a run that selects
+        segments: ``{"preview": ms, "backbones": ms, "head": ms}``, ``preview`` being the
+        preview backbone, the scorer and the top k; and ``selected_segments`` in the outputs).
 
         ``audio_image`` is ``serve_media``'s audio input: ``[B, S, S, 3]``, or the
         per-segment ``[B, K, S, S, 3]`` of a temporal-binding run; ``audio_missing`` says
@@ -113,15 +128,34 @@ class RunPredictor:
         specs = {s.name: s for s in self.module.input_signatures()[SIGNATURE_MEDIA]}
         media = {"frames": frames, self.module.media_audio_input: audio_image}
         check_request(media, specs, SIGNATURE_MEDIA)
+        silent = np.asarray(audio_image) == self.module.silent_image
+        missing = silent.reshape(len(silent), -1).all(axis=1)
+        if self.module.selector is not None:
+            return self._call_selected(frames, audio_image, missing)
         t0 = time.perf_counter()
         v, a = self.module.media_features(frames, audio_image)
         v, a = v.numpy(), a.numpy()
         t1 = time.perf_counter()
         out = as_numpy_outputs(self.module.serving_default(v, a))
         t2 = time.perf_counter()
-        silent = np.asarray(audio_image) == self.module.silent_image
-        out["audio_missing"] = silent.reshape(len(silent), -1).all(axis=1)
+        out["audio_missing"] = missing
         return out, {"backbones": 1000 * (t1 - t0), "head": 1000 * (t2 - t1)}
+
+    def _call_selected(self, frames, images, missing):
+        """Preview + selection, the backbones on the k selected segments, the k-segment head
+        (the pieces of ``serve_media``, timed separately)."""
+        frames, images = tf.constant(frames), tf.constant(images)
+        t0 = time.perf_counter()
+        index = self._select(images)
+        index.numpy()
+        t1 = time.perf_counter()
+        v, a = self._selected_features(frames, images, index)
+        v, a = tf.constant(v.numpy()), tf.constant(a.numpy())
+        t2 = time.perf_counter()
+        out = as_numpy_outputs(self._head(v, a, index, tf.constant(missing)))
+        t3 = time.perf_counter()
+        return out, {"preview": 1000 * (t1 - t0), "backbones": 1000 * (t2 - t1),
+                     "head": 1000 * (t3 - t2)}
 
 
 class SavedModelPredictor:
@@ -155,6 +189,8 @@ class SavedModelPredictor:
         self.decoder = ClipDecoder(self.cfg.data, self.representation, self.ten_crop,
                                    segment_audio=self.temporal)
         self.source = {"saved_model": str(self.path)}
+        self.selection = describe_selection(self.cfg.model.selection, self.cfg.model.budget,
+                                            self.num_segments)
 
     def __call__(self, frames: np.ndarray, audio_image: np.ndarray
                  ) -> tuple[dict[str, np.ndarray], dict[str, float]]:

@@ -17,13 +17,18 @@ signature              clip-level fusion (MAiVAR's Algorithm 1)        ``tempora
 =====================  ==============================================  =========================
 
 Every signature returns :data:`OUTPUT_KEYS`; a run with a localiser (``run_dir/localiser.keras``)
-adds :data:`SEGMENT_OUTPUT_KEYS`.
+adds :data:`SEGMENT_OUTPUT_KEYS`. A run that selects segments (``model.selection``,
+:mod:`maivar_tf.serving.selector`) adds :data:`SELECTION_OUTPUT_KEYS` instead, and under
+``audio_topk`` its ``serving_default`` also takes ``preview_features`` float32 ``[B, K, Dp]``
+(the preview backbone's per-segment features), so all three signatures select the same way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from maivar_tf.models.heads import AUDIO_INPUT, AUDIO_SEGMENTS_INPUT, VIDEO_INPUT
@@ -47,9 +52,18 @@ TOP_K = 5
 UNKNOWN_CLASS = "<unknown>"
 
 
-def output_keys(localiser: bool) -> tuple[str, ...]:
-    """The output keys of every signature of a module (with or without a localiser)."""
-    return OUTPUT_KEYS + (SEGMENT_OUTPUT_KEYS if localiser else ())
+#: The extra output of a module that selects segments (``model.selection``): the k segments
+#: the visual backbone ran on, int32 ``[B, k]`` in time order.
+SELECTION_OUTPUT_KEYS = ("selected_segments",)
+#: ``serving_default``'s third input under ``audio_topk``: the preview backbone's features.
+PREVIEW_INPUT = "preview_features"
+
+
+def output_keys(localiser: bool, selection: bool = False) -> tuple[str, ...]:
+    """The output keys of every signature of a module (with or without a localiser, with
+    or without segment selection)."""
+    return (OUTPUT_KEYS + (SEGMENT_OUTPUT_KEYS if localiser else ())
+            + (SELECTION_OUTPUT_KEYS if selection else ()))
 
 
 def check_class_names(class_names: Sequence[str]) -> tuple[str, ...]:
@@ -88,12 +102,15 @@ def label_table(class_names: Sequence[str], labels_file: str | None = None
 
 
 def input_signatures(num_segments: int, video_dim: int, audio_dim: int, image_size: int,
-                     temporal: bool = False) -> dict[str, list[tf.TensorSpec]]:
+                     temporal: bool = False, preview_dim: int = 0
+                     ) -> dict[str, list[tf.TensorSpec]]:
     """Each signature's named ``tf.TensorSpec`` list, in argument order.
 
     Args:
         num_segments, video_dim, audio_dim, image_size: K, Dv, Da, S.
         temporal: the temporal-binding inputs (per-segment audio features and audio-images).
+        preview_dim: Dp > 0: ``serving_default`` also takes the preview backbone's features
+            ``preview_features`` float32 ``[B, K, Dp]`` (``model.selection: audio_topk``).
     """
     k, s = int(num_segments), int(image_size)
     frames = tf.TensorSpec([None, k, None, None, 3], tf.uint8, name="frames")
@@ -103,9 +120,12 @@ def input_signatures(num_segments: int, video_dim: int, audio_dim: int, image_si
     else:
         audio = tf.TensorSpec([None, int(audio_dim)], tf.float32, name=AUDIO_INPUT)
         image = tf.TensorSpec([None, s, s, 3], tf.uint8, name="audio_image")
+    features = [tf.TensorSpec([None, k, int(video_dim)], tf.float32, name=VIDEO_INPUT), audio]
+    if preview_dim:
+        features.append(tf.TensorSpec([None, k, int(preview_dim)], tf.float32,
+                                      name=PREVIEW_INPUT))
     return {
-        SIGNATURE_FEATURES: [
-            tf.TensorSpec([None, k, int(video_dim)], tf.float32, name=VIDEO_INPUT), audio],
+        SIGNATURE_FEATURES: features,
         SIGNATURE_MEDIA: [frames, image],
         SIGNATURE_WAVEFORM: [
             frames,
@@ -120,3 +140,15 @@ def describe_signatures(specs: Mapping[str, Sequence[tf.TensorSpec]]) -> dict[st
     return {name: [{"name": s.name, "dtype": s.dtype.name,
                     "shape": [d if d is not None else -1 for d in s.shape]} for s in sig]
             for name, sig in specs.items()}
+
+
+def as_numpy_outputs(outputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Signature outputs -> NumPy arrays (class names decoded to ``str``)."""
+    out = {}
+    for k, v in outputs.items():
+        a = np.asarray(v)
+        if a.dtype.kind in ("O", "S"):
+            a = np.vectorize(lambda s: s.decode() if isinstance(s, bytes) else str(s),
+                             otypes=[object])(a).astype(str)
+        out[k] = a
+    return out
