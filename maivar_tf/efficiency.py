@@ -46,9 +46,6 @@ from maivar_tf.utils import write_json_atomic
 #: Where :func:`evaluate_selection` writes by default: ``run_dir/eval-selection-<mode>-k<k>``.
 SELECTION_EVAL_PREFIX = "eval-selection"
 
-_MAC_CACHE: dict[tuple[str, str, int], int] = {}
-
-
 def selection_eval_dir(run_dir: str | Path, mode: str, k: int) -> Path:
     """``run_dir/eval-selection-<mode>-k<k>``."""
     return Path(run_dir) / f"{SELECTION_EVAL_PREFIX}-{mode}-k{int(k)}"
@@ -97,12 +94,9 @@ def selected_logits(model: Any, features: Any, indices: Any) -> np.ndarray:
 
 
 def _macs(kind: str, architecture: str, size: int) -> int:
-    from maivar_tf.costs import count_macs
+    from maivar_tf.costs import backbone_macs
 
-    key = (kind, architecture, int(size))
-    if key not in _MAC_CACHE:
-        _MAC_CACHE[key] = int(count_macs(_backbone(kind, architecture, size)))
-    return _MAC_CACHE[key]
+    return int(backbone_macs(kind, int(size), None if kind == "video" else architecture))
 
 
 def _backbone(kind: str, architecture: str, size: int) -> Any:
@@ -110,6 +104,18 @@ def _backbone(kind: str, architecture: str, size: int) -> Any:
 
     arch = None if kind == "video" else architecture
     return build_backbone(kind, "none", int(size), architecture=arch)
+
+
+def _is_model(spec: Any) -> bool:
+    return not isinstance(spec, tuple)
+
+
+def _name(spec: Any) -> str:
+    return spec.name if _is_model(spec) else spec[1]
+
+
+def _side(spec: Any) -> int:
+    return int(spec.input_shape[1]) if _is_model(spec) else int(spec[2])
 
 
 def _median_ms(model: Any, shape: tuple[int, ...], repeats: int) -> float:
@@ -151,7 +157,8 @@ def selection_costs(fusion: Any, backbones: dict[str, tuple[str, str, int]], k: 
 
     Args:
         fusion: the run's fusion head (K segments).
-        backbones: :func:`run_backbones` (``preview`` present: the audio_topk preview runs).
+        backbones: :func:`run_backbones` (``preview`` present: the audio_topk preview runs);
+            a value may also be a built backbone (counted and timed as it is).
         k: segments the visual backbone runs on.
         num_segments: K (the preview runs on all of them).
         scorer: the saliency scorer (audio_topk).
@@ -171,15 +178,17 @@ def selection_costs(fusion: Any, backbones: dict[str, tuple[str, str, int]], k: 
              "audio": (backbones["audio"], int(k) if per_segment else 1)}
     if "preview" in backbones:
         parts["preview"] = (backbones["preview"], int(num_segments))
-    macs = {name: n * _macs(*spec) for name, (spec, n) in parts.items()}
+    macs = {name: n * (int(count_macs(spec)) if _is_model(spec) else _macs(*spec))
+            for name, (spec, n) in parts.items()}
     macs["heads"] = int(count_macs(head)) + (int(count_macs(scorer)) if scorer is not None
                                               and "preview" in backbones else 0)
     macs["total"] = int(sum(macs.values()))
-    timed = {name: f"{spec[1]} on [{n}, {spec[2]}, {spec[2]}, 3]"
+    timed = {name: f"{_name(spec)} on [{n}, {_side(spec)}, {_side(spec)}, 3]"
              for name, (spec, n) in parts.items()}
     out: dict[str, Any] = {"macs": macs, "timed": timed}
     if timing:
-        wall = {name: _median_ms(_backbone(*spec), (n, spec[2], spec[2], 3), repeats)
+        wall = {name: _median_ms(spec if _is_model(spec) else _backbone(*spec),
+                                 (n, _side(spec), _side(spec), 3), repeats)
                 for name, (spec, n) in parts.items()}
         heads = [head] + ([scorer] if scorer is not None and "preview" in backbones else [])
         wall["heads"] = float(sum(_head_ms(m, repeats) for m in heads))

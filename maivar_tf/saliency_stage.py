@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from maivar_tf.models.saliency import build_saliency_scorer, event_targets
+from maivar_tf.models.saliency import build_saliency_scorer, event_targets, preview_scale
 from maivar_tf.runs import SALIENCY_STAGE
 from maivar_tf.selection import load_preview, preview_rows
 
@@ -84,12 +84,13 @@ def saliency_stage(cfg: Any, train: Any, val: Any, strategy: Any, run_dir: Path,
                                mc.preview_backbone)
     train_xy = saliency_xy(train, preview, mc.saliency)
     val_xy = None if val is None else saliency_xy(val, preview, mc.saliency)
-    mean, var = feature_statistics(train_xy[0])
+    scale = preview_scale(train_xy[0])
+    mean, var = feature_statistics(train_xy[0] * np.float32(scale))
     k, dp = int(train_xy[0].shape[1]), int(train_xy[0].shape[2])
 
     def build():
         return build_saliency_scorer(len(train.class_names), k, dp, mc.saliency, mean, var,
-                                     dropout=mc.dropout, l1=mc.l1)
+                                     scale=scale, dropout=mc.dropout, l1=mc.l1)
 
     model, info = train_stage(saliency_plan(cfg.train), build, train_xy, val_xy, strategy,
                               run_dir, verbose=verbose, extra_callbacks=extra_callbacks)

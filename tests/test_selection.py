@@ -229,3 +229,27 @@ def test_curve_table_and_figure(tmp_path):
     assert [p.name for p in runs_in(tmp_path / "abl")] == ["seed-0", "seed-1"]
     with pytest.raises(FileNotFoundError, match="no run folders"):
         runs_in(tmp_path / "c.png")
+
+
+def test_selection_costs_count_k_frames_K_previews_and_the_heads():
+    from maivar_tf.costs import count_macs
+    from tests.tiny_models import tiny_audio_backbone, tiny_video_backbone
+
+    vmlp, _ = _vmlp()
+    tb = _tb(vmlp)
+    scorer = saliency.build_saliency_scorer(C, K, DP, "clip", units=4)
+    backbones = {"video": tiny_video_backbone(32), "audio": tiny_audio_backbone(26),
+                 "preview": tiny_audio_backbone(13, dim=DP)}
+    costs = efficiency.selection_costs(tb, backbones, 2, K, scorer=scorer, repeats=1)
+    video, audio, preview = (count_macs(backbones[p]) for p in ("video", "audio", "preview"))
+    assert preview < audio < video
+    m = costs["macs"]
+    assert (m["visual"], m["audio"], m["preview"]) == (2 * video, 2 * audio, K * preview)
+    assert m["heads"] == count_macs(model_for_segments(tb, 2)) + count_macs(scorer) > 0
+    assert m["total"] == sum(v for p, v in m.items() if p != "total")
+    assert set(costs["wall_ms"]) == {"visual", "audio", "preview", "heads", "total"}
+    assert all(v > 0 for v in costs["wall_ms"].values())
+    assert costs["timed"]["visual"] == "tiny_video on [2, 32, 32, 3]"
+    uniform = efficiency.selection_costs(tb, {k: v for k, v in backbones.items()
+                                              if k != "preview"}, 2, K, timing=False)
+    assert "preview" not in uniform["macs"] and "wall_ms" not in uniform

@@ -43,7 +43,7 @@ SUPERVISIONS = ("clip", "segments")
 
 def build_saliency_scorer(num_classes: int, num_segments: int, preview_dim: int,
                           supervision: str = "clip", mean: Any = None, var: Any = None, *,
-                          units: int = SALIENCY_UNITS, dropout: float = 0.5, l1: float = 0.0,
+                          scale: float = 1.0, units: int = SALIENCY_UNITS, dropout: float = 0.5, l1: float = 0.0,
                           name: str = "saliency") -> keras.Model:
     """The saliency scorer (see the module doc).
 
@@ -53,7 +53,9 @@ def build_saliency_scorer(num_classes: int, num_segments: int, preview_dim: int,
         preview_dim: Dp, the preview backbone's feature width.
         supervision: ``clip`` (output ``[B, C]`` clip logits) or ``segments`` (output
             ``[B, K, 2]`` background/event logits).
-        mean, var: statistics ``[Dp]`` of the training preview features (None: identity).
+        mean, var: statistics ``[Dp]`` of the training preview features times ``scale``
+            (None: identity).
+        scale: multiplies the features first (see :func:`preview_scale`).
         units: width of the hidden layer.
         dropout: dropout rate after it.
         l1: its kernel's L1 penalty.
@@ -64,7 +66,8 @@ def build_saliency_scorer(num_classes: int, num_segments: int, preview_dim: int,
                          f"{', '.join(SUPERVISIONS)}")
     mean, var = input_statistics(mean, var, int(preview_dim), "preview statistics")
     inp = keras.Input((int(num_segments), int(preview_dim)), name=PREVIEW_INPUT)
-    x = keras.layers.Normalization(axis=-1, mean=mean, variance=var, name="preview_norm")(inp)
+    x = keras.layers.Rescaling(float(scale), name="preview_scale")(inp)
+    x = keras.layers.Normalization(axis=-1, mean=mean, variance=var, name="preview_norm")(x)
     x = keras.layers.Dense(int(units), activation="relu", name="saliency_hidden",
                            kernel_regularizer=keras.regularizers.L1(l1) if l1 > 0 else None)(x)
     x = keras.layers.Dropout(float(dropout), name="saliency_dropout")(x)
@@ -73,6 +76,14 @@ def build_saliency_scorer(num_classes: int, num_segments: int, preview_dim: int,
     if supervision == "clip":
         logits = SegmentConsensus(name="predictions")(logits)
     return keras.Model(inp, logits, name=name)
+
+
+def preview_scale(features: Any) -> float:
+    """``1 / RMS`` of the features' per-feature standard deviations (float64; 1.0 when they
+    never vary), so the scaled features vary on the order of 1."""
+    x = np.asarray(features, np.float64).reshape(-1, np.shape(features)[-1])
+    spread = float(np.sqrt(np.mean(x.var(axis=0)))) if x.size else 0.0
+    return 1.0 / spread if spread > 0 and np.isfinite(1.0 / spread) else 1.0
 
 
 def saliency_supervision(scorer: keras.Model) -> str:
@@ -113,5 +124,5 @@ def event_targets(segment_labels: Any) -> np.ndarray:
 
 
 __all__ = ["PREVIEW_INPUT", "SALIENCY_UNITS", "SEGMENT_LOGITS_LAYER", "SUPERVISIONS",
-           "build_saliency_scorer", "event_targets", "saliency_model", "saliency_scores",
-           "saliency_supervision"]
+           "build_saliency_scorer", "event_targets", "preview_scale", "saliency_model",
+           "saliency_scores", "saliency_supervision"]
