@@ -26,8 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from maivar_tf.config import SELECTION_MODES as CONFIG_SELECTIONS
+
 #: ``evaluate_selection`` modes: the config's ``model.selection`` values and ``oracle``.
-SELECTION_MODES = ("uniform", "audio_topk", "oracle")
+SELECTION_MODES = (*CONFIG_SELECTIONS, "oracle")
 
 
 def _check_budget(num_segments: int, k: int) -> tuple[int, int]:
@@ -45,10 +47,21 @@ def uniform_indices(num_segments: int, k: int) -> np.ndarray:
     return np.asarray(segment_subset(num_segments, k), np.int64)
 
 
+def topk_rule(scores: Any, k: int):
+    """The top-k rule in TensorFlow ops (the one implementation; the serving graph runs it):
+    the k highest of ``scores [..., K]``, ties to the lower index (``tf.math.top_k`` keeps
+    the lower index first among equal values), returned in time order, int32 ``[..., k]``."""
+    import tensorflow as tf
+
+    index = tf.math.top_k(tf.convert_to_tensor(scores), k=int(k), sorted=True).indices
+    return tf.sort(tf.cast(index, tf.int32), axis=-1)
+
+
 def topk_indices(scores: Any, k: int) -> np.ndarray:
     """The k highest ``scores [..., K]`` per row, ties to the lower index, in time order.
 
-    Equal to ``np.sort(np.argsort(-scores, kind="stable")[..., :k])``: int64 ``[..., k]``.
+    :func:`topk_rule` run eagerly, checked: equal to
+    ``np.sort(np.argsort(-scores, kind="stable")[..., :k])``, int64 ``[..., k]``.
 
     Raises:
         ValueError: ``k`` outside ``1..K`` or scores that are not finite.
@@ -59,8 +72,7 @@ def topk_indices(scores: Any, k: int) -> np.ndarray:
     _check_budget(scores.shape[-1], k)
     if not np.all(np.isfinite(scores)):
         raise ValueError("scores: NaN or Inf values; the saliency scorer is broken")
-    order = np.argsort(-scores, axis=-1, kind="stable")[..., :int(k)]
-    return np.sort(order, axis=-1).astype(np.int64)
+    return np.asarray(topk_rule(scores, k), np.int64)
 
 
 def oracle_indices(segment_labels: Any, k: int) -> np.ndarray:

@@ -8,8 +8,8 @@ served by a :class:`~maivar_tf.serving.module.ServingModule` holding a
 
 * ``audio_topk``: the preview backbone (``model.preview_backbone``, MobileNetV3-Small) on the
   K per-segment audio-images, the run's saliency scorer (``run_dir/saliency.keras``) on its
-  features ``[B, K, Dp]`` -> ``[B, K]`` saliency, then the top k (:func:`topk_indices`: ties
-  broken by time, returned in time order);
+  features ``[B, K, Dp]`` -> ``[B, K]`` saliency, then the top k (:func:`maivar_tf.selection.topk_rule`:
+  ties broken by time, returned in time order; the rule the NumPy ``topk_indices`` runs too);
 * ``uniform`` with k < K: TSN's k evenly spaced segments
   (:func:`maivar_tf.selection.uniform_indices`), no preview.
 
@@ -27,26 +27,12 @@ from typing import Any
 
 import tensorflow as tf
 
+from maivar_tf.config import SELECTION_MODES
+from maivar_tf.selection import topk_rule
 from maivar_tf.serving.signatures import PREVIEW_INPUT, SELECTION_OUTPUT_KEYS
 
 __all__ = ["PREVIEW_INPUT", "SELECTION_MODES", "SELECTION_OUTPUT_KEYS", "SegmentSelector",
-           "describe_selection", "effective_budget", "gather_segments", "topk_indices",
-           "uniform_index"]
-
-SELECTION_MODES = ("uniform", "audio_topk")
-
-
-def topk_indices(scores: Any, k: int) -> tf.Tensor:
-    """The k highest of ``scores`` ``[..., K]``, ties broken by time (the lower index first),
-    returned in time order: int32 ``[..., k]``.
-
-    ``tf.math.top_k`` puts the lower index first among equal values; the kept indices are
-    then sorted. The one implementation of the rule (:func:`maivar_tf.selection.topk_indices`
-    is its NumPy face).
-    """
-    scores = tf.convert_to_tensor(scores)
-    index = tf.math.top_k(scores, k=int(k), sorted=True).indices
-    return tf.sort(tf.cast(index, tf.int32), axis=-1)
+           "describe_selection", "effective_budget", "gather_segments", "uniform_index"]
 
 
 def uniform_index(num_segments: int, k: int) -> list[int]:
@@ -146,7 +132,7 @@ class SegmentSelector(tf.Module):
     def indices(self, batch: tf.Tensor, scores: tf.Tensor | None = None) -> tf.Tensor:
         """int32 ``[B, k]``: the top k of ``scores`` (``audio_topk``), else TSN's k."""
         if self.topk:
-            return topk_indices(scores, self.k)
+            return topk_rule(scores, self.k)
         index = tf.constant(uniform_index(self.num_segments, self.k), tf.int32)
         return tf.tile(index[None], [batch, 1])
 

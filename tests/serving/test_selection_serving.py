@@ -27,6 +27,7 @@ from maivar_tf.predict import (  # noqa: E402
     selection_overrides,
 )
 from maivar_tf.runs import load_servable_run  # noqa: E402
+from maivar_tf.selection import topk_rule  # noqa: E402
 from maivar_tf.serving import (  # noqa: E402
     SIGNATURE_FEATURES,
     SIGNATURE_MEDIA,
@@ -37,7 +38,6 @@ from maivar_tf.serving import (  # noqa: E402
     serving_module,
 )
 from maivar_tf.serving.predictors import RunPredictor, SavedModelPredictor  # noqa: E402
-from maivar_tf.serving.selector import topk_indices  # noqa: E402
 from tests.serving.helpers import CLASSES  # noqa: E402
 from tests.serving.temporal_run import TB_K, segment_media  # noqa: E402
 
@@ -105,8 +105,8 @@ def test_tf_topk_breaks_ties_by_time_like_numpy():
     rng = np.random.default_rng(3)
     scores = rng.integers(0, 3, (200, 7)).astype(np.float32)  # many ties
     for k in (1, 3, 7):
-        np.testing.assert_array_equal(topk_indices(scores, k).numpy(), numpy_topk(scores, k))
-    np.testing.assert_array_equal(topk_indices([[0.5, 0.5, 0.9, 0.5]], 2).numpy(), [[0, 2]])
+        np.testing.assert_array_equal(topk_rule(scores, k).numpy(), numpy_topk(scores, k))
+    np.testing.assert_array_equal(topk_rule([[0.5, 0.5, 0.9, 0.5]], 2).numpy(), [[0, 2]])
 
 
 def test_selected_indices_are_the_numpy_topk_of_the_graph_scores(sel_module, media):
