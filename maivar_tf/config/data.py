@@ -124,7 +124,8 @@ class DataConfig:
     """Which videos, and how they become TFRecords.
 
     Args:
-        dataset: ``synthetic`` (embedded), ``ucf101``, ``ucf51``, ``kinetics_sounds`` or ``csv``.
+        dataset: ``synthetic`` (embedded), ``ucf101``, ``ucf51``, ``kinetics_sounds``, ``csv`` or
+            ``ave`` (AVE's ``Annotations.txt`` spans).
         video_root: folder holding the videos (for ``synthetic``, where they are generated).
         annotations: the annotation folder (UCF101 ``ucfTrainTestlist``) or CSV file;
             empty means ``video_root`` for UCF-style and synthetic data.
