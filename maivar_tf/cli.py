@@ -231,7 +231,9 @@ def _cmd_evaluate(args, cfg, cfg_path) -> int:
     if silent:
         print("every clip's audio replaced by the silent audio-image's features")
     _print_accuracies(_evaluate(cfg, run_dir, audio=args.audio))
-    print(f"report: {run_dir / (SILENT_EVAL_SUBDIR if silent else EVAL_SUBDIR) / REPORT_JSON}")
+    from maivar_tf.efficiency import full_cost
+    report = run_dir / (SILENT_EVAL_SUBDIR if silent else EVAL_SUBDIR) / REPORT_JSON
+    print(f"{full_cost(run_dir, report)}\nreport: {report}")
     return 0
 
 

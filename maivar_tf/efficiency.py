@@ -303,5 +303,37 @@ def format_selection(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["SELECTION_EVAL_PREFIX", "evaluate_selection", "format_selection", "run_backbones",
+def full_cost(run_dir: str | Path, report_path: str | Path, *, repeats: int = 3) -> str:
+    """What classifying one video from all K segments costs, for ``maivar evaluate``.
+
+    :func:`selection_costs` with k = K for the run's fusion head and backbones (from the
+    features folder the run recorded), added to the report at ``report_path`` as ``costs``.
+
+    Returns:
+        One line (``cost per video: ...``), or why it cannot be counted (backbones handed in by
+        code, or a folder without ``feature_info.json``).
+    """
+    import json
+
+    from maivar_tf.runs import load_run
+
+    run = load_run(run_dir)
+    try:
+        costs = selection_costs(run.fusion, run_backbones(run.info.features_dir,
+                                                          run.info.audio_backbone, None),
+                                int(run.info.num_segments), int(run.info.num_segments),
+                                repeats=repeats)
+    except (OSError, ValueError, KeyError) as e:
+        return f"cost per video: n/a ({type(e).__name__}: {e})"
+    path = Path(report_path)
+    report = json.loads(path.read_text())
+    report["costs"] = costs
+    write_json_atomic(path, report)
+    return (f"cost per video (all {run.info.num_segments} segments): "
+            f"{costs['macs']['total'] / 1e9:.3f} GMACs, {costs['wall_ms']['total']:.1f} ms on "
+            "this machine (backbones + heads; decoding not timed)")
+
+
+__all__ = ["SELECTION_EVAL_PREFIX", "evaluate_selection", "format_selection", "full_cost",
+           "run_backbones",
            "selected_logits", "selection_costs", "selection_eval_dir", "selection_indices"]

@@ -253,3 +253,37 @@ def test_selection_costs_count_k_frames_K_previews_and_the_heads():
     uniform = efficiency.selection_costs(tb, {k: v for k, v in backbones.items()
                                               if k != "preview"}, 2, K, timing=False)
     assert "preview" not in uniform["macs"] and "wall_ms" not in uniform
+
+
+def test_plain_evaluate_reports_the_cost_of_all_k_segments(tmp_path, monkeypatch):
+    import json
+    import types
+
+    from maivar_tf import efficiency, runs
+
+    info = types.SimpleNamespace(features_dir=str(tmp_path / "features"), audio_backbone="r18",
+                                 num_segments=16)
+    monkeypatch.setattr(runs, "load_run", lambda d: types.SimpleNamespace(fusion="F", info=info))
+    seen = {}
+
+    def costs(fusion, backbones, k, num_segments, repeats):
+        seen.update(fusion=fusion, backbones=backbones, k=k, K=num_segments)
+        return {"macs": {"visual": 2e9, "total": 3e9}, "wall_ms": {"total": 12.5}}
+
+    monkeypatch.setattr(efficiency, "selection_costs", costs)
+    monkeypatch.setattr(efficiency, "run_backbones", lambda d, a, p: {"video": (d, a, p)})
+    report = tmp_path / "report.json"
+    report.write_text('{"models": {}}')
+    line = efficiency.full_cost(tmp_path, report)
+    assert line == ("cost per video (all 16 segments): 3.000 GMACs, 12.5 ms on this machine "
+                    "(backbones + heads; decoding not timed)")
+    assert seen == {"fusion": "F", "backbones": {"video": (info.features_dir, "r18", None)},
+                    "k": 16, "K": 16}
+    assert json.loads(report.read_text())["costs"]["macs"]["total"] == 3e9
+
+    def broken(d, a, p):
+        raise ValueError("the video backbone was handed in by code")
+
+    monkeypatch.setattr(efficiency, "run_backbones", broken)
+    assert efficiency.full_cost(tmp_path, report) == (
+        "cost per video: n/a (ValueError: the video backbone was handed in by code)")
