@@ -42,6 +42,8 @@ bench: install
 	$(PY) benchmarks/bench_build.py
 	$(PY) benchmarks/bench_extract.py
 	$(PY) benchmarks/bench_predict.py
+	$(PY) benchmarks/bench_costs.py
+	$(PY) benchmarks/bench_selection.py
 
 clean:
 	rm -rf data runs export
