@@ -37,8 +37,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CLIPS = REPO_ROOT / ".." / "shared" / "testdata" / "clips"
+from clip_bench import DEFAULT_CLIPS, add_threads_flag, set_threads, video_files  # noqa: E402
+
 STAGES = ("decode", "render", "pipeline", "backbones", "head")
 
 
@@ -167,20 +167,13 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--per-file", action="store_true",
                         help="one `maivar predict` call per clip instead of one call for all")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="TF intra/inter-op threads (0: TF's default, all cores)")
+    add_threads_flag(parser)
     args = parser.parse_args(argv)
-
-    import tensorflow as tf
-
-    if args.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    set_threads(args.threads)
     from maivar_tf.config import load_config, resolve_config_path
 
     cfg = load_config(resolve_config_path(args.config), args.set)
-    clips = sorted(p for p in Path(args.clips).iterdir()
-                   if p.suffix.lower() in (".mp4", ".mkv", ".avi", ".webm", ".mov"))
+    clips = video_files(args.clips)
     if not clips:
         print(f"no clips in {args.clips}", file=sys.stderr)
         return 1

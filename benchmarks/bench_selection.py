@@ -29,12 +29,11 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CLIPS = REPO_ROOT / ".." / "shared" / "testdata" / "clips"
+from clip_bench import DEFAULT_CLIPS, REPO_ROOT, add_threads_flag, set_threads, video_files  # noqa: E402
+
 CONFIG = REPO_ROOT / "configs" / "synthetic_untrimmed.yaml"
 NUM_CLASSES = 8
 
@@ -107,23 +106,16 @@ def main(argv=None) -> int:
     parser.add_argument("--budget", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--clips", default=str(DEFAULT_CLIPS))
-    parser.add_argument("--threads", type=int, default=0,
-                        help="TF intra/inter-op threads (0: TF's default, all cores)")
+    add_threads_flag(parser)
     args = parser.parse_args(argv)
-
-    import tensorflow as tf
-
-    if args.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    set_threads(args.threads)
     from maivar_tf.config import load_config
     from maivar_tf.predict import prepare_clips
     from maivar_tf.serving import serving_module
     from maivar_tf.serving.predictors import RunPredictor
 
     cfg = load_config(CONFIG, [])
-    paths = sorted(str(p) for p in Path(args.clips).iterdir()
-                   if p.suffix.lower() in (".mp4", ".mkv", ".avi", ".webm", ".mov"))
+    paths = [str(p) for p in video_files(args.clips)]
     if not paths:
         print(f"no clips in {args.clips}", file=sys.stderr)
         return 1

@@ -41,6 +41,20 @@ def silent_audio_images(representations: Sequence[str], cfg: AudioImageConfig
     return render_audio_images(np.zeros(2 * cfg.n_fft, np.float32), tuple(representations), cfg)
 
 
+def silent_vector(values, dim: int, what: str) -> np.ndarray:
+    """Silent audio features as a float32 ``[dim]`` vector, checked against the audio
+    backbone's feature width (``what`` names the holder in the message).
+
+    Raises:
+        ValueError: the values do not make ``dim`` features.
+    """
+    vector = np.asarray(values, np.float32).reshape(-1)
+    if vector.shape != (int(dim),):
+        raise ValueError(f"{what}: silent audio features of shape {vector.shape}; expected "
+                         f"({int(dim)},), the audio backbone's feature width")
+    return vector
+
+
 def silent_audio_image(representation: str, cfg: AudioImageConfig) -> np.ndarray:
     """The silent audio-image of one representation, uint8 ``[S, S, 3]``."""
     return silent_audio_images((representation,), cfg)[representation]

@@ -19,7 +19,6 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-import numpy as np
 
 #: The layer's name in the fusion models.
 MODALITY_DROPOUT_LAYER = "modality_dropout"
@@ -51,10 +50,9 @@ class ModalityDropout(keras.layers.Layer):
         self.feature_dim = int(feature_dim)
         self._initial = None
         if silent_audio is not None:
-            self._initial = np.asarray(silent_audio, np.float32).reshape(-1)
-            if self._initial.shape != (self.feature_dim,):
-                raise ValueError(f"ModalityDropout: silent audio features of shape "
-                                 f"{self._initial.shape}; expected ({self.feature_dim},)")
+            from maivar_tf.features.silent import silent_vector
+
+            self._initial = silent_vector(silent_audio, self.feature_dim, "ModalityDropout")
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.silent = self.add_weight(shape=(self.feature_dim,), initializer="zeros",

@@ -49,12 +49,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 
 from maivar_tf import ops
 from maivar_tf.calibration import check_temperature, scaled_softmax
-from maivar_tf.features.silent import silent_audio_image
+from maivar_tf.features.silent import silent_audio_image, silent_vector
 from maivar_tf.models.heads import AUDIO_INPUT, VIDEO_INPUT
 from maivar_tf.serving import checks, segments
 from maivar_tf.serving.selector import gather_segments
@@ -165,15 +164,11 @@ class ServingModule(tf.Module):
         self.image_size = int(data.audio.image_size)
         self.sample_rate = int(data.audio.sample_rate)
         self.video_dim, self.audio_dim = int(video.dim), int(audio.dim)
-        self.silence = str(getattr(data, "on_missing_audio", "reject")) == "silence"
-        self.segment_seconds = float(getattr(data.audio, "segment_seconds", 1.0))
+        self.silence = data.on_missing_audio == "silence"
+        self.segment_seconds = float(data.audio.segment_seconds)
         self.silent_image = silent_audio_image(self.representation, data.audio)
-        self.silent_audio = None
-        if silent_audio is not None:
-            self.silent_audio = np.asarray(silent_audio, np.float32).reshape(-1)
-            if self.silent_audio.shape != (self.audio_dim,):
-                raise ValueError(f"silent audio features have {self.silent_audio.size} values; "
-                                 f"the audio backbone's features have {self.audio_dim}")
+        self.silent_audio = None if silent_audio is None else silent_vector(
+            silent_audio, self.audio_dim, "ServingModule")
         self.top_k = min(TOP_K, len(self.class_names))
         self.output_keys = output_keys(self.localiser is not None, selector is not None)
         self.label_table = label_table(self.class_names, labels_file)

@@ -52,6 +52,22 @@ def reference_statistics(video_fn, audio_fn, cfg, clip_paths) -> dict[str, np.nd
     return {"v_mean": v_mean, "v_var": v_var, "a_mean": a_mean, "a_var": a_var}
 
 
+def save_heads(cfg, heads: dict, num_segments: int, **run_info) -> tuple[Path, Path]:
+    """Saves ``{stage: model}`` and a ``run_info.json`` of the tiny backbones' widths into
+    ``train.output_dir``; returns ``(run_dir, features_dir)`` (the latter not written)."""
+    from maivar_tf.artifacts import RunInfo
+    from tests.tiny_models import TINY_AUDIO_DIM, TINY_VIDEO_DIM
+
+    run_dir, features_dir = Path(cfg.train.output_dir), Path(cfg.data.features_dir)
+    run_dir.mkdir(parents=True)
+    for name, model in heads.items():
+        model.save(run_dir / f"{name}.keras")
+    RunInfo(class_names=CLASSES, representation=REPRESENTATION, num_segments=num_segments,
+            video_feature_dim=TINY_VIDEO_DIM, audio_feature_dim=TINY_AUDIO_DIM,
+            config=cfg.to_dict(), features_dir=str(features_dir), **run_info).write(run_dir)
+    return run_dir, features_dir
+
+
 def write_tiny_run(root: Path, clip_paths, *, ten_crop: bool = False) -> SimpleNamespace:
     """Writes the tiny run (heads, ``run_info.json``, ``feature_info.json``) under ``root``.
 
@@ -61,7 +77,7 @@ def write_tiny_run(root: Path, clip_paths, *, ten_crop: bool = False) -> SimpleN
     """
     import keras
 
-    from maivar_tf.artifacts import FeatureInfo, RunInfo
+    from maivar_tf.artifacts import FeatureInfo
     from maivar_tf.models.backbones import BackboneFeatures, injected_spec
     from maivar_tf.models.heads import build_audio_mlp, build_fusion_mlp, build_video_mlp
     from maivar_tf.runs import load_servable_run
@@ -84,14 +100,8 @@ def write_tiny_run(root: Path, clip_paths, *, ten_crop: bool = False) -> SimpleN
                                           feature_dim=TINY_AUDIO_DIM)}
     heads["fusion"] = build_fusion_mlp(heads["vmlp"], cfg.model, stats["a_mean"],
                                        stats["a_var"], audio_dim=TINY_AUDIO_DIM, seed=4)
-    run_dir, features_dir = Path(cfg.train.output_dir), Path(cfg.data.features_dir)
-    run_dir.mkdir(parents=True)
-    for name, model in heads.items():
-        model.save(run_dir / f"{name}.keras")
-    RunInfo(class_names=CLASSES, representation=REPRESENTATION, num_segments=K,
-            video_feature_dim=TINY_VIDEO_DIM, audio_feature_dim=TINY_AUDIO_DIM,
-            config=cfg.to_dict(), features_dir=str(features_dir),
-            calibration={"temperature": TEMPERATURE, "fitted": True}).write(run_dir)
+    run_dir, features_dir = save_heads(cfg, heads, K, calibration={"temperature": TEMPERATURE,
+                                                                   "fitted": True})
     FeatureInfo(fingerprint="tiny", num_segments=K, video_dim=TINY_VIDEO_DIM,
                 audio_dim=TINY_AUDIO_DIM, crop_size=224, ten_crop=ten_crop,
                 video_backbone=injected_spec(video_bb, 224),

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from tests.serving.helpers import CLASSES, REPRESENTATION
+from tests.serving.helpers import CLASSES, REPRESENTATION, save_heads
 
 TB_K = 4
 TB_MODEL_NAME = "tiny_tb"
@@ -78,7 +78,7 @@ def write_temporal_run(root: Path, clip_paths, video_bb, audio_bb,
     """
     import keras
 
-    from maivar_tf.artifacts import DEFAULT_AUDIO_BACKBONE, AudioFeatures, FeatureInfo, RunInfo
+    from maivar_tf.artifacts import DEFAULT_AUDIO_BACKBONE, AudioFeatures, FeatureInfo
     from maivar_tf.features.silent import silent_features
     from maivar_tf.models.backbones import BackboneFeatures, injected_spec
     from maivar_tf.models.heads import build_audio_mlp, build_video_mlp, feature_statistics
@@ -119,13 +119,7 @@ def write_temporal_run(root: Path, clip_paths, video_bb, audio_bb,
     bias[n] += float(np.sort(margin)[TB_K // 2 - 1] + np.sort(margin)[TB_K // 2]) / 2
     dense.set_weights([kernel, bias])
     heads["localiser"] = localiser
-    run_dir, features_dir = Path(cfg.train.output_dir), Path(cfg.data.features_dir)
-    run_dir.mkdir(parents=True)
-    for name, model in heads.items():
-        model.save(run_dir / f"{name}.keras")
-    RunInfo(class_names=CLASSES, representation=REPRESENTATION, num_segments=TB_K,
-            video_feature_dim=TINY_VIDEO_DIM, audio_feature_dim=TINY_AUDIO_DIM,
-            config=cfg.to_dict(), features_dir=str(features_dir)).write(run_dir)
+    run_dir, features_dir = save_heads(cfg, heads, TB_K)
     silent = silent_features(audio_fn, (REPRESENTATION,), cfg.data.audio)
     audio_spec = injected_spec(audio_bb, 299)
     FeatureInfo(fingerprint="tiny-tb", num_segments=TB_K, video_dim=TINY_VIDEO_DIM,
