@@ -32,6 +32,11 @@ SALIENCY_SUPERVISION = ("clip", "segments")
 #: What the Beam job and predict do with a clip without an audio track (``data.on_missing_audio``).
 MISSING_AUDIO = ("reject", "silence")
 COLORMAPS = ("viridis", "magma", "inferno", "plasma", "gray")
+#: The video backbones (``model.video_backbone``): the paper's BNInception and the same network
+#: built from its tiny block table (tests, smoke runs; maivar_tf.models.bn_inception.TINY_BLOCKS).
+VIDEO_BACKBONES: tuple[str, ...] = ("bn_inception", "bn_inception_tiny")
+#: The compute precision of the backbones (``extract.precision``; maivar_tf.models.precision).
+PRECISIONS: tuple[str, ...] = ("float32", "bfloat16")
 #: The audio-image backbones (``model.audio_backbone``; maivar_tf.models.audio_backbones builds
 #: them): the paper's InceptionResNetV2 (default) and its ablation's ResNets and EfficientNets.
 AUDIO_BACKBONES: tuple[str, ...] = (

@@ -18,11 +18,13 @@ from maivar_tf.config.checks import (  # noqa: F401  (re-exported: the public na
     DATASETS,
     FUSION_METHODS,
     MISSING_AUDIO,
+    PRECISIONS,
     REPRESENTATIONS,
     SALIENCY_SUPERVISION,
     SAMPLING_MODES,
     SELECTION_MODES,
     STRATEGIES,
+    VIDEO_BACKBONES,
     VIDEO_POOLING,
     ConfigError,
     check_choice,
@@ -37,6 +39,9 @@ class ModelConfig:
     """Backbones and heads.
 
     Args:
+        video_backbone: the video backbone, one of :data:`VIDEO_BACKBONES`: ``bn_inception``
+            (the paper's TSN BNInception, 1024-d; the default) or ``bn_inception_tiny`` (the
+            same layers from a tiny block table, 16-d: tests and smoke runs only).
         video_weights: BNInception weights: ``none`` or a path (``.weights.h5`` made by
             ``maivar convert-weights``).
         audio_backbone: the audio-image backbone, one of :data:`AUDIO_BACKBONES` (default
@@ -75,6 +80,7 @@ class ModelConfig:
             or ``segments`` (the segment labels of annotated spans).
     """
 
+    video_backbone: str = "bn_inception"
     video_weights: str = "none"
     audio_backbone: str = "inception_resnet_v2"
     audio_weights: str = "none"
@@ -105,6 +111,7 @@ class ModelConfig:
         if self.localisation and self.fusion != "temporal_binding":
             raise ConfigError(f"{s}.localisation: needs model.fusion=temporal_binding (the "
                               f"per-segment fused features); got {self.fusion!r}")
+        check_choice(s, "video_backbone", self.video_backbone, VIDEO_BACKBONES)
         check_weights(s, "video_weights", self.video_weights, allow_imagenet=False)
         check_choice(s, "audio_backbone", self.audio_backbone, AUDIO_BACKBONES)
         check_weights(s, "audio_weights", self.audio_weights, allow_imagenet=True)
@@ -126,13 +133,20 @@ class ExtractConfig:
         batch_size: videos per backbone batch.
         ten_crop: average the video features over TSN's ten crops (4 corners + centre, and
             their flips) instead of the centre crop alone.
+        precision: the backbones' compute precision, one of :data:`PRECISIONS`: ``float32``
+            (the default) or ``bfloat16`` (Keras' ``mixed_bfloat16``: float32 weights and
+            outputs, bfloat16 compute; needs a CPU with AVX512-BF16 or AMX, or a GPU of compute
+            capability >= 8.0, :mod:`maivar_tf.models.precision`). Used by extraction, predict
+            and the export, whose signatures keep float32 inputs and outputs.
     """
 
     batch_size: int = 32
     ten_crop: bool = False
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
         check_positive("extract", "batch_size", self.batch_size)
+        check_choice("extract", "precision", self.precision, PRECISIONS)
 
 
 @dataclass(frozen=True)

@@ -131,7 +131,7 @@ def _backbone_features(cfg: ExperimentConfig, out_dir: Path, injected: Mapping[s
     sizes = {"video": int(cfg.data.crop_size), "audio": int(cfg.data.audio.image_size)}
     weights = {"video": cfg.model.video_weights, "audio": cfg.model.audio_weights}
     seeds = {"video": cfg.train.seed, "audio": cfg.train.seed + 1}
-    archs = {"video": None, "audio": cfg.model.audio_backbone}
+    archs = {"video": cfg.model.video_backbone, "audio": cfg.model.audio_backbone}
     out = {}
     for kind in kinds:
         size, given = sizes[kind], injected.get(kind)
@@ -146,7 +146,8 @@ def _backbone_features(cfg: ExperimentConfig, out_dir: Path, injected: Mapping[s
         else:
             try:
                 model, spec = init_backbone(kind, weights[kind], size, out_dir,
-                                            seed=seeds[kind], architecture=archs[kind])
+                                            seed=seeds[kind], architecture=archs[kind],
+                                            precision=cfg.extract.precision)
             except ValueError as e:  # an image size the backbone does not take
                 raise FeatureError(f"{kind} backbone {archs[kind] or ''}: {e}") from e
         try:

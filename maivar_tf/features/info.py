@@ -42,7 +42,8 @@ def _hash(payload: Mapping[str, Any]) -> str:
 def extraction_fingerprint(cfg: ExperimentConfig, dataset_info: DatasetInfo,
                            video: BackboneSpec, audio: BackboneSpec | None = None, *,
                            version: int = FEATURES_VERSION) -> str:
-    """A hash of everything the feature values depend on (stale shards are refused).
+    """A hash of everything the feature values depend on (stale shards are refused), the
+    backbones' ``extract.precision`` too (a folder holds the features of one precision).
 
     Version 3 (the folder's fingerprint) leaves the audio backbone out: each has its own
     (:func:`audio_fingerprint`). ``version=2`` gives what version-2 folders recorded, with the
@@ -58,6 +59,8 @@ def extraction_fingerprint(cfg: ExperimentConfig, dataset_info: DatasetInfo,
     }
     if version == 2:
         payload["audio"] = audio.fingerprint()
+    if cfg.extract.precision != "float32":  # float32 folders keep their fingerprints
+        payload["precision"] = cfg.extract.precision
     return _hash(payload)
 
 

@@ -33,16 +33,24 @@ import tensorflow as tf
 
 from maivar_tf import ops
 from maivar_tf.artifacts import BACKBONES_SUBDIR, BackboneSpec, backbone_weights_name
+from maivar_tf.models import bn_inception
 from maivar_tf.models.audio_backbones import (
     AUDIO_BACKBONE_TABLE,
     DEFAULT_AUDIO_BACKBONE,
     build_audio_image_backbone,
 )
 from maivar_tf.models.bn_inception import build_video_backbone
+from maivar_tf.models.precision import check_precision, precision_scope
 from maivar_tf.models.weights import WeightsError
 
 #: The default backbone of each kind: the architecture name its specs record.
 ARCHITECTURES = {"video": "bn_inception", "audio": DEFAULT_AUDIO_BACKBONE}
+#: The video backbones (``model.video_backbone``) -> their BNInception block table and stem.
+VIDEO_BACKBONE_TABLE = {
+    "bn_inception": {},
+    "bn_inception_tiny": {"blocks": bn_inception.TINY_BLOCKS,
+                          "stem_filters": bn_inception.TINY_STEM_FILTERS},
+}
 #: Images per backbone call when a caller bounds memory (ten crops of a large K, say).
 MAX_IMAGES_PER_CALL = 256
 #: Prefix of the architecture recorded for a model handed in by code.
@@ -58,7 +66,7 @@ def _architecture(kind: str, architecture: str | None) -> str:
     """The architecture of a ``kind`` backbone (its default for None), checked."""
     _check_kind(kind)
     arch = architecture or ARCHITECTURES[kind]
-    allowed = AUDIO_BACKBONE_TABLE if kind == "audio" else (ARCHITECTURES["video"],)
+    allowed = AUDIO_BACKBONE_TABLE if kind == "audio" else VIDEO_BACKBONE_TABLE
     if arch not in allowed:
         raise ValueError(f"{kind} backbone {arch!r}; allowed: {', '.join(allowed)}")
     return arch
@@ -153,7 +161,8 @@ def video_features(fn: BackboneFeatures, frames, crop_size: int, ten_crop: bool 
 
 
 def build_backbone(kind: str, weights: str = "none", image_size: int | None = None, *,
-                   architecture: str | None = None, **hyperparameters) -> keras.Model:
+                   architecture: str | None = None, precision: str = "float32",
+                   **hyperparameters) -> keras.Model:
     """Builds the ``video`` (BNInception) or an ``audio`` backbone.
 
     Args:
@@ -161,20 +170,26 @@ def build_backbone(kind: str, weights: str = "none", image_size: int | None = No
         weights: ``none``, ``imagenet`` (audio only) or a weights file.
         image_size: the square input side (video: the crop size; audio: 299 only for
             InceptionResNetV2, any side >= 32 for the others).
-        architecture: the audio backbone (a ``model.audio_backbone`` value; default
-            InceptionResNetV2).
+        architecture: the backbone (a ``model.video_backbone`` or ``model.audio_backbone``
+            value; default BNInception, InceptionResNetV2).
+        precision: ``float32`` or ``bfloat16`` (built under ``mixed_bfloat16``: float32
+            weights, bfloat16 compute; :mod:`maivar_tf.models.precision`).
         **hyperparameters: passed to the builder (e.g. BNInception's ``blocks``).
 
     Raises:
-        ValueError: an unknown kind or architecture, or an image size the backbone does not
-            take.
+        ValueError: an unknown kind, architecture or precision, or an image size the backbone
+            does not take.
+        PrecisionError: ``bfloat16`` on hardware without native bfloat16.
         WeightsError, FileNotFoundError: see the builders.
     """
     arch = _architecture(kind, architecture)
-    if kind == "video":
-        size = {} if image_size is None else {"image_size": int(image_size)}
-        return build_video_backbone(weights, **size, **hyperparameters)
-    return build_audio_image_backbone(arch, weights, image_size, **hyperparameters)
+    check_precision(precision)
+    with precision_scope(precision):
+        if kind == "video":
+            size = {} if image_size is None else {"image_size": int(image_size)}
+            table = {**VIDEO_BACKBONE_TABLE[arch], **hyperparameters}
+            return build_video_backbone(weights, **size, **table)
+        return build_audio_image_backbone(arch, weights, image_size, **hyperparameters)
 
 
 def backbone_spec(kind: str, weights: str, image_size: int, saved_weights: str | None = None,
@@ -199,7 +214,7 @@ def saved_weights_path(kind: str, architecture: str | None = None) -> str:
 
 
 def init_backbone(kind: str, weights: str, image_size: int, features_dir: str | os.PathLike,
-                  *, seed: int, architecture: str | None = None,
+                  *, seed: int, architecture: str | None = None, precision: str = "float32",
                   **hyperparameters) -> tuple[keras.Model, BackboneSpec]:
     """The backbone a feature extraction uses, and its spec.
 
@@ -215,32 +230,37 @@ def init_backbone(kind: str, weights: str, image_size: int, features_dir: str | 
         features_dir: the extraction's output folder.
         seed: the seed of random weights.
         architecture: see :func:`build_backbone`.
+        precision: see :func:`build_backbone` (random weights are drawn in float32, the same
+            values in either precision).
         **hyperparameters: see :func:`build_backbone`.
     """
     arch = {"architecture": _architecture(kind, architecture)}
     if weights != "none":
-        model = build_backbone(kind, weights, image_size, **arch, **hyperparameters)
+        model = build_backbone(kind, weights, image_size, **arch, precision=precision,
+                               **hyperparameters)
         return model, backbone_spec(kind, weights, image_size, **arch)
     rel = saved_weights_path(kind, **arch)
     path = Path(features_dir) / rel
-    if path.is_file():
-        model = build_backbone(kind, str(path), image_size, **arch, **hyperparameters)
-    else:
+    if not path.is_file():
         keras.utils.set_random_seed(seed)
         model = build_backbone(kind, "none", image_size, **arch, **hyperparameters)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.weights.h5")
         model.save_weights(tmp)
         os.replace(tmp, path)
+        if precision == "float32":
+            return model, backbone_spec(kind, "none", image_size, saved_weights=rel, **arch)
+    model = build_backbone(kind, str(path), image_size, **arch, precision=precision,
+                           **hyperparameters)
     return model, backbone_spec(kind, "none", image_size, saved_weights=rel, **arch)
 
 
 def restore_backbone(spec: BackboneSpec, kind: str, features_dir: str | os.PathLike,
-                     **hyperparameters) -> keras.Model:
+                     precision: str = "float32", **hyperparameters) -> keras.Model:
     """Rebuilds the backbone a set of features came from (for serving and predict).
 
     Loads :meth:`BackboneSpec.weights_to_load`: the weights saved beside the features, an
-    unchanged weights file, or ImageNet.
+    unchanged weights file, or ImageNet; builds it in ``precision`` (:func:`build_backbone`).
 
     Raises:
         WeightsError: the backbone was handed in by code (or is unknown), or its weights are
@@ -260,4 +280,5 @@ def restore_backbone(spec: BackboneSpec, kind: str, features_dir: str | os.PathL
             f"{spec.saved_weights or 'none'}): randomly initialised ('none') weights must be "
             "saved at extraction time and a weights file must be unchanged; re-run `maivar "
             "extract` into a fresh data.features_dir and retrain")
-    return build_backbone(kind, weights, spec.image_size, architecture=arch, **hyperparameters)
+    return build_backbone(kind, weights, spec.image_size, architecture=arch, precision=precision,
+                          **hyperparameters)
