@@ -23,7 +23,8 @@ Our flags choose the data; every other flag goes to Beam's ``PipelineOptions`` u
 job never downloads the Prism binary.
 
 Exit codes: 0 when at least one video was written, 1 when none was (or the pipeline failed;
-nothing is published then), 2 on an invalid flag or config value (the message names it).
+nothing is published then), 2 on an invalid flag or config value (the message names it) or
+an unsupported runner (Dask, :func:`beam.runner.unsupported_runner`; docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 
 from beam.publish import Published, join, publish_job, staging_dir
-from beam.runner import local_runner_if_direct
+from beam.runner import local_runner_if_direct, unsupported_runner
 from beam.transforms import LOGGER, build_pipeline, record_to_element
 from maivar_tf.config import (
     DEFAULT_CONFIG,
@@ -121,6 +122,10 @@ def _parse_and_load(argv: Sequence[str] | None
         args, beam_args = build_parser().parse_known_args(argv)
     except SystemExit as e:  # argparse: --help (0) or a bad flag (2)
         return int(e.code or 0)
+    refusal = unsupported_runner(PipelineOptions(list(beam_args)))
+    if refusal:  # before anything is read or generated
+        print(f"--runner: {refusal}", file=sys.stderr)
+        return 2
     try:
         exp = load_job_config(args)
     except (ConfigError, FileNotFoundError) as e:

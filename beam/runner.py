@@ -4,8 +4,10 @@
 ``SwitchingDirectRunner`` first hands batch pipelines to the Prism runner, whose job server
 downloads a Go binary from GitHub. :class:`PrismFreeDirectRunner` makes the same choice minus
 Prism; :func:`local_runner_if_direct` selects it whenever ``--runner`` is ``DirectRunner`` or
-not given, so a local job never downloads anything. Every other runner (Dataflow, Flink, ...)
-is left to Beam by name.
+not given, so a local job never downloads anything. Every other runner (Dataflow, Flink,
+Spark, ``PortableRunner``, Prism by its own name) is left to Beam by name: it takes Beam's
+plain path, and nothing of this module runs there. The one exception is Beam's Dask runner,
+which :func:`unsupported_runner` refuses (see :data:`DASK_REFUSAL`).
 
 Contract: a pipeline run through :class:`PrismFreeDirectRunner` behaves as under Beam's own
 ``DirectRunner`` (same Python runners, same ``--direct_num_workers`` and
@@ -21,6 +23,16 @@ from apache_beam.runners.direct.direct_runner import SwitchingDirectRunner
 
 #: ``--runner`` values (lower-cased) that mean Beam's local Python runner.
 DIRECT_RUNNER_NAMES = frozenset({"direct", "directrunner", "switchingdirectrunner"})
+#: The module of Beam's local runner, for ``--runner`` given as a dotted class path.
+DIRECT_RUNNER_MODULE = "apache_beam.runners.direct.direct_runner"
+#: ``--runner`` values (lower-cased, last component of a dotted path) naming the Dask runner.
+DASK_RUNNER_NAMES = frozenset({"dask", "daskrunner"})
+#: Why the Dask runner is refused (checked against Beam 2.77's ``DaskRunner``).
+DASK_REFUSAL = (
+    "the Dask runner is not supported: Beam's DaskRunner (checked with Beam 2.77) computes "
+    "only the pipeline's last sink and does not split tagged outputs, so this job's shards "
+    "and dead letters would mix or vanish. Use DirectRunner locally, or Dataflow, Flink or "
+    "Spark (docs/cluster.md)")
 
 
 class PrismFreeDirectRunner(SwitchingDirectRunner):
@@ -83,17 +95,53 @@ def needs_bundle_based_runner(pipeline: apache_beam.Pipeline,
     return visitor.found
 
 
+def _runner_name(options: PipelineOptions) -> tuple[str, str] | None:
+    """``(module, class name)`` of ``--runner``, lower-cased (module ``""`` for a bare name)."""
+    name = options.view_as(StandardOptions).runner
+    if not isinstance(name, str) or not name.strip():
+        return None
+    module, _, cls = name.strip().lower().rpartition(".")
+    return module, cls
+
+
+def is_direct_runner(options: PipelineOptions) -> bool:
+    """Whether ``--runner`` is unset or names Beam's DirectRunner (by name or dotted path).
+
+    Args:
+        options: the pipeline options.
+    """
+    name = _runner_name(options)
+    if name is None:
+        return True
+    module, cls = name
+    return cls in DIRECT_RUNNER_NAMES and module in ("", DIRECT_RUNNER_MODULE)
+
+
+def unsupported_runner(options: PipelineOptions) -> str | None:
+    """Why this job refuses ``--runner``, or ``None`` if it may run there.
+
+    Only Beam's Dask runner is refused (any case, bare or as a dotted class path such as
+    ``apache_beam.runners.dask.dask_runner.DaskRunner``): :data:`DASK_REFUSAL`. Runners that
+    need a job server download (Prism, Flink, Spark) are legitimate on a cluster and left to
+    Beam.
+
+    Args:
+        options: the pipeline options.
+    """
+    name = _runner_name(options)
+    if name is not None and name[1] in DASK_RUNNER_NAMES:
+        return DASK_REFUSAL
+    return None
+
+
 def local_runner_if_direct(options: PipelineOptions):
     """The runner to build the pipeline with: ours for DirectRunner, else Beam's by name.
 
     Args:
-        options: the pipeline options; ``--runner`` unset or ``DirectRunner`` selects
-            :class:`PrismFreeDirectRunner`.
+        options: the pipeline options; ``--runner`` unset or naming Beam's DirectRunner
+            (:func:`is_direct_runner`) selects :class:`PrismFreeDirectRunner`.
 
     Returns:
-        A runner instance, or ``None`` to let Beam create the named runner.
+        A runner instance, or ``None`` to let Beam create the named runner (the plain path).
     """
-    name = options.view_as(StandardOptions).runner
-    if name is None or (isinstance(name, str) and name.lower() in DIRECT_RUNNER_NAMES):
-        return PrismFreeDirectRunner()
-    return None
+    return PrismFreeDirectRunner() if is_direct_runner(options) else None
