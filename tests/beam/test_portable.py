@@ -211,6 +211,7 @@ def _assert_same_examples(direct: Path, portable: Path) -> None:
             assert diff.max() <= (0 if same_threads else 1), (eid, rep)
 
 
+@pytest.mark.slow  # 10 s alone, 20 s with the other helpers' load on 2 cores
 def test_portable_runner_writes_what_the_direct_runner_wrote(built, job_inputs, tmp_path,
                                                              no_downloads, runs_seen):
     rc, direct, good = built
