@@ -28,6 +28,7 @@ import numpy as np
 
 from maivar_tf.config import SAMPLING_MODES, ConfigError, DataConfig
 from maivar_tf.data.errors import MediaError
+from maivar_tf.data.remote import is_remote, join_path, local_media
 from maivar_tf.data.schema import ClipExample
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,12 +39,17 @@ if TYPE_CHECKING:  # pragma: no cover
 def resolve_video_path(record_path: str, video_root: str) -> str:
     """The file a record names: absolute paths as given, others under ``video_root``.
 
+    Either may be on another filesystem (``gs://bucket/videos``,
+    :mod:`maivar_tf.data.remote`).
+
     Args:
-        record_path: the annotation's path (relative to ``video_root`` or absolute).
+        record_path: the annotation's path (relative to ``video_root``, absolute or remote).
         video_root: the dataset's video folder (``DataConfig.video_root``).
     """
-    if os.path.isabs(record_path) or not video_root:
+    if os.path.isabs(record_path) or is_remote(record_path) or not video_root:
         return record_path
+    if is_remote(video_root):
+        return join_path(video_root, record_path)
     return str(Path(video_root) / record_path)
 
 
@@ -95,8 +101,9 @@ def clip_example_from_record(record: VideoRecord, cfg: DataConfig,
 
     example_id = record_example_id(record)
     seed = _seed_from_id(example_id) if mode == "random" else None
-    decoded = load_clip(path, cfg, mode=mode, seed=seed,
-                        start_s=record.start_s, end_s=record.end_s)
+    with local_media(path) as local:  # a remote video is decoded from a local copy
+        decoded = load_clip(local, cfg, mode=mode, seed=seed,
+                            start_s=record.start_s, end_s=record.end_s)
     video = decoded.video
     frames = np.asarray(video.frames)
     frames_jpeg = [encode_jpeg(frame, quality=cfg.jpeg_quality) for frame in frames]
