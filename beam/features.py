@@ -162,10 +162,12 @@ class DecodeForInferenceFn(apache_beam.DoFn):
         layout = ShardLayout(data_dir=p.staging, representations=p.representations,
                              num_segments=p.num_segments, frame_short_side=p.frame_short_side,
                              image_size=p.image_size, segment_audio=p.segment_audio)
-        self._decode = tf.function(layout.decoder(
-            p.representations, p.num_segments, p.crop_size,
-            crop="none" if p.ten_crop else "center",
-            segment_representations=p.representations if p.segment_audio else ()))
+        decode = layout.decoder(p.representations, p.num_segments, p.crop_size,
+                                crop="none" if p.ten_crop else "center",
+                                segment_representations=p.representations if p.segment_audio
+                                else ())
+        # One trace for every example: a string tensor, never the Python bytes.
+        self._decode = tf.function(decode, input_signature=[tf.TensorSpec([], tf.string)])
 
     def _images(self, decoded) -> tuple[np.ndarray, np.ndarray]:
         from maivar_tf import ops

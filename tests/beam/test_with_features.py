@@ -26,7 +26,7 @@ from maivar_tf.features import (
     read_audio_shards,
     read_video_shards,
 )
-from tests.beam.jobdata import BAD_REASONS, K, REPS, base_argv, dead_letters, parse_dir
+from tests.beam.jobdata import BAD_REASONS, REPS, K, base_argv, dead_letters, parse_dir
 
 TINY = ["--set", "model.video_backbone=bn_inception_tiny", "--set", "data.crop_size=112",
         "--set", "data.frame_short_side=128", "--set", "model.audio_backbone=resnet18",
@@ -48,7 +48,7 @@ def featured(job_inputs, tmp_path_factory):
         if raised in keys:
             raise RuntimeError("test: this clip's inference raises")
         feats = original(self, model, keys, arrays)
-        return [np.full_like(f, np.nan) if k == nan else f for k, f in zip(keys, feats)]
+        return [np.full_like(f, np.nan) if k == nan else f for k, f in zip(keys, feats, strict=True)]
 
     argv = base_argv(csv_path, out, "--with_features", f"--features_dir={features}", *TINY)
     with pytest.MonkeyPatch.context() as mp:
