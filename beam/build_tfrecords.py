@@ -11,11 +11,19 @@ Everything is written into a staging folder beside ``output_dir`` first and move
 the pipeline succeeded, so a killed job leaves nothing of its own in ``output_dir`` (and the
 next run removes its staging folder).
 
+With ``--with_features`` (and ``--features_dir``, default ``data.features_dir``) the job also
+runs the video and audio backbones through Beam's RunInference (:mod:`beam.features`) and
+publishes the feature shards and ``feature_info.json`` that ``maivar extract`` would write from
+its TFRecords, staged beside ``features_dir`` and moved in after the TFRecords; videos whose
+inference fails become dead letters (``inference_failed``, ``non_finite_features``) and are
+left out of both.
+
 Run it with::
 
     python -m beam.build_tfrecords --runner=DirectRunner            # embedded data -> ./data/
     python -m beam.build_tfrecords --config configs/ucf51.yaml \\
         --direct_running_mode=multi_processing --direct_num_workers=2
+    python -m beam.build_tfrecords --with_features --features_dir data/features
 
 Our flags choose the data; every other flag goes to Beam's ``PipelineOptions`` unchanged
 (``--runner=DataflowRunner --project=... --temp_location=gs://...``, ``FlinkRunner``...).
@@ -253,7 +261,7 @@ def run_job(exp: ExperimentConfig, records: Sequence[VideoRecord], class_names: 
         cannot run with this config.
     """
     from beam.feature_plan import stage_feature_info
-    from beam.publish import publish_features
+    from beam.publish import publish_features, retract_feature_info
 
     cfg = exp.data
     splits = sorted({r.split for r in records})
@@ -273,6 +281,7 @@ def run_job(exp: ExperimentConfig, records: Sequence[VideoRecord], class_names: 
 
             def hook(info, summary):
                 stage_feature_info(plan, exp, pairs, info, summary)
+                retract_feature_info(cfg.features_dir)
         result = _run_pipeline(cfg, records, splits, staging, beam_args, mode, tf_threads,
                                features=plan)
         if result is None:

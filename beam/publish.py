@@ -195,6 +195,12 @@ def publish(staging_dir: str, output_dir: str, include_shards: bool = True) -> d
 FEATURE_GLOBS = ("video-*.tfrecord", "audio-*.tfrecord")
 
 
+def retract_feature_info(features_dir: str) -> None:
+    """Removes ``features_dir``'s ``feature_info.json`` (called before the TFRecords change), so
+    readers refuse the old features until :func:`publish_features` moves the new record in."""
+    _delete_if_exists(join(features_dir, FEATURE_INFO))
+
+
 def publish_features(staging_dir: str, features_dir: str) -> list[str]:
     """Moves the staged feature shards and ``feature_info.json`` into ``features_dir``.
 
@@ -206,9 +212,7 @@ def publish_features(staging_dir: str, features_dir: str) -> list[str]:
         The final shard paths.
     """
     new = sorted(p for g in FEATURE_GLOBS for p in match(join(staging_dir, g)))
-    stale = match(join(features_dir, FEATURE_INFO))
-    if stale:
-        FileSystems.delete(stale)
+    retract_feature_info(features_dir)
     stale = [p for g in FEATURE_GLOBS for p in match(join(features_dir, g))]
     if stale:
         FileSystems.delete(stale)
