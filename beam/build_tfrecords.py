@@ -11,11 +11,19 @@ Everything is written into a staging folder beside ``output_dir`` first and move
 the pipeline succeeded, so a killed job leaves nothing of its own in ``output_dir`` (and the
 next run removes its staging folder).
 
+With ``--with_features`` (and ``--features_dir``, default ``data.features_dir``) the job also
+runs the video and audio backbones through Beam's RunInference (:mod:`beam.features`) and
+publishes the feature shards and ``feature_info.json`` that ``maivar extract`` would write from
+its TFRecords, staged beside ``features_dir`` and moved in after the TFRecords; videos whose
+inference fails become dead letters (``inference_failed``, ``non_finite_features``) and are
+left out of both.
+
 Run it with::
 
     python -m beam.build_tfrecords --runner=DirectRunner            # embedded data -> ./data/
     python -m beam.build_tfrecords --config configs/ucf51.yaml \\
         --direct_running_mode=multi_processing --direct_num_workers=2
+    python -m beam.build_tfrecords --with_features --features_dir data/features
 
 Our flags choose the data; every other flag goes to Beam's ``PipelineOptions`` unchanged
 (``--runner=DataflowRunner --project=... --temp_location=gs://...``, ``FlinkRunner``...).
@@ -30,6 +38,7 @@ an unsupported runner (Dask, :func:`beam.runner.unsupported_runner`; docs/cluste
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -82,12 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TF intra-op threads per worker process (default 1 in every runner "
                         "mode, so audio-images are bit-identical however the job is run; "
                         "0: TF's default)")
+    p.add_argument("--with_features", action="store_true",
+                   help="also run the video and audio backbones (Beam RunInference) and write "
+                        "the feature shards and feature_info.json maivar extract would write")
+    p.add_argument("--features_dir",
+                   help="data.features_dir: where --with_features publishes the features")
     return p
 
 
 def _flag_overrides(args: argparse.Namespace) -> list[str]:
     out = list(args.set)
-    for flag in ("dataset", "video_root", "annotations", "output_dir"):
+    for flag in ("dataset", "video_root", "annotations", "output_dir", "features_dir"):
         value = getattr(args, flag)
         if value is not None:
             out.append(f"data.{flag}={json.dumps(value)}")  # quoted: a YAML string
@@ -166,12 +180,13 @@ def _read_records(cfg: DataConfig, limit: int) -> tuple[list[VideoRecord], list[
 
 
 def _run_pipeline(cfg: DataConfig, records: Sequence[VideoRecord], splits: Sequence[str],
-                  staging: str, beam_args: Sequence[str], mode: str, tf_threads: int):
+                  staging: str, beam_args: Sequence[str], mode: str, tf_threads: int,
+                  features=None):
     """Builds and runs the pipeline into ``staging``; its result, or ``None`` if it failed."""
     options = PipelineOptions(list(beam_args))
     pipeline = apache_beam.Pipeline(runner=local_runner_if_direct(options), options=options)
     build_pipeline(pipeline, [record_to_element(r) for r in records], cfg, staging, splits,
-                   mode=mode, tf_threads=tf_threads)
+                   mode=mode, tf_threads=tf_threads, features=features)
     try:
         result = pipeline.run()
         state = result.wait_until_finish()
@@ -205,8 +220,33 @@ def _print_summary(published: Published, cfg: DataConfig, seconds: float) -> Non
         print(f"  dataset info: {published.info_path}")
 
 
+def _prepare_features(exp: ExperimentConfig, records: Sequence[VideoRecord],
+                      splits: Sequence[str], staging: str):
+    """``--with_features``: the plan and backbones (:func:`beam.feature_plan.prepare_features`),
+    or 2 after printing why the config cannot extract."""
+    from beam.feature_plan import prepare_features
+    from beam.transforms import shard_count
+    from maivar_tf.features.preview import needs_preview
+    from maivar_tf.features.shards import FeatureError
+    from maivar_tf.models.precision import PrecisionError
+
+    if needs_preview(exp):
+        print("invalid config: --with_features does not extract the preview backbone of "
+              "model.selection: audio_topk; run `maivar extract` on the TFRecords instead",
+              file=sys.stderr)
+        return 2
+    cfg = exp.data
+    totals = {s: shard_count(cfg.num_shards, sum(r.split == s for r in records)) for s in splits}
+    try:
+        return prepare_features(exp, staging, cfg.features_dir, totals)
+    except (FeatureError, PrecisionError, ValueError, FileNotFoundError) as e:
+        print(f"invalid config: --with_features: {e}", file=sys.stderr)
+        return 2
+
+
 def run_job(exp: ExperimentConfig, records: Sequence[VideoRecord], class_names: Sequence[str],
-            beam_args: Sequence[str] = (), *, mode: str = "center", tf_threads: int = 1) -> int:
+            beam_args: Sequence[str] = (), *, mode: str = "center", tf_threads: int = 1,
+            with_features: bool = False) -> int:
     """Runs the pipeline on ``records``, publishes its output and prints a summary.
 
     Args:
@@ -216,24 +256,47 @@ def run_job(exp: ExperimentConfig, records: Sequence[VideoRecord], class_names: 
         beam_args: flags for Beam's ``PipelineOptions`` (``--runner=...``, ...).
         mode: TSN sampling mode, ``center`` or ``random``.
         tf_threads: TF intra-op threads per worker process (0: TF's default).
+        with_features: also run the backbones (:mod:`beam.features`) and publish the feature
+            shards and ``feature_info.json`` into ``data.features_dir`` (staged beside it,
+            moved in after the TFRecords).
 
     Returns:
         0 when at least one video was written, else 1 (nothing but the dead letters is
-        published then; after a pipeline failure, nothing at all).
+        published then; after a pipeline failure, nothing at all); 2 when ``with_features``
+        cannot run with this config.
     """
+    from beam.feature_plan import stage_feature_info
+    from beam.publish import publish_features, retract_feature_info
+
     cfg = exp.data
     splits = sorted({r.split for r in records})
     LOGGER.info("%d records (%s) -> %s", len(records),
                 ", ".join(f"{s}: {sum(r.split == s for r in records)}" for s in splits),
                 cfg.output_dir)
     t0 = time.monotonic()
-    with staging_dir(cfg.output_dir) as staging:
-        result = _run_pipeline(cfg, records, splits, staging, beam_args, mode, tf_threads)
+    with contextlib.ExitStack() as stack:
+        staging = stack.enter_context(staging_dir(cfg.output_dir))
+        plan, hook = None, None
+        if with_features:
+            fstaging = stack.enter_context(staging_dir(cfg.features_dir))
+            prepared = _prepare_features(exp, records, splits, fstaging)
+            if isinstance(prepared, int):
+                return prepared
+            plan, pairs = prepared
+
+            def hook(info, summary):
+                stage_feature_info(plan, exp, pairs, info, summary)
+                retract_feature_info(cfg.features_dir)
+        result = _run_pipeline(cfg, records, splits, staging, beam_args, mode, tf_threads,
+                               features=plan)
         if result is None:
             return 1
         published = publish_job(result, staging, cfg.output_dir, exp=exp,
                                 class_names=class_names, splits=splits,
-                                num_records=len(records))
+                                num_records=len(records), before_publish=hook)
+        if plan is not None and published.info is not None:
+            shards = publish_features(plan.staging, cfg.features_dir)
+            print(f"  features: {len(shards)} shards -> {cfg.features_dir}")
     _print_summary(published, cfg, time.monotonic() - t0)
     if not published.num_ok:
         print(f"no video succeeded out of {len(records)}; the dead letters say why: "
@@ -262,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return read
     records, class_names = read
     return run_job(exp, records, class_names, beam_args, mode=args.mode,
-                   tf_threads=args.tf_threads)
+                   tf_threads=args.tf_threads, with_features=args.with_features)
 
 
 if __name__ == "__main__":

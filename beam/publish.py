@@ -36,7 +36,7 @@ from beam.transforms import (
     LOGGER,
     SHARD_GLOB,
 )
-from maivar_tf.artifacts import DATASET_INFO, DatasetInfo
+from maivar_tf.artifacts import DATASET_INFO, FEATURE_INFO, DatasetInfo
 from maivar_tf.config import ExperimentConfig
 from maivar_tf.data.schema import SCHEMA_VERSION
 from maivar_tf.utils import owner_is_gone, owner_tag
@@ -188,6 +188,36 @@ def publish(staging_dir: str, output_dir: str, include_shards: bool = True) -> d
     moved = {"shards": _move_into(new_shards, output_dir),
              "failed": _move_into(new_failed, output_dir)}
     _move_into(staged_info, output_dir)  # last: the commit
+    return moved
+
+
+#: Globs of the feature shards ``--with_features`` writes (``maivar_tf.features.shards``).
+FEATURE_GLOBS = ("video-*.tfrecord", "audio-*.tfrecord")
+
+
+def retract_feature_info(features_dir: str) -> None:
+    """Removes ``features_dir``'s ``feature_info.json`` (called before the TFRecords change), so
+    readers refuse the old features until :func:`publish_features` moves the new record in."""
+    _delete_if_exists(join(features_dir, FEATURE_INFO))
+
+
+def publish_features(staging_dir: str, features_dir: str) -> list[str]:
+    """Moves the staged feature shards and ``feature_info.json`` into ``features_dir``.
+
+    As :func:`publish` does for the TFRecords: the old ``feature_info.json`` goes first, then
+    every old feature shard (they describe other TFRecords), the new shards move in and the
+    staged ``feature_info.json`` last; other files (``backbones/``) stay.
+
+    Returns:
+        The final shard paths.
+    """
+    new = sorted(p for g in FEATURE_GLOBS for p in match(join(staging_dir, g)))
+    retract_feature_info(features_dir)
+    stale = [p for g in FEATURE_GLOBS for p in match(join(features_dir, g))]
+    if stale:
+        FileSystems.delete(stale)
+    moved = _move_into(new, features_dir)
+    _move_into(match(join(staging_dir, FEATURE_INFO)), features_dir)  # last: the commit
     return moved
 
 
@@ -377,7 +407,7 @@ class Published:
 
 def publish_job(result, staging: str, output_dir: str, *, exp: ExperimentConfig,
                 class_names: Sequence[str], splits: Iterable[str],
-                num_records: int) -> Published:
+                num_records: int, before_publish=None) -> Published:
     """Counts a finished job, stages ``dataset_info.json`` and publishes the staged files.
 
     Counts (and the clips kept with silent audio) come from the job's metrics; when the
@@ -395,6 +425,9 @@ def publish_job(result, staging: str, output_dir: str, *, exp: ExperimentConfig,
         class_names: the dataset's classes.
         splits: every split of the input.
         num_records: annotation records the job read.
+        before_publish: called as ``before_publish(info, summary)`` once ``dataset_info.json``
+            is staged and before anything in ``output_dir`` changes (``--with_features``
+            stages ``feature_info.json`` there); not called when no video succeeded.
     """
     failed_lines = read_lines(match(join(staging, FAILED_GLOB)))
     success = success_counts(result)
@@ -409,6 +442,8 @@ def publish_job(result, staging: str, output_dir: str, *, exp: ExperimentConfig,
         info = make_dataset_info(exp, class_names, summary, match(join(staging, SHARD_GLOB)),
                                  match(join(staging, FAILED_GLOB)), num_records)
         write_dataset_info(info, staging)
+        if before_publish is not None:
+            before_publish(info, summary)
         info_path = join(output_dir, DATASET_INFO)
     moved = publish(staging, output_dir, include_shards=ok > 0)
     return Published(summary=summary, moved=moved, info=info, info_path=info_path)

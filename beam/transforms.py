@@ -171,11 +171,14 @@ class ProcessVideoDoFn(apache_beam.DoFn):
         tf_threads: TF intra-op threads per worker process (0 leaves TF's default); keep it
             equal across runs for bit-identical audio-images.
         log_every: log a progress line every this many videos per worker (0: never).
+        count_success: count successes (and clips with silent audio) here; ``False`` when a
+            later stage may still reject the video (``--with_features``, which counts them).
     """
 
     def __init__(self, cfg: DataConfig, mode: str = "center", tf_threads: int = 1,
-                 log_every: int = 25):
+                 log_every: int = 25, count_success: bool = True):
         super().__init__()
+        self._count = count_success
         self._cfg = cfg
         self._mode = mode
         self._tf_threads = tf_threads
@@ -201,6 +204,8 @@ class ProcessVideoDoFn(apache_beam.DoFn):
         self._failed[reason].inc()
 
     def _count_success(self, split: str, label_index: int) -> None:
+        if not self._count:
+            return
         key = f"{split}/{label_index}"
         if key not in self._per_class:
             self._per_class[key] = Metrics.counter(COUNTS_NAMESPACE, key)
@@ -208,9 +213,10 @@ class ProcessVideoDoFn(apache_beam.DoFn):
         self._ok.inc()
 
     def _count_audio_missing(self, record: VideoRecord) -> None:
-        if record.split not in self._missing:
+        if self._count and record.split not in self._missing:
             self._missing[record.split] = Metrics.counter(AUDIO_MISSING_NAMESPACE, record.split)
-        self._missing[record.split].inc()
+        if self._count:
+            self._missing[record.split].inc()
         LOGGER.warning("%s: no audio; kept with silent audio (data.on_missing_audio: silence, "
                        "audio/missing = 1)", resolve_video_path(record.path, self._cfg.video_root))
 
@@ -336,7 +342,7 @@ class WriteShards(apache_beam.PTransform):
 
 def build_pipeline(pipeline: apache_beam.Pipeline, elements: Sequence[Mapping[str, Any]],
                    cfg: DataConfig, staging_dir: str, splits: Iterable[str],
-                   mode: str = "center", tf_threads: int = 1) -> None:
+                   mode: str = "center", tf_threads: int = 1, features=None) -> None:
     """Adds the whole job to ``pipeline``, writing every file under ``staging_dir``.
 
     Args:
@@ -348,6 +354,9 @@ def build_pipeline(pipeline: apache_beam.Pipeline, elements: Sequence[Mapping[st
         splits: the split names present in ``elements`` (one shard set each).
         mode: TSN sampling mode.
         tf_threads: TF intra-op threads per worker (0: TF's default).
+        features: a :class:`beam.feature_plan.FeaturePlan`: the backbones run between decoding
+            and the writers (:func:`beam.features.add_feature_stage`), whose dead letters join
+            the others; ``None``: no features.
     """
     splits = sorted(set(splits))
     results = (
@@ -355,14 +364,20 @@ def build_pipeline(pipeline: apache_beam.Pipeline, elements: Sequence[Mapping[st
         | "Read records" >> apache_beam.Create(list(elements), reshuffle=False)
         | "Spread over workers" >> apache_beam.Reshuffle()
         | "Decode and render" >> apache_beam.ParDo(
-            ProcessVideoDoFn(cfg, mode=mode, tf_threads=tf_threads)).with_outputs(
-                FAILED_TAG, *splits)
+            ProcessVideoDoFn(cfg, mode=mode, tf_threads=tf_threads,
+                             count_success=features is None)).with_outputs(FAILED_TAG, *splits)
     )
+    pairs, failed = {s: results[s] for s in splits}, results[FAILED_TAG]
+    if features is not None:
+        from beam.features import add_feature_stage
+
+        pairs, more = add_feature_stage(pipeline, pairs, features)
+        failed = (failed, more) | "All dead letters" >> apache_beam.Flatten()
     for split in splits:
         total = shard_count(cfg.num_shards, sum(e["split"] == split for e in elements))
-        _ = results[split] | f"Write {split}" >> WriteShards(os.path.join(staging_dir, split),
-                                                             total)
-    _ = (results[FAILED_TAG]
+        _ = pairs[split] | f"Write {split}" >> WriteShards(os.path.join(staging_dir, split),
+                                                           total)
+    _ = (failed
          | "Dead letters to JSON" >> apache_beam.Map(dead_letter_to_json)
          | "Write dead letters" >> apache_beam.io.WriteToText(
              os.path.join(staging_dir, FAILED_PREFIX), file_name_suffix=".jsonl",

@@ -43,18 +43,16 @@ import numpy as np
 
 from maivar_tf.artifacts import (
     SHARD_NAME_RE,
-    AudioFeatures,
     BackboneSpec,
     DatasetInfo,
-    FeatureInfo,
     SplitFeatures,
 )
 from maivar_tf.config import ExperimentConfig
 from maivar_tf.console import progress as progress_bar
 from maivar_tf.features.codec import video_extras
 from maivar_tf.features.info import (
-    audio_fingerprint,
     extraction_fingerprint,
+    new_feature_info,
     record_split,
     start_feature_info,
 )
@@ -66,7 +64,6 @@ from maivar_tf.features.outputs import (
     shard_ids,
 )
 from maivar_tf.features.shards import (
-    FEATURE_KEYS,
     FeatureError,
     audio_segment_shard_name,
     audio_shard_name,
@@ -117,7 +114,7 @@ class _Job:
     segment_audio: bool = False
 
 
-def _backbone_features(cfg: ExperimentConfig, out_dir: Path, injected: Mapping[str, Any],
+def backbone_features(cfg: ExperimentConfig, out_dir: Path, injected: Mapping[str, Any],
                        kinds: Sequence[str] = ("video", "audio")
                        ) -> dict[str, tuple[BackboneFeatures, BackboneSpec]]:
     """``{kind: (BackboneFeatures, BackboneSpec)}`` of ``kinds``: injected models, else the
@@ -237,7 +234,7 @@ def extract_features(cfg: ExperimentConfig, *, splits: Sequence[str] = ("train",
         raise FeatureError(f"model.selection: 'audio_topk' previews the per-segment "
                            f"audio-images, which the TFRecords in {data_dir} do not hold; "
                            "rebuild them with data.segment_audio=true")
-    backbones = _backbone_features(cfg, out_dir, {"video": video_backbone,
+    backbones = backbone_features(cfg, out_dir, {"video": video_backbone,
                                                   "audio": audio_backbone})
     out_dir.mkdir(parents=True, exist_ok=True)
     run = _Run(cfg, out_dir, tuple(reps), shards, tuple(splits), layout,
@@ -245,7 +242,7 @@ def extract_features(cfg: ExperimentConfig, *, splits: Sequence[str] = ("train",
     _extract_run(run, cfg, backbones["video"], backbones["audio"])
     if needs_preview(cfg):
         preview = preview_config(cfg)
-        audio = _backbone_features(preview, out_dir, {"audio": preview_backbone},
+        audio = backbone_features(preview, out_dir, {"audio": preview_backbone},
                                    kinds=("audio",))["audio"]
         _extract_run(run, preview, backbones["video"], audio)
     return out_dir
@@ -268,20 +265,13 @@ class _Run:
 def _extract_run(run: _Run, cfg: ExperimentConfig, video_pair, audio_pair) -> None:
     """One pass: the video shards still missing and ``cfg.model.audio_backbone``'s audio
     shards, recorded in ``feature_info.json``."""
-    (video, video_spec), (audio, audio_spec) = video_pair, audio_pair
+    (video, video_spec), (audio, _) = video_pair, audio_pair
     name, out_dir, dataset_info, reps = (cfg.model.audio_backbone, run.out_dir,
                                          run.dataset_info, run.representations)
-    info = start_feature_info(out_dir, FeatureInfo(
-        fingerprint=extraction_fingerprint(cfg, dataset_info, video_spec),
-        num_segments=cfg.data.num_segments, video_dim=video.dim, audio_dim=audio.dim,
-        crop_size=cfg.data.crop_size, ten_crop=cfg.extract.ten_crop,
-        video_backbone=video_spec, audio_backbone=audio_spec,
-        class_names=tuple(dataset_info.class_names), config=run.cfg.to_dict(),
-        tfrecords_schema_version=dataset_info.schema_version, keys=dict(FEATURE_KEYS),
-        audio_backbones={name: AudioFeatures(audio_spec, audio.dim,
-                                             audio_fingerprint(audio_spec))}),
-        name, lambda audio: extraction_fingerprint(cfg, dataset_info, video_spec, audio,
-                                                   version=2))
+    info = start_feature_info(out_dir, new_feature_info(run.cfg, cfg, dataset_info, video_pair,
+                                                        audio_pair),
+                              name, lambda audio: extraction_fingerprint(
+                                  cfg, dataset_info, video_spec, audio, version=2))
     info = record_silent_features(info, out_dir, name, audio, reps,
                                   tfrecords_audio_config(dataset_info, cfg.data.audio))
     job = _Job(out_dir=out_dir, representations=reps, video=video, audio=audio,

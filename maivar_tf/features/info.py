@@ -31,6 +31,7 @@ from maivar_tf.artifacts import (
     SplitFeatures,
 )
 from maivar_tf.config import REPRESENTATIONS, ExperimentConfig
+from maivar_tf.features.codec import FEATURE_KEYS
 from maivar_tf.features.shards import FeatureError
 
 
@@ -67,6 +68,32 @@ def extraction_fingerprint(cfg: ExperimentConfig, dataset_info: DatasetInfo,
 def audio_fingerprint(audio: BackboneSpec) -> str:
     """What one audio backbone's features depend on beyond the folder's fingerprint."""
     return _hash({"audio": audio.fingerprint()})
+
+
+def new_feature_info(recorded: ExperimentConfig, cfg: ExperimentConfig,
+                     dataset_info: DatasetInfo, video_pair, audio_pair) -> FeatureInfo:
+    """The ``feature_info.json`` record of a fresh extraction, before any split is recorded.
+
+    ``maivar extract`` and the Beam job's ``--with_features`` both start from it, so the two
+    write the same record (fingerprints, backbone specs, keys, one audio backbone).
+
+    Args:
+        recorded: the config stored in the record (the caller's).
+        cfg: the config the backbones ran with (``model.audio_backbone`` names the audio one).
+        dataset_info: the TFRecords' ``dataset_info.json``.
+        video_pair, audio_pair: ``(BackboneFeatures, BackboneSpec)`` of each backbone
+            (:func:`maivar_tf.features.extract.backbone_features`).
+    """
+    (video, video_spec), (audio, audio_spec) = video_pair, audio_pair
+    return FeatureInfo(
+        fingerprint=extraction_fingerprint(cfg, dataset_info, video_spec),
+        num_segments=cfg.data.num_segments, video_dim=video.dim, audio_dim=audio.dim,
+        crop_size=cfg.data.crop_size, ten_crop=cfg.extract.ten_crop,
+        video_backbone=video_spec, audio_backbone=audio_spec,
+        class_names=tuple(dataset_info.class_names), config=recorded.to_dict(),
+        tfrecords_schema_version=dataset_info.schema_version, keys=dict(FEATURE_KEYS),
+        audio_backbones={cfg.model.audio_backbone: AudioFeatures(
+            audio_spec, audio.dim, audio_fingerprint(audio_spec))})
 
 
 def migrated(old: FeatureInfo, legacy_fingerprint: Callable[[BackboneSpec], str],
