@@ -34,6 +34,7 @@ reject the whole batch).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -47,6 +48,7 @@ from beam.transforms import (
     AUDIO_MISSING_NAMESPACE,
     COUNTS_NAMESPACE,
     FAILED_TAG,
+    LOGGER,
     METRICS_NAMESPACE,
     shard_of,
 )
@@ -54,6 +56,8 @@ from maivar_tf.features.codec import feature_example, video_extras
 
 #: Tags of :class:`DecodeForInferenceFn`'s outputs (the main output carries the metadata).
 VIDEO_TAG, AUDIO_TAG = "video_images", "audio_images"
+#: A backbone logs a progress line every this many videos per worker.
+LOG_EVERY = 50
 #: The feature shard rows of :class:`AssembleFeaturesFn` (its other outputs: splits, dead letters).
 ROWS_TAG = "feature_rows"
 
@@ -104,14 +108,31 @@ class BackboneModelHandler(ModelHandler):
                       inference_args: dict[str, Any] | None = None
                       ) -> list[tuple[str, np.ndarray | InferenceFailure]]:
         """``(key, features)`` per element; a batch that raises is retried element by element,
-        and an element that raises alone gets an :class:`InferenceFailure`."""
+        and an element that raises alone gets an :class:`InferenceFailure`. Logs a progress
+        line every :data:`LOG_EVERY` videos per worker."""
+        results = self._run_batch(batch, model)
+        self._log_progress(len(batch))
+        return results
+
+    def _log_progress(self, n: int) -> None:
+        if not hasattr(self, "_t0"):  # per worker: the handler is unpickled there
+            self._t0, self._done, self._logged = time.monotonic(), 0, 0
+        self._done += n
+        if self._done - self._logged >= LOG_EVERY:
+            self._logged = self._done
+            elapsed = time.monotonic() - self._t0
+            LOGGER.info("worker %s: %s backbone: %d videos (%.2f videos/s)", os.getpid(),
+                        self._source.kind, self._done, self._done / max(elapsed, 1e-9))
+
+    def _run_batch(self, batch: Sequence[tuple[str, np.ndarray]], model
+                   ) -> list[tuple[str, np.ndarray | InferenceFailure]]:
         keys = [k for k, _ in batch]
         try:
             return list(zip(keys, self.infer(model, keys, [a for _, a in batch]), strict=True))
         except Exception as e:  # noqa: BLE001 - isolated below, one video at a time
             if len(batch) == 1:
                 return [(keys[0], InferenceFailure(f"{type(e).__name__}: {e}"))]
-        return [r for element in batch for r in self.run_inference([element], model)]
+        return [r for element in batch for r in self._run_batch([element], model)]
 
     def get_num_bytes(self, batch: Sequence[tuple[str, np.ndarray]]) -> int:
         """The bytes of a batch's images."""
