@@ -20,7 +20,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 #: ``extract.precision`` -> the Keras dtype policy backbones are built under.
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
@@ -102,6 +103,21 @@ def check_precision(precision: str, *, flags: Iterable[str] | None = None,
                 f"extract.precision: bfloat16 needs a CPU with AVX512-BF16 or AMX, or a GPU of "
                 f"compute capability >= 8.0; this machine has a {where}, where bfloat16 would "
                 "be emulated (slower than float32). Use extract.precision=float32")
+    return precision
+
+
+def recorded_precision(config: Mapping[str, Any] | None) -> str:
+    """The ``extract.precision`` a recorded config (``feature_info.json``'s) names.
+
+    Folders written before the setting existed record none: their features are float32.
+
+    Raises:
+        ValueError: the record names a precision not in :data:`POLICIES`.
+    """
+    precision = ((config or {}).get("extract") or {}).get("precision") or "float32"
+    if precision not in POLICIES:
+        raise ValueError(f"extract.precision: invalid value {precision!r}; allowed: "
+                         f"{', '.join(POLICIES)}")
     return precision
 
 
