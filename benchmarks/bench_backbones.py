@@ -100,6 +100,8 @@ def measure(rows, precisions, jits, gemm_n: int, seconds: float, repeats: int) -
                 out.append({"backbone": f"{arch}@{side}", "kind": kind, "architecture": arch,
                             "image_size": side, "batch": batch, "precision": p, "jit": j,
                             "macs": macs, "images_per_s": ips, "gflops": 2 * macs * ips / 1e9})
+                print(f"  measured {arch}@{side} {key}: {ips:.2f} img/s (GEMM best so far "
+                      f"{gemm[key]:.0f} GFLOP/s)", flush=True)
     for r in out:
         r["of_gemm"] = r["gflops"] / gemm[f"{r['precision']}/{'jit' if r['jit'] else 'nojit'}"]
     return {"gemm_n": gemm_n, "gemm_gflops": gemm, "backbones": out}

@@ -5,7 +5,8 @@ backbone specs (the tiny BNInception at crop 112 and ResNet18 at 64, random weig
 the features, as ``maivar extract`` leaves them). :func:`maivar_tf.runs.load_servable_run` must
 rebuild both backbones under ``mixed_bfloat16`` with no backbones handed in; the export keeps
 float32 inputs and outputs and serves what the in-memory bfloat16 model computes; on hardware
-without native bfloat16 (the detection functions patched) predict and export refuse the run.
+without native bfloat16 (the detection functions patched) predict (of the run or of the export)
+and export refuse it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ tf = pytest.importorskip("tensorflow")
 from maivar_tf.artifacts import AudioFeatures, FeatureInfo, RunInfo  # noqa: E402
 from maivar_tf.config import load_config  # noqa: E402
 from maivar_tf.models import precision  # noqa: E402
+from maivar_tf.models.precision import PrecisionError  # noqa: E402
 from maivar_tf.runs import RunError, load_servable_run  # noqa: E402
 from maivar_tf.serving import (  # noqa: E402
     SIGNATURE_MEDIA,
@@ -31,6 +33,7 @@ from maivar_tf.serving import (  # noqa: E402
     export_servable,
     read_export_info,
 )
+from maivar_tf.serving.predictors import SavedModelPredictor  # noqa: E402
 from tests.serving.helpers import CLASSES, REPRESENTATION, K, keras_probabilities  # noqa: E402
 
 CROP, AUDIO_SIZE = 112, 64
@@ -136,8 +139,8 @@ def _specs(fn) -> list[tf.TensorSpec]:
     return inputs + list(tf.nest.flatten(fn.structured_outputs))
 
 
-def test_a_bfloat16_export_keeps_float32_signatures_and_serves_the_bfloat16_model(bf16,
-                                                                                  tmp_path):
+def test_a_bfloat16_export_keeps_float32_signatures_and_serves_the_bfloat16_model(
+        bf16, tmp_path, monkeypatch):
     run = load_servable_run(bf16.cfg, bf16.run_dir)
     path = export_servable(run, tmp_path / "export", "bf16")
     assert read_export_info(path).provenance["precision"] == "bfloat16"
@@ -155,6 +158,11 @@ def test_a_bfloat16_export_keeps_float32_signatures_and_serves_the_bfloat16_mode
     expected = keras_probabilities(run.fusion, video.reshape(len(bf16.frames), K, -1),
                                    np.asarray(run.audio(bf16.images)), temperature=1.0)
     np.testing.assert_allclose(out["probabilities"], expected, atol=1e-4)
+    # `maivar predict --saved-model` runs it only where bfloat16 is native
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx512f"}))
+    monkeypatch.setattr(precision, "gpu_capabilities", lambda: [])
+    with pytest.raises(PrecisionError, match="this machine has a CPU without avx512_bf16"):
+        SavedModelPredictor(path)
 
 
 @pytest.mark.parametrize("flags, gpus, lacking", [
