@@ -4,7 +4,7 @@ For each backbone row (``kind:architecture:side:batch``; default BNInception at 
 InceptionResNetV2 at 299) and each ``extract.precision`` (``float32``; ``bfloat16`` builds it
 under Keras' ``mixed_bfloat16``, :mod:`maivar_tf.models.precision`) and XLA setting
 (``jit_compile`` off and on), it times the backbone's forward pass on a fixed random batch (best
-of ``--repeats`` timings, for a shared machine) and prints images/s and the achieved GFLOP/s (2 x the MACs of :mod:`maivar_tf.costs` x images/s).
+of ``--repeats`` interleaved rounds, for a shared machine) and prints images/s and the achieved GFLOP/s (2 x the MACs of :mod:`maivar_tf.costs` x images/s).
 In the same run it times a square GEMM (``--gemm N``: ``N x N @ N x N``, 2 N^3 flops) in both
 dtypes with and without XLA, the machine's attainable matmul rate, and prints the ratios:
 bfloat16 / float32 throughput per backbone, and backbone GFLOP/s / GEMM GFLOP/s (same dtype,
@@ -80,8 +80,9 @@ def backbone_rate(model, side: int, batch: int, jit: bool, seconds: float) -> fl
 
 
 def measure(rows, precisions, jits, gemm_n: int, seconds: float, repeats: int) -> dict:
-    """The GEMM and backbone figures of one run: each the best of ``repeats`` timings, the GEMM
-    timed right beside every backbone timing (a shared machine's load hits both alike)."""
+    """The GEMM and backbone figures of one run: each the best of ``repeats`` rounds, every
+    round timing each precision and XLA setting in turn, with the GEMM timed right beside each
+    backbone timing (a shared machine's load then hits all of them alike)."""
     from maivar_tf.costs import backbone_macs
 
     gemm: dict[str, float] = {}
@@ -90,18 +91,21 @@ def measure(rows, precisions, jits, gemm_n: int, seconds: float, repeats: int) -
         kind, arch, side, batch = row.split(":")
         side, batch = int(side), int(batch)
         macs = backbone_macs(kind, side, arch)
-        for p in precisions:
-            model = build(kind, arch, side, p)
-            for j in jits:
-                key, ips = f"{p}/{'jit' if j else 'nojit'}", 0.0
-                for _ in range(repeats):
+        models = {p: build(kind, arch, side, p) for p in precisions}
+        best: dict[tuple, float] = {}
+        for _ in range(repeats):
+            for p in precisions:
+                for j in jits:
+                    key = f"{p}/{'jit' if j else 'nojit'}"
                     gemm[key] = max(gemm.get(key, 0.0), gemm_rate(gemm_n, p, j, seconds))
-                    ips = max(ips, backbone_rate(model, side, batch, j, seconds))
-                out.append({"backbone": f"{arch}@{side}", "kind": kind, "architecture": arch,
-                            "image_size": side, "batch": batch, "precision": p, "jit": j,
-                            "macs": macs, "images_per_s": ips, "gflops": 2 * macs * ips / 1e9})
-                print(f"  measured {arch}@{side} {key}: {ips:.2f} img/s (GEMM best so far "
-                      f"{gemm[key]:.0f} GFLOP/s)", flush=True)
+                    ips = backbone_rate(models[p], side, batch, j, seconds)
+                    best[p, j] = max(best.get((p, j), 0.0), ips)
+                    print(f"  measured {arch}@{side} {key}: {ips:.2f} img/s (GEMM best so far "
+                          f"{gemm[key]:.0f} GFLOP/s)", flush=True)
+        for (p, j), ips in best.items():
+            out.append({"backbone": f"{arch}@{side}", "kind": kind, "architecture": arch,
+                        "image_size": side, "batch": batch, "precision": p, "jit": j,
+                        "macs": macs, "images_per_s": ips, "gflops": 2 * macs * ips / 1e9})
     for r in out:
         r["of_gemm"] = r["gflops"] / gemm[f"{r['precision']}/{'jit' if r['jit'] else 'nojit'}"]
     return {"gemm_n": gemm_n, "gemm_gflops": gemm, "backbones": out}
@@ -207,7 +211,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0,
                         help="minimum timed seconds per figure (default 3)")
     parser.add_argument("--repeats", type=int, default=2,
-                        help="best of this many timings per figure (default 2)")
+                        help="best of this many rounds per figure (default 2)")
     parser.add_argument("--explain-below", type=float, default=0.6,
                         help="explain float32 backbones under this fraction of the GEMM")
     parser.add_argument("--explain-seconds", type=float, default=0.05,
