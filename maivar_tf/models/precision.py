@@ -9,7 +9,10 @@ bfloat16 is fast only where the hardware multiplies it natively: on CPUs with AV
 AMX-BF16 (oneDNN's bfloat16 kernels; elsewhere TF emulates them, several times slower than
 float32) and on GPUs of compute capability >= 8.0 (Ampere and later). :func:`bfloat16_support`
 tells which device would run it, and :func:`check_precision` refuses ``bfloat16`` with a clear
-message where neither is present. On a machine with a GPU the GPU decides.
+message where neither is present. On a machine with a GPU the GPU decides. A features folder
+holds one precision (its fingerprint includes it); :func:`recorded_precision` reads it from the
+folder's recorded config, and predict and the export rebuild the backbones in it
+(:func:`maivar_tf.runs.load_backbones`).
 
 Example:
     >>> check_precision("bfloat16")                       # doctest: +SKIP
