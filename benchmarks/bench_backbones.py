@@ -8,7 +8,7 @@ of ``--repeats`` interleaved rounds, for a shared machine) and prints images/s a
 In the same run it times a square GEMM (``--gemm N``: ``N x N @ N x N``, 2 N^3 flops) in both
 dtypes with and without XLA, the machine's attainable matmul rate, and prints the ratios:
 bfloat16 / float32 throughput per backbone, and backbone GFLOP/s / GEMM GFLOP/s (same dtype,
-same XLA setting).
+same XLA setting, the GEMM of the same rounds).
 
 A float32 backbone under ``--explain-below`` (0.6) of the float32 GEMM rate (without XLA) gets
 a measured explanation: every layer is timed alone on a tensor of its input shape (the same
@@ -92,22 +92,27 @@ def measure(rows, precisions, jits, gemm_n: int, seconds: float, repeats: int) -
         side, batch = int(side), int(batch)
         macs = backbone_macs(kind, side, arch)
         models = {p: build(kind, arch, side, p) for p in precisions}
-        best: dict[tuple, float] = {}
+        best: dict[str, float] = {}
+        row_gemm: dict[str, float] = {}
         for _ in range(repeats):
             for p in precisions:
                 for j in jits:
                     key = f"{p}/{'jit' if j else 'nojit'}"
-                    gemm[key] = max(gemm.get(key, 0.0), gemm_rate(gemm_n, p, j, seconds))
+                    g = gemm_rate(gemm_n, p, j, seconds)
+                    row_gemm[key] = max(row_gemm.get(key, 0.0), g)
+                    gemm[key] = max(gemm.get(key, 0.0), g)
                     ips = backbone_rate(models[p], side, batch, j, seconds)
-                    best[p, j] = max(best.get((p, j), 0.0), ips)
-                    print(f"  measured {arch}@{side} {key}: {ips:.2f} img/s (GEMM best so far "
-                          f"{gemm[key]:.0f} GFLOP/s)", flush=True)
-        for (p, j), ips in best.items():
+                    best[key] = max(best.get(key, 0.0), ips)
+                    print(f"  measured {arch}@{side} {key}: {ips:.2f} img/s, GEMM {g:.0f} "
+                          "GFLOP/s", flush=True)
+        for key, ips in best.items():
+            p, j = key.split("/")[0], key.endswith("/jit")
+            # against the GEMM of the same rounds (the machine's load then was the same)
             out.append({"backbone": f"{arch}@{side}", "kind": kind, "architecture": arch,
                         "image_size": side, "batch": batch, "precision": p, "jit": j,
-                        "macs": macs, "images_per_s": ips, "gflops": 2 * macs * ips / 1e9})
-    for r in out:
-        r["of_gemm"] = r["gflops"] / gemm[f"{r['precision']}/{'jit' if r['jit'] else 'nojit'}"]
+                        "macs": macs, "images_per_s": ips, "gflops": 2 * macs * ips / 1e9,
+                        "gemm_gflops": row_gemm[key],
+                        "of_gemm": 2 * macs * ips / 1e9 / row_gemm[key]})
     return {"gemm_n": gemm_n, "gemm_gflops": gemm, "backbones": out}
 
 
@@ -192,10 +197,12 @@ def explain(model, name: str, batch: int, whole_s: float, seconds: float, gemm: 
 def print_table(result: dict) -> None:
     print(f"GEMM {result['gemm_n']}^2: " + ", ".join(
         f"{k} {v:.0f} GFLOP/s" for k, v in result["gemm_gflops"].items()))
-    print(f"{'backbone':<26} {'prec':<9} {'jit':<5} {'img/s':>8} {'GFLOP/s':>8} {'of GEMM':>8}")
+    print(f"{'backbone':<26} {'prec':<9} {'jit':<5} {'img/s':>8} {'GFLOP/s':>8} {'GEMM':>6} "
+          f"{'of GEMM':>8}")
     for r in result["backbones"]:
         print(f"{r['backbone']:<26} {r['precision']:<9} {'on' if r['jit'] else 'off':<5} "
-              f"{r['images_per_s']:>8.2f} {r['gflops']:>8.1f} {r['of_gemm']:>8.2f}")
+              f"{r['images_per_s']:>8.2f} {r['gflops']:>8.1f} {r['gemm_gflops']:>6.0f} "
+              f"{r['of_gemm']:>8.2f}")
     for r in result["ratios"]:
         print(f"{r['backbone']:<26} bfloat16/float32 (jit {'on' if r['jit'] else 'off'}): "
               f"{r['bf16_over_fp32']:.2f}x")
@@ -230,15 +237,13 @@ def main(argv=None) -> int:
     result["ratios"] = ratios(result)
     result["load_average"] = os.getloadavg()
     print_table(result)
-    gemm32 = result["gemm_gflops"].get("float32/nojit")
     result["explanations"] = []
     for r in result["backbones"]:
-        if r["precision"] == "float32" and not r["jit"] and gemm32 \
-                and r["gflops"] / gemm32 < args.explain_below:
+        if r["precision"] == "float32" and not r["jit"] and r["of_gemm"] < args.explain_below:
             model = build(r["kind"], r["architecture"], r["image_size"], "float32")
             result["explanations"].append(explain(
                 model, r["backbone"], r["batch"], r["batch"] / r["images_per_s"],
-                args.explain_seconds, gemm32))
+                args.explain_seconds, r["gemm_gflops"]))
     print(f"load average (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=float))
