@@ -139,6 +139,7 @@ def _specs(fn) -> list[tf.TensorSpec]:
     return inputs + list(tf.nest.flatten(fn.structured_outputs))
 
 
+@pytest.mark.slow  # ~7-9 s on 2 shared cores: the SavedModel export of both backbones
 def test_a_bfloat16_export_keeps_float32_signatures_and_serves_the_bfloat16_model(
         bf16, tmp_path, monkeypatch):
     run = load_servable_run(bf16.cfg, bf16.run_dir)
