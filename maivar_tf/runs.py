@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from maivar_tf.artifacts import RUN_INFO, FeatureInfo, RunInfo
+from maivar_tf.artifacts import DEFAULT_AUDIO_BACKBONE, RUN_INFO, FeatureInfo, RunInfo
 
 if TYPE_CHECKING:  # pragma: no cover
     from maivar_tf.config import ExperimentConfig
@@ -260,7 +260,7 @@ def load_backbones(features_dir: str | Path, audio_backbone: str | None = None
     Each is rebuilt from its :class:`~maivar_tf.artifacts.BackboneSpec` in
     ``feature_info.json`` (:func:`maivar_tf.models.backbones.restore_backbone`): the weights
     ``maivar extract`` saved beside the features, else an unchanged weights file, else
-    ``imagenet``, at the input size the features were computed at.
+    ``imagenet``, at the input size and in the ``extract.precision`` the features had.
 
     Args:
         features_dir: the features folder of the run.
@@ -269,26 +269,28 @@ def load_backbones(features_dir: str | Path, audio_backbone: str | None = None
 
     Returns:
         ``(video_backbone, audio_backbone, provenance)``: Keras models, and the features
-        folder and the weights each backbone was loaded from.
+        folder, their precision and the weights each backbone was loaded from.
 
     Raises:
         FileNotFoundError: ``features_dir`` holds no ``feature_info.json``.
         WeightsError: a backbone the features came from cannot be recovered (random weights
             that were not saved, a changed weights file, a backbone handed in by code), or the
             folder has no features of ``audio_backbone``.
+        RunError: bfloat16 features on a machine without native bfloat16.
     """
-    from maivar_tf.models.backbones import restore_backbone
+    from maivar_tf.models.precision import recorded_precision
     from maivar_tf.models.weights import WeightsError
 
     info = FeatureInfo.read(features_dir)
-    provenance: dict[str, Any] = {"features_dir": str(features_dir)}
+    provenance: dict[str, Any] = {"features_dir": str(features_dir),
+                                  "precision": recorded_precision(info.config)}
     models = {}
     for kind in ("video", "audio"):
         try:
             spec = info.backbone(kind, audio_backbone if kind == "audio" else None)
         except ValueError as e:
             raise WeightsError(f"{FeatureInfo.path(features_dir)}: {e}") from e
-        models[kind] = restore_backbone(spec, kind, features_dir)
+        models[kind] = _restore(spec, kind, features_dir, info)
         provenance[f"{kind}_backbone"] = spec.weights_to_load(features_dir)
     provenance["audio_architecture"] = info.backbone("audio", audio_backbone).architecture
     return models["video"], models["audio"], provenance
@@ -301,16 +303,28 @@ def load_preview_backbone(features_dir: str | Path, name: str) -> tuple[Any, str
     Raises:
         WeightsError: the folder has no features of ``name`` or its weights are gone.
     """
-    from maivar_tf.models.backbones import restore_backbone
     from maivar_tf.models.weights import WeightsError
 
     try:
-        spec = FeatureInfo.read(features_dir).backbone("audio", name)
+        spec = (info := FeatureInfo.read(features_dir)).backbone("audio", name)
     except ValueError as e:
         raise WeightsError(f"{FeatureInfo.path(features_dir)}: {e} (the preview features of "
                            "model.selection=audio_topk: `maivar extract --set "
                            f"model.audio_backbone={name}`)") from e
-    return restore_backbone(spec, "audio", features_dir), str(spec.weights_to_load(features_dir))
+    return _restore(spec, "audio", features_dir, info), str(spec.weights_to_load(features_dir))
+
+
+def _restore(spec: Any, kind: str, features_dir: str | Path, info: FeatureInfo) -> Any:
+    """``restore_backbone`` in the folder's recorded precision; PrecisionError -> RunError."""
+    from maivar_tf.models.backbones import restore_backbone
+    from maivar_tf.models.precision import PrecisionError, recorded_precision
+
+    precision = recorded_precision(info.config)
+    try:
+        return restore_backbone(spec, kind, features_dir, precision=precision)
+    except PrecisionError as e:
+        raise RunError(f"the features in {features_dir} were extracted in {precision}: {e} "
+                       "(or re-extract them in float32 and retrain)") from None
 
 
 def selection_config(run_cfg: ExperimentConfig, selection: str | None = None,
@@ -421,8 +435,6 @@ def silent_audio_of(features_dir: str | Path, representation: str,
     substitute), else None (an older features folder and no modality dropout).
     """
     import numpy as np
-
-    from maivar_tf.artifacts import DEFAULT_AUDIO_BACKBONE
 
     if FeatureInfo.exists(features_dir):
         entry = FeatureInfo.read(features_dir).audio(audio_backbone or DEFAULT_AUDIO_BACKBONE)

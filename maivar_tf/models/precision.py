@@ -9,7 +9,10 @@ bfloat16 is fast only where the hardware multiplies it natively: on CPUs with AV
 AMX-BF16 (oneDNN's bfloat16 kernels; elsewhere TF emulates them, several times slower than
 float32) and on GPUs of compute capability >= 8.0 (Ampere and later). :func:`bfloat16_support`
 tells which device would run it, and :func:`check_precision` refuses ``bfloat16`` with a clear
-message where neither is present. On a machine with a GPU the GPU decides.
+message where neither is present. On a machine with a GPU the GPU decides. A features folder
+holds one precision (its fingerprint includes it); :func:`recorded_precision` reads it from the
+folder's recorded config, and predict and the export rebuild the backbones in it
+(:func:`maivar_tf.runs.load_backbones`).
 
 Example:
     >>> check_precision("bfloat16")                       # doctest: +SKIP
@@ -20,7 +23,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 #: ``extract.precision`` -> the Keras dtype policy backbones are built under.
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
@@ -102,6 +106,21 @@ def check_precision(precision: str, *, flags: Iterable[str] | None = None,
                 f"extract.precision: bfloat16 needs a CPU with AVX512-BF16 or AMX, or a GPU of "
                 f"compute capability >= 8.0; this machine has a {where}, where bfloat16 would "
                 "be emulated (slower than float32). Use extract.precision=float32")
+    return precision
+
+
+def recorded_precision(config: Mapping[str, Any] | None) -> str:
+    """The ``extract.precision`` a recorded config (``feature_info.json``'s) names.
+
+    Folders written before the setting existed record none: their features are float32.
+
+    Raises:
+        ValueError: the record names a precision not in :data:`POLICIES`.
+    """
+    precision = ((config or {}).get("extract") or {}).get("precision") or "float32"
+    if precision not in POLICIES:
+        raise ValueError(f"extract.precision: invalid value {precision!r}; allowed: "
+                         f"{', '.join(POLICIES)}")
     return precision
 
 

@@ -167,11 +167,16 @@ class SavedModelPredictor:
     Raises:
         FileNotFoundError: no SavedModel or no export record at ``path``.
         ExportError: the SavedModel has no ``serve_media`` signature.
+        PrecisionError: its backbones compute in bfloat16 (the export's provenance) and this
+            machine has no native bfloat16.
     """
 
     def __init__(self, path: str | Path):
+        from maivar_tf.models.precision import check_precision
+
         self.path = resolve_saved_model_dir(path)
         info = read_export_info(self.path)
+        check_precision(info.provenance.get("precision", "float32"))
         self.cfg = config_from_json_dict(info.config)
         self.class_names = tuple(info.class_names)
         self.representation = info.representation
