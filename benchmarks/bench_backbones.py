@@ -2,7 +2,9 @@
 
 For each backbone row (``kind:architecture:side:batch``; default BNInception at 224 and
 InceptionResNetV2 at 299) and each ``extract.precision`` (``float32``; ``bfloat16`` builds it
-under Keras' ``mixed_bfloat16``, :mod:`maivar_tf.models.precision`) and XLA setting
+under Keras' ``mixed_bfloat16``, :mod:`maivar_tf.models.precision`, and BNInception with its
+BatchNorms folded into the convolutions, as extraction builds it, :mod:`maivar_tf.models.bn_folding`;
+``--fold both`` also times float32 folded and bfloat16 unfolded) and XLA setting
 (``jit_compile`` off and on), it times the backbone's forward pass on a fixed random batch (best
 of ``--repeats`` interleaved rounds, for a shared machine) and prints images/s and the achieved GFLOP/s (2 x the MACs of :mod:`maivar_tf.costs` x images/s).
 In the same run it times a square GEMM (``--gemm N``: ``N x N @ N x N``, 2 N^3 flops) in both
@@ -64,10 +66,23 @@ def gemm_rate(n: int, dtype: str, jit: bool, seconds: float) -> float:
     return 2 * n ** 3 / timed(fn, a, b, seconds=seconds) / 1e9
 
 
-def build(kind: str, arch: str, side: int, precision: str):
+def build(kind: str, arch: str, side: int, precision: str, fold: bool | None = None):
+    """The backbone as extraction builds it (``fold=None``: BatchNorm folded in bfloat16
+    only), or with BatchNorm folding forced on or off (BNInception only)."""
     from maivar_tf.models.backbones import build_backbone
 
-    return build_backbone(kind, "none", side, architecture=arch, precision=precision)
+    extra = {} if fold is None or kind != "video" else {"fold_batch_norm": fold}
+    return build_backbone(kind, "none", side, architecture=arch, precision=precision, **extra)
+
+
+def variants(kind: str, precisions, fold: str) -> list[tuple[str, bool | None, str]]:
+    """``(precision, fold, label)`` to time: the default builds, and with ``--fold both`` the
+    BNInception builds with the other folding too (``float32+fold``, ``bfloat16-nofold``)."""
+    out = [(p, None, p) for p in precisions]
+    if fold == "both" and kind == "video":
+        out += [(p, p != "bfloat16", f"{p}{'+fold' if p != 'bfloat16' else '-nofold'}")
+                for p in precisions]
+    return out
 
 
 def backbone_rate(model, side: int, batch: int, jit: bool, seconds: float) -> float:
@@ -79,7 +94,8 @@ def backbone_rate(model, side: int, batch: int, jit: bool, seconds: float) -> fl
     return batch / timed(fn, images, seconds=seconds)
 
 
-def measure(rows, precisions, jits, gemm_n: int, seconds: float, repeats: int) -> dict:
+def measure(rows, precisions, jits, gemm_n: int, seconds: float, repeats: int,
+            fold: str = "default") -> dict:
     """The GEMM and backbone figures of one run: each the best of ``repeats`` rounds, every
     round timing each precision and XLA setting in turn, with the GEMM timed right beside each
     backbone timing (a shared machine's load then hits all of them alike)."""
@@ -91,17 +107,19 @@ def measure(rows, precisions, jits, gemm_n: int, seconds: float, repeats: int) -
         kind, arch, side, batch = row.split(":")
         side, batch = int(side), int(batch)
         macs = backbone_macs(kind, side, arch)
-        models = {p: build(kind, arch, side, p) for p in precisions}
+        todo = variants(kind, precisions, fold)
+        models = {label: build(kind, arch, side, p, f) for p, f, label in todo}
         best: dict[str, float] = {}
         row_gemm: dict[str, float] = {}
         for _ in range(repeats):
-            for p in precisions:
+            for p, _fold, label in todo:
                 for j in jits:
-                    key = f"{p}/{'jit' if j else 'nojit'}"
+                    key = f"{label}/{'jit' if j else 'nojit'}"
                     g = gemm_rate(gemm_n, p, j, seconds)
                     row_gemm[key] = max(row_gemm.get(key, 0.0), g)
-                    gemm[key] = max(gemm.get(key, 0.0), g)
-                    ips = backbone_rate(models[p], side, batch, j, seconds)
+                    gemm[f"{p}/{'jit' if j else 'nojit'}"] = max(
+                        gemm.get(f"{p}/{'jit' if j else 'nojit'}", 0.0), g)
+                    ips = backbone_rate(models[label], side, batch, j, seconds)
                     best[key] = max(best.get(key, 0.0), ips)
                     print(f"  measured {arch}@{side} {key}: {ips:.2f} img/s, GEMM {g:.0f} "
                           "GFLOP/s", flush=True)
@@ -197,10 +215,10 @@ def explain(model, name: str, batch: int, whole_s: float, seconds: float, gemm: 
 def print_table(result: dict) -> None:
     print(f"GEMM {result['gemm_n']}^2: " + ", ".join(
         f"{k} {v:.0f} GFLOP/s" for k, v in result["gemm_gflops"].items()))
-    print(f"{'backbone':<26} {'prec':<9} {'jit':<5} {'img/s':>8} {'GFLOP/s':>8} {'GEMM':>6} "
+    print(f"{'backbone':<26} {'prec':<16} {'jit':<5} {'img/s':>8} {'GFLOP/s':>8} {'GEMM':>6} "
           f"{'of GEMM':>8}")
     for r in result["backbones"]:
-        print(f"{r['backbone']:<26} {r['precision']:<9} {'on' if r['jit'] else 'off':<5} "
+        print(f"{r['backbone']:<26} {r['precision']:<16} {'on' if r['jit'] else 'off':<5} "
               f"{r['images_per_s']:>8.2f} {r['gflops']:>8.1f} {r['gemm_gflops']:>6.0f} "
               f"{r['of_gemm']:>8.2f}")
     for r in result["ratios"]:
@@ -214,6 +232,9 @@ def main(argv=None) -> int:
                         help="kind:architecture:side:batch (default: %(default)s)")
     parser.add_argument("--precisions", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--jit", choices=("off", "on", "both"), default="both")
+    parser.add_argument("--fold", choices=("default", "both"), default="default",
+                        help="both: also time BNInception with the other BatchNorm folding "
+                             "(float32+fold, bfloat16-nofold; extraction folds in bfloat16)")
     parser.add_argument("--gemm", type=int, default=2048, help="GEMM side (default 2048)")
     parser.add_argument("--seconds", type=float, default=3.0,
                         help="minimum timed seconds per figure (default 3)")
@@ -233,7 +254,8 @@ def main(argv=None) -> int:
 
         native, where = bfloat16_support()
         print(f"bfloat16 hardware: {where} ({'native' if native else 'emulated: slow'})")
-    result = measure(args.rows, args.precisions, jits, args.gemm, args.seconds, args.repeats)
+    result = measure(args.rows, args.precisions, jits, args.gemm, args.seconds, args.repeats,
+                     args.fold)
     result["ratios"] = ratios(result)
     result["load_average"] = os.getloadavg()
     print_table(result)

@@ -130,7 +130,7 @@ def start_feature_info(out_dir: Path, info: FeatureInfo, name: str,
             old = None
         if old is None or old.fingerprint != info.fingerprint:
             raise FeatureError(
-                f"{out_dir} holds features made with other settings (weights, K, crops or "
+                f"{out_dir} holds features made with other settings (weights, K, crops, precision or "
                 f"TFRecords: fingerprint {old.fingerprint if old else 'of an older layout'} != "
                 f"{info.fingerprint}); delete it or set data.features_dir to another folder")
         new, had = info.audio_backbones[name], old.audio_backbones.get(name)

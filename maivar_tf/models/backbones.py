@@ -162,7 +162,7 @@ def video_features(fn: BackboneFeatures, frames, crop_size: int, ten_crop: bool 
 
 def build_backbone(kind: str, weights: str = "none", image_size: int | None = None, *,
                    architecture: str | None = None, precision: str = "float32",
-                   **hyperparameters) -> keras.Model:
+                   fold_batch_norm: bool | None = None, **hyperparameters) -> keras.Model:
     """Builds the ``video`` (BNInception) or an ``audio`` backbone.
 
     Args:
@@ -174,6 +174,10 @@ def build_backbone(kind: str, weights: str = "none", image_size: int | None = No
             value; default BNInception, InceptionResNetV2).
         precision: ``float32`` or ``bfloat16`` (built under ``mixed_bfloat16``: float32
             weights, bfloat16 compute; :mod:`maivar_tf.models.precision`).
+        fold_batch_norm: fold BNInception's BatchNorms into its convolutions, an inference
+            graph (:mod:`maivar_tf.models.bn_folding`); ``None`` (the default) folds the video
+            backbone of ``bfloat16`` builds, where the BatchNorms cost most. Pass ``False`` for
+            a network to train.
         **hyperparameters: passed to the builder (e.g. BNInception's ``blocks``).
 
     Raises:
@@ -184,11 +188,17 @@ def build_backbone(kind: str, weights: str = "none", image_size: int | None = No
     """
     arch = _architecture(kind, architecture)
     check_precision(precision)
-    with precision_scope(precision):
-        if kind == "video":
-            size = {} if image_size is None else {"image_size": int(image_size)}
-            table = {**VIDEO_BACKBONE_TABLE[arch], **hyperparameters}
+    if kind == "video":
+        size = {} if image_size is None else {"image_size": int(image_size)}
+        table = {**VIDEO_BACKBONE_TABLE[arch], **hyperparameters}
+        fold = precision == "bfloat16" if fold_batch_norm is None else fold_batch_norm
+        if fold:  # folded in float32 from the float32 network, then built in `precision`
+            from maivar_tf.models.bn_folding import fold_batch_norm as fold_network
+
+            return fold_network(build_video_backbone(weights, **size, **table), precision)
+        with precision_scope(precision):
             return build_video_backbone(weights, **size, **table)
+    with precision_scope(precision):
         return build_audio_image_backbone(arch, weights, image_size, **hyperparameters)
 
 

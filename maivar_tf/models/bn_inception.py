@@ -233,14 +233,18 @@ class CeilMaxPooling2D(layers.Layer):
         }
 
 
-def _conv_bn_relu(x, name: str, relu_name: str, filters: int, kernel: int, stride: int = 1):
-    """``name`` (Conv2D with bias) -> ``name_bn`` (BatchNorm) -> ``relu_name`` (ReLU)."""
+def _conv_bn_relu(x, name: str, relu_name: str, filters: int, kernel: int, stride: int = 1,
+                  fold: bool = False):
+    """``name`` (Conv2D with bias) -> ``name_bn`` (BatchNorm) -> ``relu_name`` (ReLU); with
+    ``fold`` the BatchNorm is left out (folded into the convolution, :mod:`.bn_folding`)."""
     if stride == 1:
         padding = "same"  # symmetric (kernel - 1) / 2 for odd kernels, as in PyTorch
     else:
         x = layers.ZeroPadding2D(kernel // 2, name=f"{name}_pad")(x)
         padding = "valid"
     x = layers.Conv2D(filters, kernel, strides=stride, padding=padding, use_bias=True, name=name)(x)
+    if fold:
+        return layers.ReLU(name=relu_name)(x)
     x = layers.BatchNormalization(
         axis=-1, epsilon=_BN_EPSILON, momentum=_BN_MOMENTUM, name=f"{name}_bn"
     )(x)
@@ -248,12 +252,12 @@ def _conv_bn_relu(x, name: str, relu_name: str, filters: int, kernel: int, strid
 
 
 def _inception_block(x, block: str, n1x1: int, n3x3r: int, n3x3: int, nd3x3r: int, nd3x3: int,
-                     pool: str, pool_proj: int, stride: int):
+                     pool: str, pool_proj: int, stride: int, fold: bool = False):
     """One inception module (a :data:`BLOCK_FIELDS` row) named ``inception_<block>_*``."""
     p = f"inception_{block}_"
 
     def cbr(inp, suffix, filters, kernel, s=1):
-        return _conv_bn_relu(inp, p + suffix, p + "relu_" + suffix, filters, kernel, s)
+        return _conv_bn_relu(inp, p + suffix, p + "relu_" + suffix, filters, kernel, s, fold)
 
     branches = []
     if n1x1:
@@ -276,21 +280,22 @@ def _inception_block(x, block: str, n1x1: int, n3x3r: int, n3x3: int, nd3x3r: in
     return layers.Concatenate(axis=-1, name=p + "output")(branches)
 
 
-def _bn_inception_graph(inputs, blocks, stem, include_preprocessing: bool, pooling):
+def _bn_inception_graph(inputs, blocks, stem, include_preprocessing: bool, pooling,
+                        fold: bool = False):
     """The functional graph from ``inputs``; shapes in the comments are the reference's."""
     x = inputs
     if include_preprocessing:
         x = TSNPreprocessing(name="preprocessing")(x)  # 224x224x3, BGR - mean
     # Stage 1: 7x7/2 conv, 3x3/2 ceil max pool.
-    x = _conv_bn_relu(x, "conv1_7x7_s2", "conv1_relu_7x7", stem[0], 7, stride=2)  # 112x112x64
+    x = _conv_bn_relu(x, "conv1_7x7_s2", "conv1_relu_7x7", stem[0], 7, 2, fold)  # 112x112x64
     x = CeilMaxPooling2D(3, 2, 0, name="pool1_3x3_s2")(x)  # 56x56x64
     # Stage 2: 1x1 reduce, 3x3 conv, 3x3/2 ceil max pool.
-    x = _conv_bn_relu(x, "conv2_3x3_reduce", "conv2_relu_3x3_reduce", stem[1], 1)  # 56x56x64
-    x = _conv_bn_relu(x, "conv2_3x3", "conv2_relu_3x3", stem[2], 3)  # 56x56x192
+    x = _conv_bn_relu(x, "conv2_3x3_reduce", "conv2_relu_3x3_reduce", stem[1], 1, 1, fold)
+    x = _conv_bn_relu(x, "conv2_3x3", "conv2_relu_3x3", stem[2], 3, 1, fold)  # 56x56x192
     x = CeilMaxPooling2D(3, 2, 0, name="pool2_3x3_s2")(x)  # 28x28x192
     # Stages 3-5: the inception blocks (shapes in REFERENCE_BLOCKS) -> 7x7x1024.
     for row in blocks:
-        x = _inception_block(x, *row)
+        x = _inception_block(x, *row, fold=fold)
     if pooling == "avg":
         x = layers.GlobalAveragePooling2D(name="global_pool")(x)  # 1024
     return x
@@ -316,6 +321,9 @@ class BNInception(keras.Model):
             when False it takes that BGR input directly.
         pooling: ``"avg"`` averages the final map (7x7x1024 for the reference) into a feature
             vector (TSN's ``global_pool``); ``None`` returns the map.
+        fold_batch_norm: build the inference graph whose BatchNorm layers are folded into
+            the convolutions before them (no ``*_bn`` layers; its weights come from
+            :func:`maivar_tf.models.bn_folding.fold_batch_norm`, not from a checkpoint).
         name: the model name.
         **kwargs: other ``keras.Model`` arguments (``trainable``, ``dtype``).
 
@@ -332,7 +340,8 @@ class BNInception(keras.Model):
     def __init__(self, blocks: Sequence[Sequence] = REFERENCE_BLOCKS,
                  stem_filters: Sequence[int] = REFERENCE_STEM_FILTERS,
                  image_size: int = DEFAULT_IMAGE_SIZE, include_preprocessing: bool = True,
-                 pooling: str | None = "avg", name: str = "bn_inception", **kwargs):
+                 pooling: str | None = "avg", fold_batch_norm: bool = False,
+                 name: str = "bn_inception", **kwargs):
         if pooling not in ("avg", None):
             raise ValueError(f"BNInception.pooling: {pooling!r}; allowed: 'avg' or None")
         if not isinstance(image_size, numbers.Integral) or image_size < 32:
@@ -342,7 +351,8 @@ class BNInception(keras.Model):
         _check_sizes(image_size, rows)
 
         inputs = keras.Input(shape=(image_size, image_size, 3), name="frames")
-        outputs = _bn_inception_graph(inputs, rows, stem, include_preprocessing, pooling)
+        outputs = _bn_inception_graph(inputs, rows, stem, include_preprocessing, pooling,
+                                      bool(fold_batch_norm))
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
 
         self.blocks = rows
@@ -350,6 +360,7 @@ class BNInception(keras.Model):
         self.image_size = image_size
         self.include_preprocessing = bool(include_preprocessing)
         self.pooling = pooling
+        self.fold_batch_norm = bool(fold_batch_norm)
 
     def get_config(self):
         return {
@@ -358,6 +369,7 @@ class BNInception(keras.Model):
             "image_size": self.image_size,
             "include_preprocessing": self.include_preprocessing,
             "pooling": self.pooling,
+            "fold_batch_norm": self.fold_batch_norm,
             "name": self.name,
             "trainable": self.trainable,
         }

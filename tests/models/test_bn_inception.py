@@ -76,7 +76,7 @@ def _check_layer_names(model, blocks, reductions) -> None:
 def _config(**overrides) -> dict:
     config = {"blocks": [list(row) for row in TINY_BLOCKS], "stem_filters": [4, 4, 8],
               "image_size": 32, "include_preprocessing": True, "pooling": "avg",
-              "name": "bn_inception", "trainable": True}
+              "fold_batch_norm": False, "name": "bn_inception", "trainable": True}
     return {**config, **overrides}
 
 
@@ -175,8 +175,8 @@ def test_reference_network():
     config = model.get_config()
     assert config == {"blocks": [list(row) for row in REFERENCE_BLOCKS],
                       "stem_filters": [64, 64, 192], "image_size": 224,
-                      "include_preprocessing": True, "pooling": "avg", "name": "bn_inception",
-                      "trainable": True}
+                      "include_preprocessing": True, "pooling": "avg",
+                      "fold_batch_norm": False, "name": "bn_inception", "trainable": True}
     assert tuple(REFERENCE_STEM_FILTERS) == (64, 64, 192)
     assert model.input_shape == (None, 224, 224, 3)
     assert model.output_shape == (None, VIDEO_FEATURE_DIM) == (None, 1024)

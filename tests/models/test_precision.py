@@ -106,6 +106,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def test_a_bfloat16_backbone_has_float32_weights_and_features_close_to_float32(has_bf16,
                                                                               tmp_path):
     from maivar_tf.models.backbones import BackboneFeatures, init_backbone
+    from maivar_tf.models.bn_folding import fold_batch_norm
 
     size = 64
     arch = {"architecture": "bn_inception_tiny"}
@@ -115,8 +116,10 @@ def test_a_bfloat16_backbone_has_float32_weights_and_features_close_to_float32(h
     assert spec16 == spec32  # the spec names the weights; the folder records the precision
     assert m32.dtype_policy.name == "float32" and m16.dtype_policy.name == "mixed_bfloat16"
     assert {w.dtype for w in m16.weights} == {"float32"}
-    # the random weights are drawn in float32: the same values whatever the precision
-    for w16, w32 in zip(m16.weights, m32.weights, strict=True):
+    # the random weights are drawn in float32 (the same values whatever the precision), and
+    # the bfloat16 build is their BatchNorm-folded network (maivar_tf.models.bn_folding)
+    assert m16.fold_batch_norm and not m32.fold_batch_norm
+    for w16, w32 in zip(m16.weights, fold_batch_norm(m32).weights, strict=True):
         np.testing.assert_array_equal(w16.numpy(), w32.numpy())
     images = np.random.default_rng(0).integers(0, 256, (6, size, size, 3)).astype(np.float32)
     f16 = BackboneFeatures(m16, (size, size, 3))(images)
