@@ -44,6 +44,9 @@ bench: install
 	$(PY) benchmarks/bench_predict.py
 	$(PY) benchmarks/bench_costs.py
 	$(PY) benchmarks/bench_selection.py
+	$(PY) benchmarks/bench_backbones.py --jit off --fold both
+	$(PY) benchmarks/bench_precision.py
+	$(PY) benchmarks/bench_beam_features.py
 
 clean:
 	rm -rf data runs export
