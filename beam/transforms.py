@@ -22,22 +22,18 @@ per-worker set-up (TF thread pools, renderer tracing) happens in ``DoFn.setup``.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import apache_beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from maivar_tf.artifacts import FAILED_PREFIX, SHARD_TEMPLATE, shard_glob, shard_name
@@ -45,7 +41,7 @@ from maivar_tf.config import DataConfig
 from maivar_tf.data.annotations import VideoRecord
 from maivar_tf.data.clips import clip_example_from_record, resolve_video_path
 from maivar_tf.data.errors import MediaError
-from maivar_tf.data.remote import is_remote
+from maivar_tf.data.remote import local_output
 from maivar_tf.data.schema import to_sequence_example
 
 #: The job's logger: the driver and every worker log under this one name.
@@ -265,24 +261,6 @@ def _key_by_shard(pair: tuple[str, bytes], num_shards: int) -> tuple[int, tuple[
     return shard_of(pair[0], num_shards), pair
 
 
-@contextlib.contextmanager
-def remote_output(path: str) -> Iterator[str]:
-    """A local file to write ``path`` into: ``path`` itself when local, else a temporary file
-    copied to ``path`` through Beam's ``FileSystems`` (``s3://``, ``hdfs://``, ``gs://``...)
-    when the ``with`` block ends without an error."""
-    if not is_remote(path):
-        yield path
-        return
-    fd, tmp = tempfile.mkstemp(prefix="maivar-shard-", suffix=".tfrecord")
-    os.close(fd)
-    try:
-        yield tmp
-        with open(tmp, "rb") as src, FileSystems.create(path) as dst:
-            shutil.copyfileobj(src, dst, 1 << 22)
-    finally:
-        os.remove(tmp)
-
-
 class WriteShardFn(apache_beam.DoFn):
     """Writes one shard: its examples sorted by example id, as a TFRecord file.
 
@@ -306,7 +284,7 @@ class WriteShardFn(apache_beam.DoFn):
         index, pairs = element
         folder, split = self._prefix.rstrip("/").rsplit("/", 1)
         path = f"{folder}/{shard_name(split, index, self._total)}"
-        with remote_output(path) as local:  # TF writes local files; Beam copies the rest
+        with local_output(path) as local:  # TF writes local files; Beam copies the rest
             with tf.io.TFRecordWriter(local) as writer:
                 for _, serialized in sorted(p for p in pairs if p is not None):
                     writer.write(serialized)

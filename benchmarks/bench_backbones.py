@@ -114,11 +114,11 @@ def measure(rows, precisions, jits, gemm_n: int, seconds: float, repeats: int,
         for _ in range(repeats):
             for p, _fold, label in todo:
                 for j in jits:
-                    key = f"{label}/{'jit' if j else 'nojit'}"
+                    xla = "jit" if j else "nojit"
+                    key, gemm_key = f"{label}/{xla}", f"{p}/{xla}"
                     g = gemm_rate(gemm_n, p, j, seconds)
                     row_gemm[key] = max(row_gemm.get(key, 0.0), g)
-                    gemm[f"{p}/{'jit' if j else 'nojit'}"] = max(
-                        gemm.get(f"{p}/{'jit' if j else 'nojit'}", 0.0), g)
+                    gemm[gemm_key] = max(gemm.get(gemm_key, 0.0), g)
                     ips = backbone_rate(models[label], side, batch, j, seconds)
                     best[key] = max(best.get(key, 0.0), ips)
                     print(f"  measured {arch}@{side} {key}: {ips:.2f} img/s, GEMM {g:.0f} "

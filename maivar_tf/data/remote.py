@@ -2,9 +2,11 @@
 
 PyAV (FFmpeg) opens local files only, so a video whose path has a scheme is copied through
 Beam's ``FileSystems`` into a temporary local file for the time it is decoded
-(:func:`local_media`); messages still name the original path. Local paths (and ``file://``)
-are used in place. The Beam job on a cluster can so read its ``data.video_root`` from a
-bucket, as docs/cluster.md describes.
+(:func:`local_media`); messages still name the original path. A file to write on such a
+filesystem is written locally first and copied there when complete (:func:`local_output`;
+TensorFlow's writers know only local and ``gs://`` files). Local paths (and ``file://``) are
+used in place. The Beam job on a cluster can so read its ``data.video_root`` from a bucket and
+publish into one, as docs/cluster.md describes.
 
 Example:
     >>> with local_media("gs://bucket/videos/a.mp4") as path:      # doctest: +SKIP
@@ -85,3 +87,23 @@ def local_media(path: str | os.PathLike) -> Iterator[str]:
             os.close(fd)
         with contextlib.suppress(OSError):
             os.remove(tmp)
+
+
+@contextlib.contextmanager
+def local_output(path: str) -> Iterator[str]:
+    """A local file to write ``path`` into: ``path`` itself when local, else a temporary file
+    copied to ``path`` through Beam's ``FileSystems`` when the ``with`` block ends without an
+    error (and deleted either way)."""
+    if not is_remote(path):
+        yield path
+        return
+    from apache_beam.io.filesystems import FileSystems
+
+    fd, tmp = tempfile.mkstemp(prefix="maivar-output-", suffix=os.path.splitext(path)[1])
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb") as src, FileSystems.create(path) as dst:
+            shutil.copyfileobj(src, dst, CHUNK)
+    finally:
+        os.remove(tmp)
