@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from beam import build_tfrecords
-from tests.beam.jobdata import base_argv, make_bad_inputs, write_csv
+from tests.beam.jobdata import base_argv, make_bad_inputs, refusal, write_csv
 
 #: The control tests that must see Prism entered (stock DirectRunner).
 PRISM_CONTROL_TESTS = {"test_guard_detects_stock_direct_runner_taking_the_prism_path"}
@@ -21,12 +21,7 @@ def prism_calls():
     from apache_beam.runners.portability import prism_runner
 
     calls: list[str] = []
-
-    def refuse(name):
-        def fn(*args, **kwargs):
-            calls.append(name)
-            raise RuntimeError(f"test: Prism must not be used ({name})")
-        return fn
+    refuse = refusal(calls, "Prism must not be used")
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(prism_runner.PrismRunner, "run_pipeline", refuse("run_pipeline"))

@@ -124,3 +124,14 @@ def dead_letters(out: Path) -> list[dict]:
     for path in sorted(out.glob("failed-*.jsonl")):
         lines += [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
     return lines
+
+
+def refusal(calls: list[str], what: str):
+    """``refusal(calls, what)(name)``: a stand-in that records ``name`` in ``calls`` and raises
+    ``RuntimeError("test: <what> (<name>)")`` (what the guards patch over Beam's entries)."""
+    def refuse(name: str):
+        def fn(*args, **kwargs):
+            calls.append(name)
+            raise RuntimeError(f"test: {what} ({name})")
+        return fn
+    return refuse

@@ -37,7 +37,7 @@ from beam.runner import (
     local_runner_if_direct,
     unsupported_runner,
 )
-from tests.beam.jobdata import REPS, base_argv, dead_letters, parse_dir
+from tests.beam.jobdata import REPS, base_argv, dead_letters, parse_dir, refusal
 from tests.conftest import REPO_ROOT
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -148,12 +148,7 @@ def no_downloads(monkeypatch):
     from apache_beam.utils import subprocess_server
 
     calls: list[str] = []
-
-    def refuse(name):
-        def fn(*args, **kwargs):
-            calls.append(name)
-            raise RuntimeError(f"test: nothing may be downloaded or spawned ({name})")
-        return fn
+    refuse = refusal(calls, "nothing may be downloaded or spawned")
 
     real_connect = socket.socket.connect
 
