@@ -19,6 +19,8 @@ REPRESENTATIONS: tuple[str, ...] = (
 )
 DATASETS = ("synthetic", "ucf101", "ucf51", "ave", "kinetics_sounds", "csv")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
+#: ``train.finetune``: which backbones an end-to-end run trains (``train.end_to_end``).
+FINETUNE = ("none", "video", "audio", "both")
 VIDEO_POOLING = ("mean", "flatten")
 AUDIO_ROWS_INIT = ("zeros", "glorot_uniform")
 #: How the fusion stage combines the modalities (``model.fusion``; maivar_tf/models/fusion.py).

@@ -16,6 +16,7 @@ from maivar_tf.config.checks import (  # noqa: F401  (re-exported: the public na
     AUDIO_ROWS_INIT,
     COLORMAPS,
     DATASETS,
+    FINETUNE,
     FUSION_METHODS,
     MISSING_AUDIO,
     PRECISIONS,
@@ -205,6 +206,17 @@ class TrainConfig:
             after the fusion stage; its seed is ``seed + 3``.
         saliency: the saliency scorer's training (``model.selection: audio_topk``), on the
             preview features; its seed is ``seed + 4``.
+        end_to_end: train from the TFRecords' frames and audio-images instead of the
+            precomputed features: the backbones run inside every stage's model
+            (:mod:`maivar_tf.end_to_end`; docs/end_to_end.md).
+        finetune: with ``end_to_end``, which backbones train (one of :data:`FINETUNE`):
+            ``none`` (both frozen: the feature path's models, with TSN's training
+            augmentation), ``video``, ``audio`` or ``both``.
+        backbone_lr_multiplier: a fine-tuned backbone's learning rate is the stage's times
+            this (TSN's smaller step for the pretrained layers).
+        partial_bn: TSN's partial BatchNorm: a fine-tuned backbone's BatchNorm layers are
+            frozen (statistics and scale/offset) except the first one.
+        jit_compile: compile the end-to-end training step with XLA (``model.compile``).
     """
 
     strategy: str = "auto"
@@ -220,9 +232,20 @@ class TrainConfig:
         epochs=30, learning_rate=1e-3, batch_size=256))
     saliency: StageConfig = field(default_factory=lambda: StageConfig(
         epochs=30, learning_rate=1e-3, batch_size=256))
+    end_to_end: bool = False
+    finetune: str = "none"
+    backbone_lr_multiplier: float = 0.1
+    partial_bn: bool = True
+    jit_compile: bool = False
 
     def __post_init__(self) -> None:
         check_choice("train", "strategy", self.strategy, STRATEGIES)
+        check_choice("train", "finetune", self.finetune, FINETUNE)
+        check_positive("train", "backbone_lr_multiplier", self.backbone_lr_multiplier)
+        if self.finetune != "none" and not self.end_to_end:
+            raise ConfigError(f"train.finetune: {self.finetune!r} fine-tunes backbones, which "
+                              "only an end-to-end run has; allowed: 'none', or set "
+                              "train.end_to_end: true")
         check_positive("train", "val_fraction", self.val_fraction, allow_zero=True)
         if self.val_fraction >= 1:
             raise ConfigError(f"train.val_fraction: invalid value {self.val_fraction!r}; "
@@ -238,6 +261,27 @@ class TrainConfig:
         return getattr(self, section)
 
 
+#: The fusion methods an end-to-end run trains: a head on ``[video [B, K, D], audio [B, Da]]``.
+END_TO_END_FUSION = ("vmlp_init", "random_init", "linear", "gated", "film")
+
+
+def check_end_to_end(cfg: ExperimentConfig) -> None:
+    """What ``train.end_to_end`` does not combine with fails here, naming the field."""
+    if cfg.model.fusion not in END_TO_END_FUSION:
+        raise ConfigError(f"model.fusion: {cfg.model.fusion!r} is not trained end to end; "
+                          f"allowed with train.end_to_end: {', '.join(END_TO_END_FUSION)}")
+    for name, value, off in (("model.localisation", cfg.model.localisation, False),
+                             ("model.selection", cfg.model.selection, "uniform"),
+                             ("model.budget", cfg.model.budget, 0),
+                             ("extract.ten_crop", cfg.extract.ten_crop, False),
+                             ("train.fusion.modality_dropout",
+                              cfg.train.fusion.modality_dropout, 0.0),
+                             ("train.val_fraction", cfg.train.val_fraction, 0.0)):
+        if value != off:
+            raise ConfigError(f"{name}: {value!r} is a feature-path option; allowed with "
+                              f"train.end_to_end: {off!r}")
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     """One experiment: data, model, extraction and training sections."""
@@ -249,6 +293,8 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        if self.train.end_to_end:
+            check_end_to_end(self)
         if self.model.fusion == "temporal_binding" and not self.data.segment_audio:
             raise ConfigError("model.fusion: 'temporal_binding' binds per-segment audio; "
                               "allowed with data.segment_audio: true")
