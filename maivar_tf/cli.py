@@ -91,18 +91,17 @@ class Command:
 
 
 def _train(cfg, run_dir: Path):
-    from maivar_tf.localisation import load_split, needs_segments
-    from maivar_tf.training import run_algorithm1
+    from maivar_tf.end_to_end import train_from_config
 
-    train = load_split(cfg.data.features_dir, "train", cfg.model.representation,
-                       cfg.model.audio_backbone, segments=needs_segments(cfg))
-    return run_algorithm1(cfg, train, val=None, run_dir=run_dir)
+    return train_from_config(cfg, run_dir)
 
 
 def _evaluate(cfg, run_dir: Path, audio: str | None = None) -> dict:
+    from maivar_tf.end_to_end_eval import evaluation_features_dir
     from maivar_tf.evaluation import evaluate_run
 
-    return evaluate_run(run_dir, cfg.data.features_dir, cfg.model.representation, audio=audio)
+    return evaluate_run(run_dir, evaluation_features_dir(cfg, run_dir),
+                        cfg.model.representation, audio=audio)
 
 
 def _print_accuracies(report: dict) -> None:
@@ -213,7 +212,8 @@ def _cmd_extract(args, cfg, cfg_path) -> int:
 
 def _cmd_train(args, cfg, cfg_path) -> int:
     run = _train(cfg, _run_dir(cfg, args))
-    print(f"trained audio MLP, VMLP and fusion MLP ({cfg.model.fusion})"
+    e2e = f" end to end (finetune {cfg.train.finetune})" if cfg.train.end_to_end else ""
+    print(f"trained audio MLP, VMLP and fusion MLP ({cfg.model.fusion})" + e2e
           + (" and the localiser" if run.localiser is not None else "") + f" -> {run.run_dir}")
     c = run.info.calibration
     print(f"fusion temperature {run.temperature:.4g}: " + (
@@ -311,8 +311,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("extract", "extract backbone features from the TFRecords", _cmd_extract,
             (_flag("--representations", default=None,
                    help="comma list of audio-images to extract (default: data.representations)"),)),
-    Command("train", "Algorithm 1: audio MLP, VMLP, then fusion MLP from the VMLP", _cmd_train,
-            (_OUTPUT_RUN,)),
+    Command("train", "Algorithm 1: audio MLP, VMLP, fusion MLP (features or end to end)",
+            _cmd_train, (_OUTPUT_RUN,)),
     Command("evaluate", "metrics, confusion matrix, t-SNE and report.json", _cmd_evaluate,
             (_TRAINED_RUN,
              _flag("--audio", default="original", choices=("original", "silent"),

@@ -114,26 +114,45 @@ def get_strategy(name: str = "auto") -> tf.distribute.Strategy:
     return tf.distribute.MirroredStrategy(devices=cpus)
 
 
-def configure_precision(mixed: bool) -> keras.DTypePolicy | None:
-    """Sets the ``mixed_float16`` global policy when asked and a GPU is visible.
+def mixed_policy(cpu_bfloat16: bool = False) -> str | None:
+    """The mixed policy of this host: ``mixed_float16`` where a GPU is visible; with
+    ``cpu_bfloat16``, ``mixed_bfloat16`` on a CPU with native bfloat16 (AVX512-BF16 or AMX,
+    :func:`maivar_tf.models.precision.bfloat16_support`); else None (float32)."""
+    if tf.config.list_physical_devices("GPU"):
+        return "mixed_float16"
+    if cpu_bfloat16:
+        from maivar_tf.models.precision import bfloat16_support
 
-    On a CPU-only host mixed precision is slower, not faster: it warns and keeps float32.
-    The heads keep their logits in float32 either way.
+        if bfloat16_support(gpus=[])[0]:
+            return "mixed_bfloat16"
+    return None
+
+
+def configure_precision(mixed: bool, *, cpu_bfloat16: bool = False) -> keras.DTypePolicy | None:
+    """Sets the global mixed policy of :func:`mixed_policy` when asked.
+
+    The heads on precomputed features gain nothing from ``mixed_bfloat16`` on a CPU (they are
+    memory-bound), so only an end-to-end run asks for it (``cpu_bfloat16``); where no mixed
+    policy applies this warns and keeps float32. The heads keep their logits in float32 either
+    way, and Keras wraps the optimizer in a loss-scale optimizer under ``mixed_float16``.
 
     Args:
         mixed: ``train.mixed_precision``.
+        cpu_bfloat16: allow ``mixed_bfloat16`` on a CPU with native bfloat16.
 
     Returns:
         The policy to restore afterwards, or None when nothing was changed.
     """
     if not mixed:
         return None
-    if not tf.config.list_physical_devices("GPU"):
-        warnings.warn("train.mixed_precision=true but no GPU is visible: training in float32",
-                      stacklevel=3)
+    policy = mixed_policy(cpu_bfloat16)
+    if policy is None:
+        warnings.warn("train.mixed_precision=true but no GPU is visible"
+                      + (" and the CPU has no native bfloat16" if cpu_bfloat16 else "")
+                      + ": training in float32", stacklevel=3)
         return None
     previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("mixed_float16")
+    keras.mixed_precision.set_global_policy(policy)
     return previous
 
 
@@ -226,6 +245,33 @@ def training_index_batches(n: int, global_batch: int, seed: int, *, first_epoch:
     return ds.batch(per_replica, drop_remainder=True)
 
 
+@dataclass(frozen=True)
+class ArrayInput:
+    """A stage's in-memory inputs and labels, as :func:`maivar_tf.stage_fit.train_stage` takes
+    them (the feature path; :class:`maivar_tf.end_to_end_data.TFRecordInput` is the
+    TFRecord twin with the same two members).
+
+    Args:
+        inputs: a NumPy array or a dict of arrays (first axis: examples).
+        labels: int labels ``[N]`` (or ``[N, ...]``).
+    """
+
+    inputs: Any
+    labels: Any
+
+    @property
+    def num_examples(self) -> int:
+        """N."""
+        return int(len(self.labels))
+
+    def distributed(self, strategy: tf.distribute.Strategy, global_batch: int, *,
+                    training: bool, seed: int = 0, first_epoch: int = 0) -> tuple[Any, int]:
+        """:func:`make_distributed_dataset` of these arrays."""
+        return make_distributed_dataset(strategy, self.inputs, np.asarray(self.labels, np.int64),
+                                        global_batch, training=training, seed=seed,
+                                        first_epoch=first_epoch)
+
+
 def make_distributed_dataset(strategy: tf.distribute.Strategy, inputs: Any, labels: np.ndarray,
                              global_batch: int, *, training: bool, seed: int = 0,
                              first_epoch: int = 0) -> tuple[Any, int]:
@@ -294,7 +340,7 @@ def make_distributed_dataset(strategy: tf.distribute.Strategy, inputs: Any, labe
 
 
 __all__ = [
-    "NestReducingMultiWorkerMirroredStrategy", "WorkerInfo", "configure_precision",
-    "get_strategy", "global_batch_size", "make_distributed_dataset", "training_index_batches",
-    "worker_info", "worker_run_dir",
+    "ArrayInput", "NestReducingMultiWorkerMirroredStrategy", "WorkerInfo",
+    "configure_precision", "get_strategy", "global_batch_size", "make_distributed_dataset",
+    "mixed_policy", "training_index_batches", "worker_info", "worker_run_dir",
 ]

@@ -253,80 +253,6 @@ def run_config(cfg: ExperimentConfig, info: RunInfo, run_dir: str | Path) -> Exp
     return recorded
 
 
-def load_backbones(features_dir: str | Path, audio_backbone: str | None = None
-                   ) -> tuple[Any, Any, dict[str, Any]]:
-    """The video and audio backbones exactly as they were when the features were extracted.
-
-    Each is rebuilt from its :class:`~maivar_tf.artifacts.BackboneSpec` in
-    ``feature_info.json`` (:func:`maivar_tf.models.backbones.restore_backbone`): the weights
-    ``maivar extract`` saved beside the features, else an unchanged weights file, else
-    ``imagenet``, at the input size and in the ``extract.precision`` the features had.
-
-    Args:
-        features_dir: the features folder of the run.
-        audio_backbone: which of the folder's audio backbones (``model.audio_backbone``; the
-            run's, :attr:`RunInfo.audio_backbone`); default the folder's first.
-
-    Returns:
-        ``(video_backbone, audio_backbone, provenance)``: Keras models, and the features
-        folder, their precision and the weights each backbone was loaded from.
-
-    Raises:
-        FileNotFoundError: ``features_dir`` holds no ``feature_info.json``.
-        WeightsError: a backbone the features came from cannot be recovered (random weights
-            that were not saved, a changed weights file, a backbone handed in by code), or the
-            folder has no features of ``audio_backbone``.
-        RunError: bfloat16 features on a machine without native bfloat16.
-    """
-    from maivar_tf.models.precision import recorded_precision
-    from maivar_tf.models.weights import WeightsError
-
-    info = FeatureInfo.read(features_dir)
-    provenance: dict[str, Any] = {"features_dir": str(features_dir),
-                                  "precision": recorded_precision(info.config)}
-    models = {}
-    for kind in ("video", "audio"):
-        try:
-            spec = info.backbone(kind, audio_backbone if kind == "audio" else None)
-        except ValueError as e:
-            raise WeightsError(f"{FeatureInfo.path(features_dir)}: {e}") from e
-        models[kind] = _restore(spec, kind, features_dir, info)
-        provenance[f"{kind}_backbone"] = spec.weights_to_load(features_dir)
-    provenance["audio_architecture"] = info.backbone("audio", audio_backbone).architecture
-    return models["video"], models["audio"], provenance
-
-
-def load_preview_backbone(features_dir: str | Path, name: str) -> tuple[Any, str]:
-    """The preview backbone ``name`` (``model.preview_backbone``) as it was when its
-    per-segment features were extracted: ``(Keras model, the weights it was loaded from)``.
-
-    Raises:
-        WeightsError: the folder has no features of ``name`` or its weights are gone.
-    """
-    from maivar_tf.models.weights import WeightsError
-
-    try:
-        spec = (info := FeatureInfo.read(features_dir)).backbone("audio", name)
-    except ValueError as e:
-        raise WeightsError(f"{FeatureInfo.path(features_dir)}: {e} (the preview features of "
-                           "model.selection=audio_topk: `maivar extract --set "
-                           f"model.audio_backbone={name}`)") from e
-    return _restore(spec, "audio", features_dir, info), str(spec.weights_to_load(features_dir))
-
-
-def _restore(spec: Any, kind: str, features_dir: str | Path, info: FeatureInfo) -> Any:
-    """``restore_backbone`` in the folder's recorded precision; PrecisionError -> RunError."""
-    from maivar_tf.models.backbones import restore_backbone
-    from maivar_tf.models.precision import PrecisionError, recorded_precision
-
-    precision = recorded_precision(info.config)
-    try:
-        return restore_backbone(spec, kind, features_dir, precision=precision)
-    except PrecisionError as e:
-        raise RunError(f"the features in {features_dir} were extracted in {precision}: {e} "
-                       "(or re-extract them in float32 and retrain)") from None
-
-
 def selection_config(run_cfg: ExperimentConfig, selection: str | None = None,
                      budget: int | None = None) -> ExperimentConfig:
     """``run_cfg`` with ``model.selection`` / ``model.budget`` replaced where given.
@@ -395,7 +321,8 @@ def load_servable_run(cfg: ExperimentConfig, run_dir: str | Path, *,
                            "was trained on")
     provenance: dict[str, Any] = {"run_dir": str(run_dir.resolve())}
     if backbones is None:
-        video, audio, loaded_from = load_backbones(features_dir, info.audio_backbone)
+        video, audio, loaded_from = load_backbones(features_dir, info.audio_backbone,
+                                                   run_dir=run_dir)
         provenance.update(loaded_from)
     else:
         (video, audio), provenance["backbones"] = backbones, "injected"
@@ -421,21 +348,30 @@ def load_servable_run(cfg: ExperimentConfig, run_dir: str | Path, *,
         cfg=run_cfg, num_segments=k, representation=str(info.representation),
         ten_crop=ten_crop, provenance=provenance, temperature=run.temperature,
         silent_audio=silent_audio_of(features_dir, str(info.representation),
-                                     info.audio_backbone, fusion=run.fusion),
+                                     info.audio_backbone, fusion=run.fusion,
+                                     audio=BackboneFeatures(audio, (size, size, 3))
+                                     if trained_backbone_path(run_dir, "audio") else None,
+                                     audio_cfg=run_cfg.data.audio),
         localiser=run.localiser, selection=run_cfg.model.selection,
         budget=int(run_cfg.model.budget), preview=preview_fn, saliency=scorer)
 
 
 def silent_audio_of(features_dir: str | Path, representation: str,
-                    audio_backbone: str | None = None, *, fusion: Any = None) -> Any:
+                    audio_backbone: str | None = None, *, fusion: Any = None,
+                    audio: Any = None, audio_cfg: Any = None) -> Any:
     """The audio backbone's features ``[Da]`` of the silent audio-image, or None.
 
-    From ``feature_info.json`` (``AudioFeatures.silent``, recorded by ``maivar extract``),
+    Computed by ``audio`` (a BackboneFeatures, with ``audio_cfg`` the data's audio-image
+    section) when given: a fine-tuned audio backbone's. Else from ``feature_info.json`` (``AudioFeatures.silent``, recorded by ``maivar extract``),
     else from the fusion model's modality dropout layer (the features it was trained to
     substitute), else None (an older features folder and no modality dropout).
     """
     import numpy as np
 
+    if audio is not None:
+        from maivar_tf.features.silent import silent_features
+
+        return silent_features(audio, [representation], audio_cfg)[representation]
     if FeatureInfo.exists(features_dir):
         entry = FeatureInfo.read(features_dir).audio(audio_backbone or DEFAULT_AUDIO_BACKBONE)
         silent = None if entry is None else entry.silent.get(representation)
@@ -447,3 +383,12 @@ def silent_audio_of(features_dir: str | Path, representation: str,
     if MODALITY_DROPOUT_LAYER in layers:
         return np.asarray(layers[MODALITY_DROPOUT_LAYER].silent.numpy(), np.float32)
     return None
+
+
+# re-exported: the backbones of a run live in their own module (imported last: it reads
+# RunError from here)
+from maivar_tf.run_backbones import (  # noqa: E402
+    load_backbones,
+    load_preview_backbone,
+    trained_backbone_path,
+)

@@ -54,11 +54,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import shutil
-import time
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +63,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from maivar_tf import callbacks as stage_io
 from maivar_tf.artifacts import RunInfo
 from maivar_tf.calibration import calibration_record, holdout_validation
 from maivar_tf.config import STAGE_SECTIONS, ExperimentConfig, TrainConfig
@@ -74,14 +70,12 @@ from maivar_tf.distribute import (
     WorkerInfo,
     configure_precision,
     get_strategy,
-    global_batch_size,
-    make_distributed_dataset,
     worker_info,
     worker_run_dir,
 )
 from maivar_tf.evaluation import evaluate_arrays, model_outputs
 from maivar_tf.feature_checks import check_compatible, check_features, check_segment_features
-from maivar_tf.late_stage import choose_late_stage, save_model_atomic
+from maivar_tf.late_stage import choose_late_stage
 from maivar_tf.localisation import localisation_labels, localisation_metrics, segment_audio
 from maivar_tf.models.fusion import build_fusion
 from maivar_tf.models.heads import (
@@ -98,36 +92,12 @@ from maivar_tf.runs import (
     SALIENCY_STAGE,
     STAGES,
     TrainedRun,
-    load_head,
     read_csv_log,
     stage_log_path,
 )
-from maivar_tf.seeds import EpochStreams
+from maivar_tf.stage_fit import ExtraCallbacks, StageHooks, StagePlan, train_stage
 
 logger = logging.getLogger(__name__)
-
-#: ``extra_callbacks(stage_name)`` -> more callbacks for that stage's fit.
-ExtraCallbacks = Callable[[str], Sequence[keras.callbacks.Callback]]
-
-
-@dataclass(frozen=True)
-class StagePlan:
-    """How one Algorithm 1 stage trains.
-
-    Args:
-        name: the stage (``audio_mlp``, ``vmlp``, ``fusion``; its folder and ``.keras`` name).
-        epochs: passes over the training features.
-        learning_rate: Adam's learning rate.
-        batch_size: the configured global batch.
-        seed: the stage's seed (``train.seed`` plus the stage's index).
-    """
-
-    name: str
-    epochs: int
-    learning_rate: float
-    batch_size: int
-    seed: int
-
 
 def stage_plans(tc: TrainConfig) -> dict[str, StagePlan]:
     """The three stages of ``tc`` by stage name, in training order (seeds ``seed + 0, 1, 2``)."""
@@ -156,77 +126,6 @@ def stage_inputs(stage: str, features: Any, method: str = "vmlp_init") -> Any:
     if stage == LOCALISER_STAGE or method == "temporal_binding":
         return {VIDEO_INPUT: video, AUDIO_SEGMENTS_INPUT: segment_audio(features)}
     return {VIDEO_INPUT: video, AUDIO_INPUT: np.asarray(features.audio, np.float32)}
-
-
-def _compiled(build: Callable[[], keras.Model], plan: StagePlan,
-              strategy: tf.distribute.Strategy) -> keras.Model:
-    with strategy.scope():
-        model = build()
-        model.compile(
-            optimizer=keras.optimizers.Adam(plan.learning_rate),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-    return model
-
-
-def train_stage(plan: StagePlan, build: Callable[[], keras.Model], train_xy: tuple[Any, Any],
-                val_xy: tuple[Any, Any] | None, strategy: tf.distribute.Strategy,
-                run_dir: Path, *, verbose: Any = "auto",
-                extra_callbacks: ExtraCallbacks | None = None
-                ) -> tuple[keras.Model, dict[str, Any]]:
-    """Trains one stage with ``fit`` (resuming from its backup) and saves ``<stage>.keras``.
-
-    Args:
-        plan: the stage's settings.
-        build: builds the uncompiled head (called inside ``strategy.scope()``).
-        train_xy: ``(inputs, labels)`` in memory.
-        val_xy: optional validation ``(inputs, labels)``.
-        strategy: the distribution strategy.
-        run_dir: this worker's run folder.
-        verbose: ``model.fit`` verbosity, or ``"auto"`` (see
-            :func:`maivar_tf.callbacks.fit_verbosity`).
-        extra_callbacks: more callbacks for the fit, by stage name.
-
-    Returns:
-        ``(model, stage_info)``; ``stage_info`` is ``{"skipped": True}`` when ``<stage>.keras``
-        already existed (the model is loaded), else the settings the fit used.
-    """
-    final = run_dir / f"{plan.name}.keras"
-    if final.exists():
-        logger.info("stage %s: %s exists, skipping", plan.name, final)
-        return load_head(final), {"skipped": True}
-    stage_io.stage_dir(run_dir, plan.name).mkdir(parents=True, exist_ok=True)
-    epochs_done = stage_io.resume_epoch(run_dir, plan.name)
-    if epochs_done:
-        logger.info("stage %s: resuming after epoch %d of %d", plan.name, epochs_done,
-                    plan.epochs)
-    keras.utils.set_random_seed(plan.seed)
-    replicas = strategy.num_replicas_in_sync
-    batch = global_batch_size(plan.batch_size, len(train_xy[1]), replicas)
-    model = _compiled(build, plan, strategy)
-    train_ds, steps = make_distributed_dataset(strategy, *train_xy, batch, training=True,
-                                               seed=plan.seed, first_epoch=epochs_done)
-    val_ds = val_steps = None
-    if val_xy is not None:
-        val_ds, val_steps = make_distributed_dataset(strategy, *val_xy, batch, training=False)
-    extra = extra_callbacks(plan.name) if extra_callbacks is not None else ()
-    verbose, lines = stage_io.fit_verbosity(verbose, plan.name, plan.epochs)
-    streams = EpochStreams(plan.seed, first_epoch=epochs_done)  # dropout masks of each epoch
-    callbacks = stage_io.stage_callbacks(run_dir, plan.name, validation=val_ds is not None,
-                                         extra=[streams, *lines, *extra])
-    t0 = time.time()
-    model.fit(train_ds, epochs=plan.epochs, steps_per_epoch=steps, validation_data=val_ds,
-              validation_steps=val_steps, callbacks=callbacks, verbose=verbose,
-              shuffle=False)  # the dataset shuffles itself
-    save_model_atomic(model, final)
-    shutil.rmtree(stage_io.stage_dir(run_dir, plan.name) / stage_io.BACKUP_SUBDIR,
-                  ignore_errors=True)
-    return model, {
-        "skipped": False, "epochs": plan.epochs, "resumed_after_epoch": epochs_done,
-        "learning_rate": plan.learning_rate, "global_batch_size": batch,
-        "per_replica_batch_size": batch // replicas, "steps_per_epoch": steps,
-        "seconds": round(time.time() - t0, 3),
-    }
 
 
 def run_algorithm1(cfg: ExperimentConfig, train: Any, val: Any = None,
@@ -443,6 +342,6 @@ def _run(cfg: ExperimentConfig, train: Any, val: Any, out_dir: Path,
 
 
 __all__ = [
-    "ExtraCallbacks", "StagePlan", "check_features", "choose_late_stage", "localiser_plan",
+    "ExtraCallbacks", "StageHooks", "StagePlan", "check_features", "choose_late_stage", "localiser_plan",
     "localiser_stage", "run_algorithm1", "stage_inputs", "stage_plans", "train_stage",
 ]

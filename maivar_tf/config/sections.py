@@ -275,8 +275,7 @@ def check_end_to_end(cfg: ExperimentConfig) -> None:
                              ("model.budget", cfg.model.budget, 0),
                              ("extract.ten_crop", cfg.extract.ten_crop, False),
                              ("train.fusion.modality_dropout",
-                              cfg.train.fusion.modality_dropout, 0.0),
-                             ("train.val_fraction", cfg.train.val_fraction, 0.0)):
+                              cfg.train.fusion.modality_dropout, 0.0)):
         if value != off:
             raise ConfigError(f"{name}: {value!r} is a feature-path option; allowed with "
                               f"train.end_to_end: {off!r}")
