@@ -2,6 +2,7 @@
 keys name their new section, partial sections keep their defaults, one default config file;
 YAML syntax errors and Python tags (never run) are one-line errors with line and column."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -242,3 +243,31 @@ def test_the_default_config_is_resolved_in_one_place(tmp_path, monkeypatch):
     assert load_config(resolve_config_path(None)).name == "synthetic"
     monkeypatch.chdir(tmp_path)  # no default file: the built-in defaults
     assert resolve_config_path(None) is None
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["train.finetune=video"], "train.finetune: 'video' fine-tunes backbones, which only an "
+                               "end-to-end run has"),
+    (["train.end_to_end=true", "train.finetune=all"], "train.finetune: invalid value 'all'"),
+    (["train.end_to_end=true", "model.fusion=late"], "model.fusion: 'late' is not trained "
+                                                     "end to end"),
+    (["train.end_to_end=true", "extract.ten_crop=true"], "extract.ten_crop: True is a "
+                                                         "feature-path option"),
+    (["train.end_to_end=true", "train.backbone_lr_multiplier=0"],
+     "train.backbone_lr_multiplier"),
+])
+def test_end_to_end_settings_are_checked_by_name(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, overrides=overrides)
+
+
+def test_end_to_end_defaults_and_overrides():
+    cfg = load_config(None, overrides=["train.end_to_end=true", "train.finetune=both",
+                                       "train.jit_compile=true", "train.partial_bn=false"])
+    t = cfg.train
+    assert (t.end_to_end, t.finetune, t.jit_compile, t.partial_bn) == (True, "both", True, False)
+    assert t.backbone_lr_multiplier == 0.1
+    assert load_config(None).train.finetune == "none"
