@@ -27,6 +27,8 @@ import numpy as np
 #: Stream tags, so the streams of one stage never share a seed.
 DATA_ORDER = 1
 DROPOUT = 2
+#: The training augmentation of an end-to-end stage (crops, flips, segment offsets).
+AUGMENT = 3
 
 
 def stream_seed(seed: int, stream: int, *parts: int) -> int:

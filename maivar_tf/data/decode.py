@@ -57,9 +57,31 @@ def _segment_index(num_stored, wanted: int) -> tf.Tensor:
     return tf.cast(tf.floor(centres), tf.int32)
 
 
+def random_segment_index(num_stored, wanted: int, seed) -> tf.Tensor:
+    """TSN's random segment offsets: for segment ``i`` of ``wanted``, a uniformly random stored
+    frame in ``[floor(i * n / wanted), floor((i + 1) * n / wanted))`` (``n = num_stored``;
+    the segment's centre, :func:`segment_subset`, lies in the same range).
+
+    Args:
+        num_stored: the frames stored (an int or a scalar tensor), ``>= wanted``.
+        wanted: K.
+        seed: int64 ``[2]``, a stateless random seed.
+    """
+    n = tf.cast(num_stored, tf.float64)
+    i = tf.range(wanted, dtype=tf.float64)
+    lo, hi = tf.floor(i * n / wanted), tf.floor((i + 1) * n / wanted)
+    u = tf.random.stateless_uniform([wanted], seed, dtype=tf.float64)
+    index = lo + tf.floor(u * tf.maximum(hi - lo, 1.0))
+    return tf.cast(tf.minimum(index, n - 1), tf.int32)
+
+
 def _pick_segments(encoded: tf.Tensor, num_segments: int | None,
-                   stored_segments: int | None) -> tf.Tensor:
-    """The ``num_segments`` evenly spread entries of ``encoded`` (all when not asked)."""
+                   stored_segments: int | None, segment_seed=None) -> tf.Tensor:
+    """The ``num_segments`` evenly spread entries of ``encoded`` (all when not asked), or with
+    ``segment_seed`` one random entry inside each segment (:func:`random_segment_index`)."""
+    if segment_seed is not None and num_segments is not None:
+        return tf.gather(encoded, random_segment_index(tf.shape(encoded)[0], num_segments,
+                                                       segment_seed))
     if num_segments is None or num_segments == stored_segments:
         return encoded
     if stored_segments is not None:
@@ -89,12 +111,13 @@ def segment_labels(times_us, starts_us, ends_us, labels) -> tf.Tensor:
 
 
 def _segment_context(parsed: Mapping[str, tf.Tensor], num_segments: int | None,
-                     stored_segments: int | None) -> dict[str, tf.Tensor]:
+                     stored_segments: int | None, segment_seed=None) -> dict[str, tf.Tensor]:
     """``segment_times`` / ``segment_labels`` of the kept segments, ``has_spans``,
     ``audio_missing`` (timestamps a record lacks count as 0)."""
     stamps = tf.cast(parsed[schema.IMAGE_TIMESTAMP], tf.int64)
     short = tf.maximum(tf.shape(parsed[schema.IMAGE_ENCODED])[0] - tf.shape(stamps)[0], 0)
-    stamps = _pick_segments(tf.pad(stamps, [[0, short]]), num_segments, stored_segments)
+    stamps = _pick_segments(tf.pad(stamps, [[0, short]]), num_segments, stored_segments,
+                            segment_seed)
     starts = parsed[schema.SEGMENT_START_TIMESTAMP]
     return {
         "segment_times": tf.cast(stamps, tf.float32) / 1e6,
@@ -134,7 +157,8 @@ def decode_parsed(parsed: Mapping[str, tf.Tensor], *, representations: Sequence[
                   stored_segments: int | None = None, crop: str = "center",
                   image_size: int | None = None, seed=None,
                   include_frames: bool = True,
-                  segment_representations: Sequence[str] = ()) -> dict[str, Any]:
+                  segment_representations: Sequence[str] = (),
+                  segment_seed=None) -> dict[str, Any]:
     """Decodes what :func:`~maivar_tf.data.schema.parse_sequence_example` returned.
 
     Frames are JPEG-decoded whole, then cropped: ``decode_and_crop_jpeg`` differs from decoding
@@ -147,9 +171,11 @@ def decode_parsed(parsed: Mapping[str, tf.Tensor], *, representations: Sequence[
         raise ValueError(f"crop: {crop!r}; allowed: {', '.join(CROP_MODES)}")
     out: dict[str, Any] = {"label": parsed[schema.LABEL_INDEX],
                            "example_id": parsed[schema.EXAMPLE_ID],
-                           **_segment_context(parsed, num_segments, stored_segments)}
+                           **_segment_context(parsed, num_segments, stored_segments,
+                                              segment_seed)}
     if include_frames:
-        encoded = _pick_segments(parsed[schema.IMAGE_ENCODED], num_segments, stored_segments)
+        encoded = _pick_segments(parsed[schema.IMAGE_ENCODED], num_segments, stored_segments,
+                                 segment_seed)
         frames = _crop_frames(_decode_jpegs(encoded), crop, int(crop_size), seed)
         side = None if crop == "none" else int(crop_size)
         out["frames"] = tf.ensure_shape(frames, [num_segments, side, side, 3])
@@ -162,7 +188,8 @@ def decode_parsed(parsed: Mapping[str, tf.Tensor], *, representations: Sequence[
     if segment_representations:
         out["audio_segments"] = {
             rep: tf.ensure_shape(_decode_pngs(_pick_segments(
-                parsed[schema.segment_audio_image_key(rep)], num_segments, stored_segments),
+                parsed[schema.segment_audio_image_key(rep)], num_segments, stored_segments,
+                segment_seed),
                 image_size), [num_segments, image_size, image_size, 3])
             for rep in segment_representations}
     return out
@@ -173,7 +200,8 @@ def decode_example(serialized, *, representations: Sequence[str], crop_size: int
                    num_segments: int | None = None, stored_segments: int | None = None,
                    crop: str = "center", image_size: int | None = None, seed=None,
                    include_frames: bool = True,
-                   segment_representations: Sequence[str] = ()) -> dict[str, Any]:
+                   segment_representations: Sequence[str] = (),
+                   segment_seed=None) -> dict[str, Any]:
     """One serialized ``SequenceExample`` -> decoded tensors (graph-friendly: map it).
 
     Args:
@@ -190,6 +218,9 @@ def decode_example(serialized, *, representations: Sequence[str], crop_size: int
         include_frames: decode the frames (``False`` for audio-only consumers).
         segment_representations: per-segment audio-images to decode (empty: none); the
             records must hold them (``data.segment_audio``).
+        segment_seed: int64 ``[2]``: TSN's random segment offsets (training): one random
+            stored frame inside each of the K segments instead of its centre
+            (:func:`random_segment_index`; the same frames for every per-clip output).
 
     Returns:
         ``{"frames": uint8 [K, c, c, 3] (or [K, H, W, 3] uncropped), "audio_images": {rep:
@@ -211,7 +242,8 @@ def decode_example(serialized, *, representations: Sequence[str], crop_size: int
                          num_segments=num_segments, stored_segments=stored_segments,
                          crop=crop, image_size=image_size, seed=seed,
                          include_frames=include_frames,
-                         segment_representations=segment_representations)
+                         segment_representations=segment_representations,
+                         segment_seed=segment_seed)
 
 
 def decode_examples(serialized: Sequence[bytes], **options) -> list[dict[str, Any]]:
