@@ -132,8 +132,8 @@ class TFRecordInput:
     def _kept(self, files: tf.Tensor, keep) -> tf.data.Dataset:
         """``(id, serialized)`` of the kept examples of ``files``, read in order."""
         ds = tf.data.Dataset.from_tensor_slices(files).interleave(
-            tf.data.TFRecordDataset, cycle_length=1, deterministic=True)
-        ds = ds.map(lambda r: (_example_id(r), r), deterministic=True)
+            tf.data.TFRecordDataset, cycle_length=1)
+        ds = ds.map(lambda r: (_example_id(r), r))
         return ds.filter(lambda i, r: keep.lookup(i) >= 0)
 
     def _element(self, decoded: dict, example_id, index, rows) -> tuple[dict, tf.Tensor]:
