@@ -4,7 +4,7 @@ Parsing and decoding are separate steps (TF Model Garden's ``Decoder`` / ``Parse
 :func:`maivar_tf.data.schema.parse_sequence_example` turns the bytes into raw feature tensors,
 :func:`decode_parsed` decodes them. Decoding JPEG-decodes the K stored TSN segment frames
 (Shaikh et al. 2024, Sec. 3.3: one frame per segment), keeps ``num_segments`` of them spread
-evenly when fewer are asked than stored, crops them with :mod:`maivar_tf.ops`, and PNG-decodes
+evenly when fewer are asked than stored (or at TSN's random offsets in training), crops them with :mod:`maivar_tf.ops`, and PNG-decodes
 the audio-images (Sec. 3.2). The training input pipeline, feature extraction (centre crop, or
 whole frames for TSN's ten crops) and ``maivar predict`` all call :func:`decode_example`, so they
 see the same pixels.
@@ -57,11 +57,27 @@ def _segment_index(num_stored, wanted: int) -> tf.Tensor:
     return tf.cast(tf.floor(centres), tf.int32)
 
 
+def _random_segment_index(num_stored, wanted: int, segment_seed) -> tf.Tensor:
+    """TSN's random offsets: for segment ``i`` a uniform index in
+    ``[floor(i * stored / wanted), floor((i + 1) * stored / wanted))``."""
+    stored = tf.cast(num_stored, tf.int64)
+    i = tf.range(wanted, dtype=tf.int64)
+    low = i * stored // wanted
+    width = tf.maximum((i + 1) * stored // wanted - low, 1)
+    draw = tf.random.stateless_uniform([wanted], tf.cast(segment_seed, tf.int64),
+                                       minval=None, maxval=None, dtype=tf.int64)
+    return tf.cast(low + tf.math.floormod(draw, width), tf.int32)
+
+
 def _pick_segments(encoded: tf.Tensor, num_segments: int | None,
-                   stored_segments: int | None) -> tf.Tensor:
-    """The ``num_segments`` evenly spread entries of ``encoded`` (all when not asked)."""
+                   stored_segments: int | None, segment_seed=None) -> tf.Tensor:
+    """The ``num_segments`` evenly spread entries of ``encoded`` (all when not asked), or with
+    ``segment_seed`` one random entry per segment when more are stored than asked."""
     if num_segments is None or num_segments == stored_segments:
         return encoded
+    if segment_seed is not None:
+        return tf.gather(encoded, _random_segment_index(
+            stored_segments or tf.shape(encoded)[0], num_segments, segment_seed))
     if stored_segments is not None:
         return tf.gather(encoded, tf.constant(segment_subset(stored_segments, num_segments),
                                               tf.int32))
@@ -89,12 +105,13 @@ def segment_labels(times_us, starts_us, ends_us, labels) -> tf.Tensor:
 
 
 def _segment_context(parsed: Mapping[str, tf.Tensor], num_segments: int | None,
-                     stored_segments: int | None) -> dict[str, tf.Tensor]:
+                     stored_segments: int | None, segment_seed=None) -> dict[str, tf.Tensor]:
     """``segment_times`` / ``segment_labels`` of the kept segments, ``has_spans``,
     ``audio_missing`` (timestamps a record lacks count as 0)."""
     stamps = tf.cast(parsed[schema.IMAGE_TIMESTAMP], tf.int64)
     short = tf.maximum(tf.shape(parsed[schema.IMAGE_ENCODED])[0] - tf.shape(stamps)[0], 0)
-    stamps = _pick_segments(tf.pad(stamps, [[0, short]]), num_segments, stored_segments)
+    stamps = _pick_segments(tf.pad(stamps, [[0, short]]), num_segments, stored_segments,
+                            segment_seed)
     starts = parsed[schema.SEGMENT_START_TIMESTAMP]
     return {
         "segment_times": tf.cast(stamps, tf.float32) / 1e6,
@@ -134,7 +151,8 @@ def decode_parsed(parsed: Mapping[str, tf.Tensor], *, representations: Sequence[
                   stored_segments: int | None = None, crop: str = "center",
                   image_size: int | None = None, seed=None,
                   include_frames: bool = True,
-                  segment_representations: Sequence[str] = ()) -> dict[str, Any]:
+                  segment_representations: Sequence[str] = (),
+                  segment_seed=None) -> dict[str, Any]:
     """Decodes what :func:`~maivar_tf.data.schema.parse_sequence_example` returned.
 
     Frames are JPEG-decoded whole, then cropped: ``decode_and_crop_jpeg`` differs from decoding
@@ -147,9 +165,11 @@ def decode_parsed(parsed: Mapping[str, tf.Tensor], *, representations: Sequence[
         raise ValueError(f"crop: {crop!r}; allowed: {', '.join(CROP_MODES)}")
     out: dict[str, Any] = {"label": parsed[schema.LABEL_INDEX],
                            "example_id": parsed[schema.EXAMPLE_ID],
-                           **_segment_context(parsed, num_segments, stored_segments)}
+                           **_segment_context(parsed, num_segments, stored_segments,
+                                              segment_seed)}
     if include_frames:
-        encoded = _pick_segments(parsed[schema.IMAGE_ENCODED], num_segments, stored_segments)
+        encoded = _pick_segments(parsed[schema.IMAGE_ENCODED], num_segments, stored_segments,
+                                 segment_seed)
         frames = _crop_frames(_decode_jpegs(encoded), crop, int(crop_size), seed)
         side = None if crop == "none" else int(crop_size)
         out["frames"] = tf.ensure_shape(frames, [num_segments, side, side, 3])
@@ -162,8 +182,8 @@ def decode_parsed(parsed: Mapping[str, tf.Tensor], *, representations: Sequence[
     if segment_representations:
         out["audio_segments"] = {
             rep: tf.ensure_shape(_decode_pngs(_pick_segments(
-                parsed[schema.segment_audio_image_key(rep)], num_segments, stored_segments),
-                image_size), [num_segments, image_size, image_size, 3])
+                parsed[schema.segment_audio_image_key(rep)], num_segments, stored_segments,
+                segment_seed), image_size), [num_segments, image_size, image_size, 3])
             for rep in segment_representations}
     return out
 
@@ -173,7 +193,8 @@ def decode_example(serialized, *, representations: Sequence[str], crop_size: int
                    num_segments: int | None = None, stored_segments: int | None = None,
                    crop: str = "center", image_size: int | None = None, seed=None,
                    include_frames: bool = True,
-                   segment_representations: Sequence[str] = ()) -> dict[str, Any]:
+                   segment_representations: Sequence[str] = (),
+                   segment_seed=None) -> dict[str, Any]:
     """One serialized ``SequenceExample`` -> decoded tensors (graph-friendly: map it).
 
     Args:
@@ -190,6 +211,11 @@ def decode_example(serialized, *, representations: Sequence[str], crop_size: int
         include_frames: decode the frames (``False`` for audio-only consumers).
         segment_representations: per-segment audio-images to decode (empty: none); the
             records must hold them (``data.segment_audio``).
+        segment_seed: int64 ``[2]`` stateless seed of TSN's random segment offsets: when the
+            shards store more frames than ``num_segments``, segment ``i`` keeps a uniformly
+            random stored frame in ``[floor(i * stored / K), floor((i + 1) * stored / K))``
+            (its segment times, labels and per-segment audio-images follow); ``None`` keeps
+            the evenly spread ones.
 
     Returns:
         ``{"frames": uint8 [K, c, c, 3] (or [K, H, W, 3] uncropped), "audio_images": {rep:
@@ -211,7 +237,8 @@ def decode_example(serialized, *, representations: Sequence[str], crop_size: int
                          num_segments=num_segments, stored_segments=stored_segments,
                          crop=crop, image_size=image_size, seed=seed,
                          include_frames=include_frames,
-                         segment_representations=segment_representations)
+                         segment_representations=segment_representations,
+                         segment_seed=segment_seed)
 
 
 def decode_examples(serialized: Sequence[bytes], **options) -> list[dict[str, Any]]:
