@@ -29,6 +29,8 @@ DATA_ORDER = 1
 DROPOUT = 2
 #: The training augmentation of an end-to-end stage (crops, flips, segment offsets).
 AUGMENT = 3
+#: The order inside each window of an end-to-end stage's TFRecord stream.
+WINDOW_ORDER = 4
 
 
 def stream_seed(seed: int, stream: int, *parts: int) -> int:

@@ -4,7 +4,7 @@ Parsing and decoding are separate steps (TF Model Garden's ``Decoder`` / ``Parse
 :func:`maivar_tf.data.schema.parse_sequence_example` turns the bytes into raw feature tensors,
 :func:`decode_parsed` decodes them. Decoding JPEG-decodes the K stored TSN segment frames
 (Shaikh et al. 2024, Sec. 3.3: one frame per segment), keeps ``num_segments`` of them spread
-evenly when fewer are asked than stored, crops them with :mod:`maivar_tf.ops`, and PNG-decodes
+evenly when fewer are asked than stored (or at TSN's random offsets in training), crops them with :mod:`maivar_tf.ops`, and PNG-decodes
 the audio-images (Sec. 3.2). The training input pipeline, feature extraction (centre crop, or
 whole frames for TSN's ten crops) and ``maivar predict`` all call :func:`decode_example`, so they
 see the same pixels.
@@ -57,33 +57,27 @@ def _segment_index(num_stored, wanted: int) -> tf.Tensor:
     return tf.cast(tf.floor(centres), tf.int32)
 
 
-def random_segment_index(num_stored, wanted: int, seed) -> tf.Tensor:
-    """TSN's random segment offsets: for segment ``i`` of ``wanted``, a uniformly random stored
-    frame in ``[floor(i * n / wanted), floor((i + 1) * n / wanted))`` (``n = num_stored``;
-    the segment's centre, :func:`segment_subset`, lies in the same range).
-
-    Args:
-        num_stored: the frames stored (an int or a scalar tensor), ``>= wanted``.
-        wanted: K.
-        seed: int64 ``[2]``, a stateless random seed.
-    """
-    n = tf.cast(num_stored, tf.float64)
-    i = tf.range(wanted, dtype=tf.float64)
-    lo, hi = tf.floor(i * n / wanted), tf.floor((i + 1) * n / wanted)
-    u = tf.random.stateless_uniform([wanted], seed, dtype=tf.float64)
-    index = lo + tf.floor(u * tf.maximum(hi - lo, 1.0))
-    return tf.cast(tf.minimum(index, n - 1), tf.int32)
+def _random_segment_index(num_stored, wanted: int, segment_seed) -> tf.Tensor:
+    """TSN's random offsets: for segment ``i`` a uniform index in
+    ``[floor(i * stored / wanted), floor((i + 1) * stored / wanted))``."""
+    stored = tf.cast(num_stored, tf.int64)
+    i = tf.range(wanted, dtype=tf.int64)
+    low = i * stored // wanted
+    width = tf.maximum((i + 1) * stored // wanted - low, 1)
+    draw = tf.random.stateless_uniform([wanted], tf.cast(segment_seed, tf.int64),
+                                       minval=None, maxval=None, dtype=tf.int64)
+    return tf.cast(low + tf.math.floormod(draw, width), tf.int32)
 
 
 def _pick_segments(encoded: tf.Tensor, num_segments: int | None,
                    stored_segments: int | None, segment_seed=None) -> tf.Tensor:
     """The ``num_segments`` evenly spread entries of ``encoded`` (all when not asked), or with
-    ``segment_seed`` one random entry inside each segment (:func:`random_segment_index`)."""
-    if segment_seed is not None and num_segments is not None:
-        return tf.gather(encoded, random_segment_index(tf.shape(encoded)[0], num_segments,
-                                                       segment_seed))
+    ``segment_seed`` one random entry per segment when more are stored than asked."""
     if num_segments is None or num_segments == stored_segments:
         return encoded
+    if segment_seed is not None:
+        return tf.gather(encoded, _random_segment_index(
+            stored_segments or tf.shape(encoded)[0], num_segments, segment_seed))
     if stored_segments is not None:
         return tf.gather(encoded, tf.constant(segment_subset(stored_segments, num_segments),
                                               tf.int32))
@@ -189,8 +183,7 @@ def decode_parsed(parsed: Mapping[str, tf.Tensor], *, representations: Sequence[
         out["audio_segments"] = {
             rep: tf.ensure_shape(_decode_pngs(_pick_segments(
                 parsed[schema.segment_audio_image_key(rep)], num_segments, stored_segments,
-                segment_seed),
-                image_size), [num_segments, image_size, image_size, 3])
+                segment_seed), image_size), [num_segments, image_size, image_size, 3])
             for rep in segment_representations}
     return out
 
@@ -218,9 +211,11 @@ def decode_example(serialized, *, representations: Sequence[str], crop_size: int
         include_frames: decode the frames (``False`` for audio-only consumers).
         segment_representations: per-segment audio-images to decode (empty: none); the
             records must hold them (``data.segment_audio``).
-        segment_seed: int64 ``[2]``: TSN's random segment offsets (training): one random
-            stored frame inside each of the K segments instead of its centre
-            (:func:`random_segment_index`; the same frames for every per-clip output).
+        segment_seed: int64 ``[2]`` stateless seed of TSN's random segment offsets: when the
+            shards store more frames than ``num_segments``, segment ``i`` keeps a uniformly
+            random stored frame in ``[floor(i * stored / K), floor((i + 1) * stored / K))``
+            (its segment times, labels and per-segment audio-images follow); ``None`` keeps
+            the evenly spread ones.
 
     Returns:
         ``{"frames": uint8 [K, c, c, 3] (or [K, H, W, 3] uncropped), "audio_images": {rep:

@@ -123,7 +123,9 @@ class ShardLayout:
         """:func:`decode_example` bound to these shards (checked first, see :meth:`check`).
 
         Returns:
-            ``decode(serialized, seed=None) -> dict`` of tensors.
+            ``decode(serialized, seed=None, segment_seed=None) -> dict`` of tensors: ``seed``
+            seeds ``crop="random"``, ``segment_seed`` TSN's random segment offsets when the
+            shards store more frames than ``num_segments`` (:func:`decode_example`).
         """
         reps, seg_reps = tuple(representations), tuple(segment_representations)
         self.check(reps, num_segments, crop_size if include_frames else None, seg_reps)
