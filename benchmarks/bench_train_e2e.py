@@ -110,6 +110,7 @@ def bench(exp, data_dir: Path, name: str, args) -> dict:
     import dataclasses
 
     import tensorflow as tf
+
     from maivar_tf.end_to_end_data import TFRecordInput
 
     arch, crop = MODELS[name]

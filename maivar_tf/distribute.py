@@ -46,6 +46,8 @@ from maivar_tf import seeds
 from maivar_tf.config import STRATEGIES
 
 _MULTI_WORKER_STRATEGY: tf.distribute.Strategy | None = None
+#: Dtypes the cross-worker collectives do not reduce.
+_NOT_REDUCIBLE = (tf.uint8, tf.int8, tf.uint16, tf.int16, tf.bool)
 
 
 class NestReducingMultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
@@ -62,8 +64,10 @@ class NestReducingMultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredS
       does not have: "Invalid reduction dimension 0 for input with 0 dimensions".
 
     This subclass reduces nested structures leaf by leaf and treats ``axis`` as ``None`` for
-    scalars, which is what both calls mean (the mean over replicas). Every worker makes the same
-    calls in the same order, so the collectives match. Nothing else changes.
+    scalars, which is what both calls mean (the mean over replicas). The collectives take no
+    ``uint8`` (an end-to-end model's frames and audio-images): those leaves are reduced as
+    float32, which only serves to build the model. Every worker makes the same calls in the
+    same order, so the collectives match. Nothing else changes.
     """
 
     def reduce(self, reduce_op, value, axis=None):  # noqa: D102 - see the class docstring
@@ -71,6 +75,9 @@ class NestReducingMultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredS
 
         def reduce_one(v):
             rank = getattr(getattr(v, "shape", None), "rank", None)
+            parts = getattr(v, "values", None) or (v,)
+            if getattr(parts[0], "dtype", None) in _NOT_REDUCIBLE:
+                v = self.run(lambda t: tf.cast(t, tf.float32), args=(v,))
             return parent.reduce(reduce_op, v, None if rank == 0 else axis)
 
         return tf.nest.map_structure(reduce_one, value)

@@ -167,18 +167,18 @@ def _run_weights(run_dir: Path) -> dict[str, list[np.ndarray]]:
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_uninterrupted_weights(root, tmp_path):
-    cfg = e2e_config(root, finetune="both", epochs=3)
+    cfg = e2e_config(root, finetune="video", epochs=2)
     whole = run_end_to_end(cfg, tmp_path / "whole", verbose=0)
     resumed_dir = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
         run_end_to_end(cfg, resumed_dir, verbose=0,
-                       extra_callbacks=lambda s: [StopAt(2)] if s == "vmlp" else [])
+                       extra_callbacks=lambda s: [StopAt(1)] if s == "vmlp" else [])
     assert (resumed_dir / "audio_mlp.keras").is_file()
     assert not (resumed_dir / "vmlp.keras").exists()
     resumed = run_end_to_end(cfg, resumed_dir, verbose=0)
-    assert resumed.info.stages["vmlp"]["resumed_after_epoch"] == 2
+    assert resumed.info.stages["vmlp"]["resumed_after_epoch"] == 1
     a, b = _run_weights(whole.run_dir), _run_weights(resumed.run_dir)
-    assert len(a["video"]) > 0 and len(a["audio"]) > 0  # both backbones fine-tuned
+    assert len(a["video"]) > 0  # the fine-tuned backbone is compared too
     for key in a:
         assert len(a[key]) == len(b[key])
         for x, y in zip(a[key], b[key], strict=True):

@@ -126,6 +126,29 @@ def test_mixed_precision_is_ignored_on_cpu():
         assert distribute.configure_precision(False) is None
 
 
+def test_mixed_policy_by_device(monkeypatch):
+    """The GPU branch of the policy choice, run on CPU with the device list stubbed."""
+    from maivar_tf.models import precision
+
+    real = tf.config.list_physical_devices
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        lambda kind=None: ["GPU:0"] if kind == "GPU" else real(kind))
+    assert distribute.mixed_policy() == distribute.mixed_policy(True) == "mixed_float16"
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        lambda kind=None: [] if kind == "GPU" else real(kind))
+    assert distribute.mixed_policy() is None  # the heads on features: float32 on a CPU
+    monkeypatch.setattr(precision, "bfloat16_support", lambda flags=None, gpus=None: (True, ""))
+    assert distribute.mixed_policy(cpu_bfloat16=True) == "mixed_bfloat16"
+    previous = distribute.configure_precision(True, cpu_bfloat16=True)
+    try:
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    monkeypatch.setattr(precision, "bfloat16_support", lambda flags=None, gpus=None: (False, ""))
+    with pytest.warns(UserWarning, match="the CPU has no native bfloat16"):
+        assert distribute.configure_precision(True, cpu_bfloat16=True) is None
+
+
 # ----------------------------------------------------------------------------- datasets
 
 
