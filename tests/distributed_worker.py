@@ -106,16 +106,10 @@ def main(argv=None) -> int:
                         "slow)")
     args = p.parse_args(argv)
 
-    import tensorflow as tf
-
-    if args.logical_cpus:
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * args.logical_cpus)
-
     from maivar_tf import distribute, runs, training
+    from tests.cluster_helpers import worker_strategy
 
-    strategy = distribute.get_strategy(args.strategy)  # first TF work in this process
+    strategy = worker_strategy(args.strategy, args.logical_cpus)  # first TF work here
     import keras
 
     class Probe(keras.callbacks.Callback):

@@ -56,15 +56,9 @@ def main(argv=None) -> int:
     p.add_argument("--result", required=True)
     args = p.parse_args(argv)
 
-    import tensorflow as tf
+    from tests.cluster_helpers import worker_strategy
 
-    if args.logical_cpus:
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * args.logical_cpus)
-    from maivar_tf import distribute
-
-    strategy = distribute.get_strategy(args.strategy)  # first TF work in this process
+    strategy = worker_strategy(args.strategy, args.logical_cpus)  # first TF work here
     import keras
 
     from maivar_tf.end_to_end import run_end_to_end

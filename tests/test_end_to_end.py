@@ -12,7 +12,6 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-import h5py
 import keras
 import numpy as np
 import pytest
@@ -24,6 +23,7 @@ from maivar_tf.end_to_end import run_end_to_end
 from maivar_tf.end_to_end_eval import evaluation_features_dir, finetuned_kinds
 from maivar_tf.features import load_features
 from maivar_tf.run_backbones import backbone_weights_path, trained_backbone_path
+from tests.cluster_helpers import h5_arrays
 from tests.e2e_data import CROP, e2e_config, write_e2e_data
 from tests.shared_helpers import StopAt
 
@@ -59,18 +59,10 @@ def video_run(root, tmp_path_factory):
     return cfg, run, dict(Keep.models)
 
 
-def _h5_arrays(path: Path) -> dict[str, np.ndarray]:
-    out = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda name, obj: out.__setitem__(name, obj[()])
-                     if isinstance(obj, h5py.Dataset) else None)
-    return out
-
-
 def _batch_norm_stats(path: Path) -> dict[str, np.ndarray]:
     """The moving means of a BNInception weights file, by layer path (Keras numbers the
     BatchNorm layers in build order: ``batch_normalization`` is the first, conv1's)."""
-    return {k: v for k, v in _h5_arrays(path).items()
+    return {k: v for k, v in h5_arrays(path).items()
             if "/batch_normalization" in k and k.endswith("vars/2")}
 
 
@@ -96,9 +88,9 @@ def test_finetuned_video_run_folder_stages_and_partial_batch_norm(video_run, roo
     moved = sorted(k for k in start if not np.array_equal(start[k], end[k]))
     assert moved == ["layers/batch_normalization/vars/2"], moved
     # and the convolutions did train
-    convs = {k: v for k, v in _h5_arrays(trained_backbone_path(d, "video")).items()
+    convs = {k: v for k, v in h5_arrays(trained_backbone_path(d, "video")).items()
              if "/conv2d" in k}
-    first = _h5_arrays(Path(cfg.data.features_dir) / "backbones"
+    first = h5_arrays(Path(cfg.data.features_dir) / "backbones"
                        / "video-bn_inception_tiny.weights.h5")
     assert convs and any(not np.array_equal(v, first[k]) for k, v in convs.items())
 
@@ -161,7 +153,7 @@ def _run_weights(run_dir: Path) -> dict[str, list[np.ndarray]]:
            for s in ("audio_mlp", "vmlp", "fusion")}
     for kind in ("video", "audio"):
         path = trained_backbone_path(run_dir, kind)
-        out[kind] = list(_h5_arrays(path).values()) if path else []
+        out[kind] = list(h5_arrays(path).values()) if path else []
     return out
 
 

@@ -9,18 +9,16 @@ the video backbone; ``multi_worker`` runs two processes on loopback ports and fi
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
-import h5py
 import keras
 import numpy as np
 import pytest
 
 from maivar_tf.run_backbones import trained_backbone_path
+from tests.cluster_helpers import h5_arrays, run_cluster, subprocess_env
 from tests.e2e_data import write_e2e_data
 
 TESTS = Path(__file__).resolve().parent
@@ -35,36 +33,9 @@ def root(tmp_path_factory) -> Path:
     return root
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    env.update(TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS.parent), env.get("PYTHONPATH", "")]).rstrip(
-        os.pathsep)
-    env.update(extra)
-    return env
-
-
 def _cmd(root: Path, run_dir: Path, result: Path, *args: str) -> list[str]:
     return [sys.executable, str(WORKER), "--root", str(root), "--run-dir", str(run_dir),
             "--result", str(result), *args]
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _h5(path: Path) -> list[np.ndarray]:
-    out = []
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda n, o: out.append(o[()]) if isinstance(o, h5py.Dataset) else None)
-    return out
 
 
 @pytest.mark.slow
@@ -72,7 +43,7 @@ def test_mirrored_over_two_logical_cpus_keeps_replicas_identical(root, tmp_path)
     result = tmp_path / "result.json"
     proc = subprocess.run(_cmd(root, tmp_path / "run", result, "--strategy", "mirrored",
                                "--logical-cpus", "2", "--finetune", "video", "--epochs", "1"),
-                          env=_env(), capture_output=True, text=True, timeout=600)
+                          env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = json.loads(result.read_text())
     assert summary["strategy"] == "MirroredStrategy" and summary["num_replicas"] == 2
@@ -87,27 +58,9 @@ def test_mirrored_over_two_logical_cpus_keeps_replicas_identical(root, tmp_path)
 
 @pytest.mark.slow
 def test_multi_worker_two_processes_end_with_identical_weights(root, tmp_path):
-    ports = _free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     run_dir = tmp_path / "run"
-    procs = []
-    for index in range(2):
-        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        log = (tmp_path / f"worker{index}.log").open("w")
-        procs.append((subprocess.Popen(
-            _cmd(root, run_dir, tmp_path / f"result{index}.json", "--strategy", "multi_worker"),
-            env=_env(TF_CONFIG=tf_config), stdout=log, stderr=subprocess.STDOUT), log))
-    try:
-        for proc, _ in procs:
-            proc.wait(timeout=600)
-    finally:
-        for proc, log in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            log.close()
-    for index, (proc, _) in enumerate(procs):
-        assert proc.returncode == 0, (tmp_path / f"worker{index}.log").read_text()[-4000:]
+    run_cluster(lambda index: _cmd(root, run_dir, tmp_path / f"result{index}.json",
+                                   "--strategy", "multi_worker"), tmp_path)
     chief = json.loads((tmp_path / "result0.json").read_text())
     other = json.loads((tmp_path / "result1.json").read_text())
     assert chief["num_replicas"] == other["num_replicas"] == 2
@@ -121,8 +74,8 @@ def test_multi_worker_two_processes_end_with_identical_weights(root, tmp_path):
         for x, y in zip(a, b, strict=True):
             np.testing.assert_array_equal(x, y)
     for kind in ("video", "audio"):
-        a, b = _h5(trained_backbone_path(run_dir, kind)), _h5(trained_backbone_path(worker_dir,
-                                                                                    kind))
+        a, b = (list(h5_arrays(trained_backbone_path(d, kind)).values())
+                for d in (run_dir, worker_dir))
         assert len(a) == len(b) > 0
         for x, y in zip(a, b, strict=True):
             np.testing.assert_array_equal(x, y)

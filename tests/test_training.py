@@ -18,7 +18,6 @@ import dataclasses
 import importlib.util
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from maivar_tf import callbacks, distribute, runs, seeds, training
 from maivar_tf.artifacts import RunInfo
 from maivar_tf.config import StageConfig, TrainConfig
 from maivar_tf.models import heads
+from tests.cluster_helpers import run_cluster, subprocess_env
 from tests.shared_helpers import StopAt
 
 TESTS = Path(__file__).resolve().parent
@@ -45,14 +45,6 @@ toy = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(toy)
 
 
-def _subprocess_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    env.update(TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env.update(extra)
-    return env
-
-
 def _worker_cmd(run_dir: Path, *args: str) -> list[str]:
     return [sys.executable, str(WORKER), "--run-dir", str(run_dir), *args]
 
@@ -60,7 +52,7 @@ def _worker_cmd(run_dir: Path, *args: str) -> list[str]:
 def _run_worker(run_dir: Path, *args: str, timeout: float = 600, **env: str) -> dict:
     result = run_dir / "result.json"
     proc = subprocess.run(_worker_cmd(run_dir, "--result", str(result), *args),
-                          env=_subprocess_env(**env), capture_output=True, text=True,
+                          env=subprocess_env(**env), capture_output=True, text=True,
                           timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(result.read_text())
@@ -403,43 +395,11 @@ def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
     assert summary["val_accuracy"]["fusion"] >= 0.9, summary["val_accuracy"]
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 @pytest.mark.slow
 def test_multi_worker_mirrored_two_processes_end_with_identical_weights(tmp_path):
-    ports = _free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    procs = []
-    for index in range(2):
-        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        log = (tmp_path / f"worker{index}.log").open("w")
-        procs.append((subprocess.Popen(
-            _worker_cmd(tmp_path, "--strategy", "multi_worker", "--epochs", "2,2,3",
-                        "--resume-check", "fusion:1",
-                        "--result", str(tmp_path / f"result{index}.json")),
-            env=_subprocess_env(TF_CONFIG=tf_config), stdout=log, stderr=subprocess.STDOUT),
-            log))
-    try:
-        for proc, _ in procs:
-            proc.wait(timeout=600)
-    finally:
-        for proc, log in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            log.close()
-    for index, (proc, _) in enumerate(procs):
-        tail = (tmp_path / f"worker{index}.log").read_text()[-4000:]
-        assert proc.returncode == 0, tail
+    run_cluster(lambda index: _worker_cmd(
+        tmp_path, "--strategy", "multi_worker", "--epochs", "2,2,3", "--resume-check", "fusion:1",
+        "--result", str(tmp_path / f"result{index}.json")), tmp_path)
 
     chief = json.loads((tmp_path / "result0.json").read_text())
     other = json.loads((tmp_path / "result1.json").read_text())
@@ -472,7 +432,7 @@ def test_killed_run_resumes_from_backup(tmp_path):
     log = tmp_path / "vmlp" / "log.csv"
     out = (tmp_path / "first.log").open("w")  # a file, not a pipe nobody drains
     first = subprocess.Popen(_worker_cmd(tmp_path, *args, "--sleep", "0.5"),
-                             env=_subprocess_env(), stdout=out, stderr=subprocess.STDOUT)
+                             env=subprocess_env(), stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 400
         while time.time() < deadline and first.poll() is None:

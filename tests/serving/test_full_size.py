@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 
@@ -34,6 +33,7 @@ from maivar_tf.serving import (  # noqa: E402
     read_export_info,
     resolve_saved_model_dir,
 )
+from tests.cluster_helpers import h5_arrays  # noqa: E402
 from tests.features.tiny_data import make_config, write_tfrecords  # noqa: E402
 from tests.serving.helpers import (  # noqa: E402
     MODEL_NAME,
@@ -43,14 +43,6 @@ from tests.serving.helpers import (  # noqa: E402
     keras_probabilities,
     tiny_config,
 )
-
-
-def _h5_arrays(path: Path) -> dict[str, np.ndarray]:
-    arrays = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda name, obj: arrays.__setitem__(name, obj[()])
-                     if isinstance(obj, h5py.Dataset) else None)
-    return arrays
 
 
 def _extract_test_videos(root: Path):
@@ -107,7 +99,7 @@ def test_full_size_backbones_extract_then_export_serve_the_same_features(tmp_pat
     # draws; BNInception only: the seeding code is the same for both and IRV2 costs seconds).
     fresh = tmp_path / "fresh"
     init_backbone("video", "none", 224, fresh, seed=ext_cfg.train.seed)
-    first, second = (_h5_arrays(d / "backbones" / "video.weights.h5") for d in (out, fresh))
+    first, second = (h5_arrays(d / "backbones" / "video.weights.h5") for d in (out, fresh))
     assert first.keys() == second.keys() and first
     for name, value in first.items():
         np.testing.assert_array_equal(value, second[name], err_msg=name)
