@@ -47,6 +47,7 @@ bench: install
 	$(PY) benchmarks/bench_backbones.py --jit off --fold both
 	$(PY) benchmarks/bench_precision.py
 	$(PY) benchmarks/bench_beam_features.py
+	$(PY) benchmarks/bench_train_e2e.py
 
 clean:
 	rm -rf data runs export

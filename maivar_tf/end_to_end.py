@@ -239,7 +239,8 @@ def _fit_metrics(run_dir: Path, stage: str) -> dict[str, Any]:
     log = read_csv_log(stage_log_path(run_dir, stage))
     out: dict[str, Any] = {}
     for split, prefix in (("train", ""), ("val", "val_")):
-        values = {m: log[prefix + m][-1] for m in ("loss", "accuracy") if log.get(prefix + m)}
+        values = {m: log[prefix + m][-1] for m in ("loss", "accuracy")
+                  if log.get(prefix + m) and np.isfinite(log[prefix + m][-1])}
         if values:
             out[split] = {**values, "source": "fit log (last epoch)"}
     return out

@@ -187,6 +187,22 @@ def test_rerun_skips_finished_stages(video_run, tmp_path):
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.slow
+def test_mixed_bfloat16_and_xla_run_and_record_their_settings(root, tmp_path):
+    from maivar_tf.distribute import mixed_policy
+
+    if mixed_policy(cpu_bfloat16=True) != "mixed_bfloat16":
+        pytest.skip("no native bfloat16 on this CPU")
+    cfg = e2e_config(root, finetune="video", epochs=1, mixed_precision=True)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, jit_compile=True))
+    run = run_end_to_end(cfg, tmp_path / "run", verbose=0)
+    assert run.info.mixed_precision == "mixed_bfloat16"
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
+    loss = run.info.metrics["vmlp"]["train"]["loss"]
+    assert np.isfinite(loss) and "val" not in run.info.metrics["vmlp"]
+    assert trained_backbone_path(run.run_dir, "video") is not None
+
+
 def test_missing_features_folder_is_one_clear_error(root, tmp_path):
     cfg = e2e_config(root)
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data,
