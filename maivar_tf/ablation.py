@@ -370,8 +370,14 @@ def run_ablation(cfg: ExperimentConfig, over: str, values: Sequence[str] | None 
 
     Raises:
         ValueError: an unknown axis, no or repeated values, fewer than one seed.
-        maivar_tf.config.ConfigError: a value the config does not allow.
+        maivar_tf.config.ConfigError: a value the config does not allow, or
+            ``train.end_to_end`` (the cells train heads on features).
     """
+    if cfg.train.end_to_end:
+        from maivar_tf.config import ConfigError
+
+        raise ConfigError("train.end_to_end: an ablation trains each cell's heads on the "
+                          "features; allowed: false (run `maivar train` for end to end)")
     t0 = time.time()
     values = list(values if values is not None else default_values(cfg, over))
     features_dir = Path(features_dir or cfg.data.features_dir)

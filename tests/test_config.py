@@ -271,3 +271,11 @@ def test_end_to_end_defaults_and_overrides():
     assert (t.end_to_end, t.finetune, t.jit_compile, t.partial_bn) == (True, "both", True, False)
     assert t.backbone_lr_multiplier == 0.1
     assert load_config(None).train.finetune == "none"
+
+
+def test_ablation_refuses_end_to_end():
+    from maivar_tf.ablation import run_ablation
+
+    cfg = load_config(None, overrides=["train.end_to_end=true"])
+    with pytest.raises(ConfigError, match="train.end_to_end: an ablation trains"):
+        run_ablation(cfg, "fusion")
