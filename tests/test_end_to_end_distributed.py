@@ -60,7 +60,7 @@ def test_mirrored_over_two_logical_cpus_keeps_replicas_identical(root, tmp_path)
 def test_multi_worker_two_processes_end_with_identical_weights(root, tmp_path):
     run_dir = tmp_path / "run"
     run_cluster(lambda index: _cmd(root, run_dir, tmp_path / f"result{index}.json",
-                                   "--strategy", "multi_worker"), tmp_path)
+                                   "--strategy", "multi_worker", "--epochs", "1"), tmp_path)
     chief = json.loads((tmp_path / "result0.json").read_text())
     other = json.loads((tmp_path / "result1.json").read_text())
     assert chief["num_replicas"] == other["num_replicas"] == 2
