@@ -307,6 +307,17 @@ def run_end_to_end(cfg: ExperimentConfig, run_dir: str | Path | None = None, *,
             keras.mixed_precision.set_global_policy(previous)
 
 
+def _check_same_training(old: RunInfo, cfg: ExperimentConfig, run_dir: Path) -> None:
+    """Finished stages are reused only by a run that trains them the same way."""
+    train = old.config.get("train", {}) if isinstance(old.config, dict) else {}
+    was = (bool(train.get("end_to_end", False)), str(train.get("finetune", "none")))
+    if was != (True, cfg.train.finetune) and any((run_dir / f"{s}.keras").exists()
+                                                  for s in STAGES):
+        raise ValueError(f"{run_dir} holds stages trained with train.end_to_end={was[0]}, "
+                         f"train.finetune={was[1]!r}, not end to end with "
+                         f"{cfg.train.finetune!r}; use another run folder (train.output_dir)")
+
+
 def _run(ctx: _Context) -> TrainedRun:
     from maivar_tf.training import _run_info, stage_plans
 
@@ -317,6 +328,7 @@ def _run(ctx: _Context) -> TrainedRun:
     old_calibration: dict[str, Any] = {}
     if RunInfo.exists(ctx.run_dir):
         old = RunInfo.read(ctx.run_dir)
+        _check_same_training(old, cfg, ctx.run_dir)
         stages.update(old.stages)
         metrics.update(old.metrics)
         old_calibration = dict(old.calibration)

@@ -185,6 +185,9 @@ def test_rerun_skips_finished_stages(video_run, tmp_path):
         == [False, False, False]  # the record of the run that trained them is kept
     for x, y in zip(again.fusion.get_weights(), run.fusion.get_weights(), strict=True):
         np.testing.assert_array_equal(x, y)
+    both = e2e_config(Path(cfg.data.features_dir).parent, finetune="both")
+    with pytest.raises(ValueError, match="train.finetune='video', not end to end with 'both'"):
+        run_end_to_end(both, copy, verbose=0)
 
 
 @pytest.mark.slow
