@@ -31,9 +31,11 @@ Contracts:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,6 +163,22 @@ def configure_precision(mixed: bool, *, cpu_bfloat16: bool = False) -> keras.DTy
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(policy)
     return previous
+
+
+@contextlib.contextmanager
+def training_precision(mixed: bool, *, cpu_bfloat16: bool = False) -> Iterator[str]:
+    """:func:`configure_precision` for the duration of a ``with`` block (a training run), the
+    previous global policy restored afterwards, also when the run fails.
+
+    Yields:
+        The global policy's name inside the block.
+    """
+    previous = configure_precision(mixed, cpu_bfloat16=cpu_bfloat16)
+    try:
+        yield keras.mixed_precision.global_policy().name
+    finally:
+        if previous is not None:
+            keras.mixed_precision.set_global_policy(previous)
 
 
 @dataclass(frozen=True)
@@ -349,5 +367,6 @@ def make_distributed_dataset(strategy: tf.distribute.Strategy, inputs: Any, labe
 __all__ = [
     "ArrayInput", "NestReducingMultiWorkerMirroredStrategy", "WorkerInfo",
     "configure_precision", "get_strategy", "global_batch_size", "make_distributed_dataset",
-    "mixed_policy", "training_index_batches", "worker_info", "worker_run_dir",
+    "mixed_policy", "training_index_batches", "training_precision", "worker_info",
+    "worker_run_dir",
 ]

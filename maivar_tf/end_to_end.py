@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,8 +51,8 @@ from maivar_tf.artifacts import FeatureInfo, RunInfo
 from maivar_tf.calibration import calibration_record, holdout_validation
 from maivar_tf.config import ExperimentConfig
 from maivar_tf.distribute import (
-    configure_precision,
     get_strategy,
+    training_precision,
     worker_info,
     worker_run_dir,
 )
@@ -107,12 +106,8 @@ def initial_backbones(features_dir: str | Path, audio_backbone: str) -> dict[str
 
 def _stage_backbone(run_dir: Path, source: BackboneSource, stage: str) -> BackboneSource:
     """The ``kind`` backbone stage ``stage`` starts from: the earlier stage's that trained it."""
-    order = list(STAGES)
-    for earlier in reversed(order[:order.index(stage)]):
-        path = backbone_weights_path(run_dir, earlier, source.kind)
-        if path.is_file():
-            return dataclasses.replace(source, weights=str(path))
-    return source
+    path = trained_backbone_path(run_dir, source.kind, before=stage)
+    return source if path is None else dataclasses.replace(source, weights=str(path))
 
 
 @dataclasses.dataclass
@@ -136,13 +131,12 @@ def _inputs(ctx: _Context, stage: str, split: Any):
     """The TFRecord input of ``stage`` over the examples of FeatureSet ``split``."""
     from maivar_tf.end_to_end_data import TFRecordInput
 
-    ids = [i.decode() if isinstance(i, bytes) else str(i) for i in np.asarray(split.ids)]
     rep = ctx.cfg.model.representation
     audio_image = rep if stage != "vmlp" and "audio" in ctx.finetuned else None
     cached = None
     if stage == "fusion" and "audio" not in ctx.finetuned:
-        cached = (np.asarray(ids), np.asarray(split.audio, np.float32))
-    return TFRecordInput(ctx.cfg.data.output_dir, "train", ctx.cfg.data, ids=ids,
+        cached = (split.ids, split.audio)  # TFRecordInput pairs the rows by id
+    return TFRecordInput(ctx.cfg.data.output_dir, "train", ctx.cfg.data, ids=split.ids,
                          frames=stage != "audio_mlp", audio_image=audio_image,
                          audio_features=cached)
 
@@ -186,6 +180,7 @@ def _stage_model(ctx: _Context, stage: str, heads: dict[str, Any], held: dict[st
 def _hooks(ctx: _Context, stage: str, held: dict[str, Any]) -> StageHooks:
     from maivar_tf.late_stage import save_model_atomic
     from maivar_tf.models.end_to_end import BackboneAdam
+    from maivar_tf.models.weights import save_weights_atomic
     from maivar_tf.runs import load_head
 
     def optimizer(model: keras.Model, plan: StagePlan):
@@ -196,12 +191,8 @@ def _hooks(ctx: _Context, stage: str, held: dict[str, Any]) -> StageHooks:
 
     def save(model: keras.Model, final: Path) -> None:
         for kind, backbone in held.items():
-            if kind in ctx.finetuned:
-                path = backbone_weights_path(final.parent, stage, kind)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.weights.h5")
-                backbone.save_weights(tmp)
-                os.replace(tmp, path)  # before <stage>.keras, the stage's completion mark
+            if kind in ctx.finetuned:  # before <stage>.keras, the stage's completion mark
+                save_weights_atomic(backbone, backbone_weights_path(final.parent, stage, kind))
         save_model_atomic(model.get_layer(stage), final)  # the head: named as its stage
 
     return StageHooks(optimizer=optimizer, save=save, load=load_head,
@@ -297,14 +288,9 @@ def run_end_to_end(cfg: ExperimentConfig, run_dir: str | Path | None = None, *,
         if val is not None:
             check_compatible(train, val)
     out_dir.mkdir(parents=True, exist_ok=True)
-    previous = configure_precision(cfg.train.mixed_precision, cpu_bfloat16=True)
-    try:
-        ctx = _Context(cfg, out_dir, strategy, sources, train, val, _builders(cfg, train),
-                       verbose, extra_callbacks)
-        return _run(ctx)
-    finally:
-        if previous is not None:
-            keras.mixed_precision.set_global_policy(previous)
+    with training_precision(cfg.train.mixed_precision, cpu_bfloat16=True):
+        return _run(_Context(cfg, out_dir, strategy, sources, train, val, _builders(cfg, train),
+                             verbose, extra_callbacks))
 
 
 def _check_same_training(old: RunInfo, cfg: ExperimentConfig, run_dir: Path) -> None:

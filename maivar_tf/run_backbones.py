@@ -14,21 +14,28 @@ from typing import Any
 
 from maivar_tf.artifacts import FeatureInfo, backbone_weights_name
 
-#: Algorithm 1's stages in training order (``maivar_tf.runs.STAGES``).
-_STAGES = ("audio_mlp", "vmlp", "fusion")
-
 
 def backbone_weights_path(run_dir: str | Path, stage: str, kind: str) -> Path:
     """Where an end-to-end stage ``stage`` saves the ``kind`` backbone it trained."""
     return Path(run_dir) / stage / backbone_weights_name(kind)
 
 
-def trained_backbone_path(run_dir: str | Path | None, kind: str) -> Path | None:
+def trained_backbone_path(run_dir: str | Path | None, kind: str,
+                          before: str | None = None) -> Path | None:
     """The ``kind`` backbone a run fine-tuned (its last stage's that trained it), or None
-    (frozen, or a run on precomputed features: the features folder's backbone serves)."""
+    (frozen, or a run on precomputed features: the features folder's backbone serves).
+
+    Args:
+        run_dir: the run folder (None: no run, None returned).
+        kind: ``video`` or ``audio``.
+        before: only the stages trained before this one (what stage ``before`` starts from).
+    """
+    from maivar_tf.runs import STAGES  # runs re-exports this module: imported late
+
     if run_dir is None:
         return None
-    for stage in reversed(_STAGES):
+    stages = STAGES if before is None else STAGES[:STAGES.index(before)]
+    for stage in reversed(stages):
         path = backbone_weights_path(run_dir, stage, kind)
         if path.is_file():
             return path

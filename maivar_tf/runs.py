@@ -331,6 +331,7 @@ def load_servable_run(cfg: ExperimentConfig, run_dir: str | Path, *,
                                                                         num_segments=k))
     run_cfg = selection_config(run_cfg, selection, budget)
     crop, size = int(run_cfg.data.crop_size), int(run_cfg.data.audio.image_size)
+    audio_fn = BackboneFeatures(audio, (size, size, 3))
     scorer, preview_fn = None, None
     if run_cfg.model.selection == "audio_topk":
         scorer = run.saliency
@@ -344,14 +345,13 @@ def load_servable_run(cfg: ExperimentConfig, run_dir: str | Path, *,
         preview_fn = BackboneFeatures(preview, (size, size, 3))
     return ServableRun(
         fusion=run.fusion, video=BackboneFeatures(video, (crop, crop, 3)),
-        audio=BackboneFeatures(audio, (size, size, 3)), class_names=tuple(info.class_names),
+        audio=audio_fn, class_names=tuple(info.class_names),
         cfg=run_cfg, num_segments=k, representation=str(info.representation),
         ten_crop=ten_crop, provenance=provenance, temperature=run.temperature,
-        silent_audio=silent_audio_of(features_dir, str(info.representation),
-                                     info.audio_backbone, fusion=run.fusion,
-                                     audio=BackboneFeatures(audio, (size, size, 3))
-                                     if trained_backbone_path(run_dir, "audio") else None,
-                                     audio_cfg=run_cfg.data.audio),
+        silent_audio=silent_audio_of(
+            features_dir, str(info.representation), info.audio_backbone, fusion=run.fusion,
+            audio=audio_fn if trained_backbone_path(run_dir, "audio") else None,
+            audio_cfg=run_cfg.data.audio),
         localiser=run.localiser, selection=run_cfg.model.selection,
         budget=int(run_cfg.model.budget), preview=preview_fn, saliency=scorer)
 
@@ -362,8 +362,8 @@ def silent_audio_of(features_dir: str | Path, representation: str,
     """The audio backbone's features ``[Da]`` of the silent audio-image, or None.
 
     Computed by ``audio`` (a BackboneFeatures, with ``audio_cfg`` the data's audio-image
-    section) when given: a fine-tuned audio backbone's. Else from ``feature_info.json`` (``AudioFeatures.silent``, recorded by ``maivar extract``),
-    else from the fusion model's modality dropout layer (the features it was trained to
+    section) when given: a fine-tuned audio backbone's. Else from ``feature_info.json``
+    (``AudioFeatures.silent``, recorded by ``maivar extract``), else from the fusion model's modality dropout layer (the features it was trained to
     substitute), else None (an older features folder and no modality dropout).
     """
     import numpy as np

@@ -68,8 +68,8 @@ from maivar_tf.calibration import calibration_record, holdout_validation
 from maivar_tf.config import STAGE_SECTIONS, ExperimentConfig, TrainConfig
 from maivar_tf.distribute import (
     WorkerInfo,
-    configure_precision,
     get_strategy,
+    training_precision,
     worker_info,
     worker_run_dir,
 )
@@ -181,12 +181,8 @@ def run_algorithm1(cfg: ExperimentConfig, train: Any, val: Any = None,
     info = worker_info(strategy)
     out_dir = worker_run_dir(run_dir or cfg.train.output_dir, info)
     out_dir.mkdir(parents=True, exist_ok=True)
-    previous_policy = configure_precision(cfg.train.mixed_precision)
-    try:
+    with training_precision(cfg.train.mixed_precision):
         return _run(cfg, train, val, out_dir, strategy, info, verbose, extra_callbacks, preview)
-    finally:
-        if previous_policy is not None:
-            keras.mixed_precision.set_global_policy(previous_policy)
 
 
 def _run_info(cfg: ExperimentConfig, train: Any, val: Any, strategy: tf.distribute.Strategy,

@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,7 +42,7 @@ from maivar_tf.models.audio_backbones import (
 )
 from maivar_tf.models.bn_inception import build_video_backbone
 from maivar_tf.models.precision import check_precision, precision_scope
-from maivar_tf.models.weights import WeightsError
+from maivar_tf.models.weights import WeightsError, save_weights_atomic
 
 #: The default backbone of each kind: the architecture name its specs record.
 ARCHITECTURES = {"video": "bn_inception", "audio": DEFAULT_AUDIO_BACKBONE}
@@ -161,7 +162,7 @@ def video_features(fn: BackboneFeatures, frames, crop_size: int, ten_crop: bool 
 
 
 def build_backbone(kind: str, weights: str = "none", image_size: int | None = None, *,
-                   architecture: str | None = None, precision: str = "float32",
+                   architecture: str | None = None, precision: str | None = "float32",
                    fold_batch_norm: bool | None = None, **hyperparameters) -> keras.Model:
     """Builds the ``video`` (BNInception) or an ``audio`` backbone.
 
@@ -173,7 +174,9 @@ def build_backbone(kind: str, weights: str = "none", image_size: int | None = No
         architecture: the backbone (a ``model.video_backbone`` or ``model.audio_backbone``
             value; default BNInception, InceptionResNetV2).
         precision: ``float32`` or ``bfloat16`` (built under ``mixed_bfloat16``: float32
-            weights, bfloat16 compute; :mod:`maivar_tf.models.precision`).
+            weights, bfloat16 compute; :mod:`maivar_tf.models.precision`), or None: under the
+            global Keras policy as it stands (a training run's ``mixed_float16`` or
+            ``mixed_bfloat16``, :func:`maivar_tf.distribute.configure_precision`).
         fold_batch_norm: fold BNInception's BatchNorms into its convolutions, an inference
             graph (:mod:`maivar_tf.models.bn_folding`); ``None`` (the default) folds the video
             backbone of ``bfloat16`` builds, where the BatchNorms cost most. Pass ``False`` for
@@ -187,7 +190,9 @@ def build_backbone(kind: str, weights: str = "none", image_size: int | None = No
         WeightsError, FileNotFoundError: see the builders.
     """
     arch = _architecture(kind, architecture)
-    check_precision(precision)
+    if precision is not None:
+        check_precision(precision)
+    scope = contextlib.nullcontext() if precision is None else precision_scope(precision)
     if kind == "video":
         size = {} if image_size is None else {"image_size": int(image_size)}
         table = {**VIDEO_BACKBONE_TABLE[arch], **hyperparameters}
@@ -195,10 +200,11 @@ def build_backbone(kind: str, weights: str = "none", image_size: int | None = No
         if fold:  # folded in float32 from the float32 network, then built in `precision`
             from maivar_tf.models.bn_folding import fold_batch_norm as fold_network
 
-            return fold_network(build_video_backbone(weights, **size, **table), precision)
-        with precision_scope(precision):
+            return fold_network(build_video_backbone(weights, **size, **table),
+                                precision or "float32")
+        with scope:
             return build_video_backbone(weights, **size, **table)
-    with precision_scope(precision):
+    with scope:
         return build_audio_image_backbone(arch, weights, image_size, **hyperparameters)
 
 
@@ -254,10 +260,7 @@ def init_backbone(kind: str, weights: str, image_size: int, features_dir: str | 
     if not path.is_file():
         keras.utils.set_random_seed(seed)
         model = build_backbone(kind, "none", image_size, **arch, **hyperparameters)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.weights.h5")
-        model.save_weights(tmp)
-        os.replace(tmp, path)
+        save_weights_atomic(model, path)
         if precision == "float32":
             return model, backbone_spec(kind, "none", image_size, saved_weights=rel, **arch)
     model = build_backbone(kind, str(path), image_size, **arch, precision=precision,

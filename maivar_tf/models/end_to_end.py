@@ -41,9 +41,7 @@ from typing import Any
 
 import keras
 
-from maivar_tf.models.audio_backbones import build_audio_image_backbone
-from maivar_tf.models.backbones import VIDEO_BACKBONE_TABLE, backbone_spec, output_dim
-from maivar_tf.models.bn_inception import build_video_backbone
+from maivar_tf.models.backbones import build_backbone, output_dim
 from maivar_tf.models.heads import AUDIO_INPUT, VIDEO_INPUT
 
 #: Input names of the end-to-end models (the keys of the TFRecord pipeline's input dicts);
@@ -130,9 +128,9 @@ def build_training_backbone(kind: str, weights_path: str, image_size: int, *,
                             **hyperparameters) -> keras.Model:
     """A backbone to fine-tune: unfolded BatchNorm, built under the current dtype policy.
 
-    The same network and weights as :func:`maivar_tf.models.backbones.build_backbone` with
-    ``fold_batch_norm=False``, but built under the global Keras policy as it stands (that
-    function's ``precision`` scope would reset it to float32 or ``mixed_bfloat16``): after
+    :func:`maivar_tf.models.backbones.build_backbone` with ``fold_batch_norm=False`` and
+    ``precision=None``: built under the global Keras policy as it stands (an explicit
+    ``precision`` would reset it to float32 or ``mixed_bfloat16``): after
     :func:`maivar_tf.distribute.configure_precision` set ``mixed_float16`` the backbone
     computes in float16 with float32 variables. Its outputs are cast to float32 by
     :func:`build_stage_model`; the model itself is the plain backbone, so its weights save
@@ -150,11 +148,8 @@ def build_training_backbone(kind: str, weights_path: str, image_size: int, *,
         ValueError: an unknown kind or architecture, or an image size the backbone refuses.
         WeightsError, FileNotFoundError: see the builders.
     """
-    arch = backbone_spec(kind, "none", image_size, architecture=architecture).architecture
-    if kind == "video":
-        table = {**VIDEO_BACKBONE_TABLE[arch], **hyperparameters}
-        return build_video_backbone(weights_path, image_size=int(image_size), **table)
-    return build_audio_image_backbone(arch, weights_path, image_size, **hyperparameters)
+    return build_backbone(kind, weights_path, int(image_size), architecture=architecture,
+                          precision=None, fold_batch_norm=False, **hyperparameters)
 
 
 def _head_inputs(head: keras.Model) -> dict[str, tuple]:

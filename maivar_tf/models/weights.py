@@ -17,6 +17,7 @@ Accepted files:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import keras
@@ -93,3 +94,14 @@ def load_weights_file(model: keras.Model, path: str | Path, *, what: str) -> Non
         raise WeightsError(
             f"{what}: could not load {kind} from {str(path)!r} into model {model.name!r}: {e}"
         ) from e
+
+
+def save_weights_atomic(model: keras.Model, path: str | Path) -> Path:
+    """``model.save_weights`` to ``path`` (a ``.weights.h5``) through a temporary file beside
+    it, renamed into place: a killed writer never leaves a half-written weights file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.weights.h5")
+    model.save_weights(tmp)
+    os.replace(tmp, path)
+    return path
